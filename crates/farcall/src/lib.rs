@@ -1,0 +1,35 @@
+//! farcall: control other processes through object proxies.
+//!
+//! The engine behind the `farcall` Python package, usable directly from
+//! Rust. One module per concern:
+//!
+//! - [`value`]: the dynamic [`Value`] that travels between peers.
+//! - [`codec`]: values to bytes (pyacq's msgpack and json, farcall's own).
+//! - [`protocol`]: requests and replies, parsed from frames in one place.
+//! - [`transport`]: moving frames (native Unix/TCP streams, ZeroMQ).
+//! - [`server`]: hosts objects and answers requests.
+//! - [`client`]: sends requests and waits for replies.
+//! - [`proxy`]: a handle to a remote object.
+//! - [`object`]: what a server can host ([`RemoteObject`]).
+
+pub mod client;
+pub mod codec;
+pub mod convert;
+pub mod error;
+pub mod object;
+pub mod protocol;
+pub mod proxy;
+pub mod server;
+pub mod transport;
+pub mod value;
+pub mod value_serde;
+
+pub use convert::{Args, FromValue};
+pub use error::{Error, Result};
+pub use farcall_macros::remote;
+pub use object::{object, BoundMethod, Hosted, Kwargs, Remote, RemoteFields, RemoteObject};
+pub use value::{Array, Date, DateTime, ObjectRef, ProxyRef, Value};
+pub use value_serde::{from_value, to_value};
+
+/// The crate version, reported by the Python package too.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
