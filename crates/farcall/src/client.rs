@@ -1,1 +1,777 @@
-//! (being written)
+//! The client: sends requests to one server and waits for replies.
+//!
+//! A sync call writes its request and reads the reply in the calling
+//! thread: no I/O thread sits between the caller and the socket. When
+//! several threads wait on one client, one of them reads ("the reader")
+//! and hands each reply to its owner; the others sleep until their reply
+//! arrives or the reading role is free. A thread that also hosts a server
+//! (`Server::run_lazy`) keeps serving it while it waits, so A -> B -> A
+//! calls complete.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::codec::Format;
+use crate::error::{Error, Result};
+use crate::protocol::{self, Action, Frames, Reply, ReturnType};
+use crate::server::{self, Server, ThreadExporter};
+use crate::transport::stream::{self, Fill, FrameReader, Kind, Outgoing, Stream};
+use crate::transport::{self, Address};
+use crate::value::{ProxyRef, Value};
+
+/// Default timeout of a sync call.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting (and the handshake) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Options for connecting a client.
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// Force a serializer (default: `farcall` with farcall servers,
+    /// `msgpack` with pyacq servers).
+    pub format: Option<Format>,
+    /// Default timeout of sync calls (default 10 s).
+    pub timeout: Option<Duration>,
+}
+
+/// A connection to one server. Cheap to clone; usable from any thread.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    address: String,
+    conn: Conn,
+    format: Format,
+    timeout: Duration,
+    next_req_id: AtomicI64,
+    state: Mutex<State>,
+    /// Signalled when a reply lands or the reading role is released.
+    cv: Condvar,
+    /// Held by the thread that currently reads from the connection.
+    reading: Mutex<()>,
+    driver_running: AtomicBool,
+}
+
+enum Conn {
+    Native {
+        stream: Stream,
+        out: Mutex<Outgoing>,
+        reader: Mutex<FrameReader>,
+    },
+    Zmq {
+        socket: Mutex<zmq::Socket>,
+        fd: RawFd,
+    },
+}
+
+#[derive(Default)]
+struct State {
+    pending: HashMap<i64, Slot>,
+    waiters: usize,
+    disconnected: Option<String>,
+}
+
+enum Slot {
+    Waiting(Option<Waker>),
+    Done(Result<Value>),
+}
+
+/// What one read turn saw besides replies.
+enum Turn {
+    Progress,
+    ServerReady(Server),
+}
+
+thread_local! {
+    static CLIENTS: RefCell<HashMap<String, Client>> = RefCell::new(HashMap::new());
+}
+
+impl Client {
+    /// Connects to the server at `address`.
+    pub fn connect(address: &str) -> Result<Client> {
+        Self::connect_with(address, ClientOptions::default())
+    }
+
+    /// Connects with explicit options.
+    pub fn connect_with(address: &str, options: ClientOptions) -> Result<Client> {
+        let parsed = Address::parse(address)?;
+        let conn = match &parsed {
+            Address::Zmq(ep) => {
+                let socket = transport::zmq::connect_dealer(ep)?;
+                let fd = transport::zmq::poll_fd(&socket)?;
+                Conn::Zmq {
+                    socket: Mutex::new(socket),
+                    fd,
+                }
+            }
+            native => {
+                let stream = Stream::connect(native).map_err(|e| match e {
+                    Error::Io(io) => Error::Disconnected(format!("cannot connect to {address}: {io}")),
+                    other => other,
+                })?;
+                Conn::Native {
+                    stream,
+                    out: Mutex::new(Outgoing::default()),
+                    reader: Mutex::new(FrameReader::new(stream::DEFAULT_MAX_MESSAGE)),
+                }
+            }
+        };
+        let mut inner = Inner {
+            address: address.to_string(),
+            conn,
+            format: options.format.unwrap_or(Format::Farcall),
+            timeout: options.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            next_req_id: AtomicI64::new(1),
+            state: Mutex::new(State::default()),
+            cv: Condvar::new(),
+            reading: Mutex::new(()),
+            driver_running: AtomicBool::new(false),
+        };
+        inner.handshake(options.format)?;
+        Ok(Client {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The client of this thread for `address`, connecting on first use.
+    pub fn get(address: &str) -> Result<Client> {
+        if let Some(c) = CLIENTS.with(|m| m.borrow().get(address).cloned()) {
+            if c.disconnected().is_none() {
+                return Ok(c);
+            }
+        }
+        let client = Client::connect(address)?;
+        CLIENTS.with(|m| m.borrow_mut().insert(address.to_string(), client.clone()));
+        Ok(client)
+    }
+
+    /// The client of this thread for `address`, if one exists.
+    pub fn existing(address: &str) -> Option<Client> {
+        CLIENTS.with(|m| m.borrow().get(address).cloned())
+    }
+
+    /// Registers `client` as this thread's client for its address.
+    pub fn register_for_thread(&self) {
+        CLIENTS.with(|m| {
+            m.borrow_mut()
+                .insert(self.inner.address.clone(), self.clone())
+        });
+    }
+
+    /// The server address.
+    pub fn address(&self) -> &str {
+        &self.inner.address
+    }
+
+    /// The serializer this client speaks.
+    pub fn format(&self) -> Format {
+        self.inner.format
+    }
+
+    /// The default timeout of sync calls.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    /// Why the client is disconnected, if it is.
+    pub fn disconnected(&self) -> Option<String> {
+        lock(&self.inner.state).disconnected.clone()
+    }
+
+    /// Sends a request and returns a future for its reply.
+    pub fn send(&self, action: Action, opts: &Value, return_type: ReturnType) -> Result<Future> {
+        let req_id = self.inner.next_req_id.fetch_add(1, Ordering::Relaxed);
+        self.inner.check_connected()?;
+        lock(&self.inner.state)
+            .pending
+            .insert(req_id, Slot::Waiting(None));
+        let frames = protocol::request_frames(
+            req_id,
+            action,
+            return_type,
+            self.inner.format,
+            opts,
+            &mut ThreadExporter,
+        );
+        let sent = frames.and_then(|f| self.inner.write(f, Some(Instant::now() + self.inner.timeout)));
+        if let Err(e) = sent {
+            lock(&self.inner.state).pending.remove(&req_id);
+            return Err(e);
+        }
+        Ok(Future {
+            client: self.clone(),
+            req_id,
+            consumed: false,
+        })
+    }
+
+    /// Sends a request that wants no reply.
+    pub fn send_off(&self, action: Action, opts: &Value, return_type: ReturnType) -> Result<()> {
+        self.inner.check_connected()?;
+        let frames = protocol::request_frames(
+            -1,
+            action,
+            return_type,
+            self.inner.format,
+            opts,
+            &mut ThreadExporter,
+        )?;
+        self.inner
+            .write(frames, Some(Instant::now() + self.inner.timeout))
+    }
+
+    /// Sends a request and waits for its reply (`timeout`: the client's
+    /// default when `None`).
+    pub fn call(
+        &self,
+        action: Action,
+        opts: &Value,
+        return_type: ReturnType,
+        timeout: Option<Duration>,
+    ) -> Result<Value> {
+        self.send(action, opts, return_type)?
+            .wait(Some(timeout.unwrap_or(self.inner.timeout)))
+    }
+
+    /// Calls the object `proxy` refers to (a method, through its path).
+    pub fn call_obj(&self, proxy: &ProxyRef, args: Vec<Value>, kwargs: Vec<(String, Value)>) -> Result<Value> {
+        self.call(Action::CallObj, &call_opts(proxy, args, kwargs), ReturnType::Auto, None)
+    }
+
+    /// Answers `"pong"` if the server is there.
+    pub fn ping(&self) -> Result<Value> {
+        self.call(Action::Ping, &Value::None, ReturnType::Auto, None)
+    }
+
+    /// Reads the object the server published as `name`.
+    pub fn get_item(&self, name: &str) -> Result<Value> {
+        let opts = Value::map([("name", Value::from(name))]);
+        self.call(Action::GetItem, &opts, ReturnType::Auto, None)
+    }
+
+    /// Publishes `value` on the server as `name`.
+    pub fn set_item(&self, name: &str, value: Value) -> Result<()> {
+        let opts = Value::map([("name", Value::from(name)), ("obj", value)]);
+        self.call(Action::SetItem, &opts, ReturnType::Auto, None)
+            .map(drop)
+    }
+
+    /// Imports `module` on the server and returns it (by proxy).
+    pub fn import(&self, module: &str) -> Result<Value> {
+        let opts = Value::map([("module", Value::from(module))]);
+        self.call(Action::Import, &opts, ReturnType::Auto, None)
+    }
+
+    /// Releases the server's object behind `proxy` (one reference).
+    pub fn delete(&self, proxy: &ProxyRef) -> Result<()> {
+        self.call(Action::Delete, &delete_opts(proxy), ReturnType::Auto, None)
+            .map(drop)
+    }
+
+    /// Releases a reference without waiting for the answer.
+    pub fn delete_later(&self, proxy: &ProxyRef) -> Result<()> {
+        self.send_off(Action::Delete, &delete_opts(proxy), ReturnType::Auto)
+    }
+
+    /// Asks the server to close. Every client it knows is told.
+    pub fn close_server(&self) -> Result<()> {
+        if self.disconnected().is_some() {
+            return Ok(());
+        }
+        self.call(Action::Close, &Value::None, ReturnType::Auto, None)?;
+        self.inner.fail_all("the server closed (close_server)".into());
+        Ok(())
+    }
+
+    /// Closes this client's connection (the server keeps running).
+    pub fn close(&self) {
+        CLIENTS.with(|m| {
+            let mut m = m.borrow_mut();
+            if m.get(&self.inner.address).is_some_and(|c| Arc::ptr_eq(&c.inner, &self.inner)) {
+                m.remove(&self.inner.address);
+            }
+        });
+        if let Conn::Native { stream, .. } = &self.inner.conn {
+            stream.shutdown();
+        }
+        self.inner.fail_all("the client was closed".into());
+    }
+
+    /// Number of calls sent and not yet answered.
+    pub fn pending(&self) -> usize {
+        lock(&self.inner.state).pending.len()
+    }
+}
+
+/// The opts of a `call_obj` request.
+pub fn call_opts(proxy: &ProxyRef, args: Vec<Value>, kwargs: Vec<(String, Value)>) -> Value {
+    Value::map([
+        ("obj", Value::Proxy(proxy.clone())),
+        ("args", Value::List(args)),
+        (
+            "kwargs",
+            Value::Map(kwargs.into_iter().map(|(k, v)| (Value::Str(k), v)).collect()),
+        ),
+    ])
+}
+
+fn delete_opts(proxy: &ProxyRef) -> Value {
+    Value::map([
+        ("obj_id", Value::from(proxy.obj_id)),
+        ("ref_id", Value::from(proxy.ref_id)),
+    ])
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Inner {
+    /// The connection handshake: native peers exchange hello messages;
+    /// over ZeroMQ the client asks for the farcall format and falls back
+    /// to msgpack when the server is a pyacq one.
+    fn handshake(&mut self, forced: Option<Format>) -> Result<()> {
+        let deadline = Some(Instant::now() + CONNECT_TIMEOUT);
+        match &self.conn {
+            Conn::Native { stream, out, reader } => {
+                let mut out = lock(out);
+                out.push(Kind::Hello, server::hello_frames());
+                out.flush_blocking(stream.as_raw_fd(), deadline)?;
+                let mut reader = lock(reader);
+                loop {
+                    if let Some((kind, frames)) = reader.next_message()? {
+                        if kind != Kind::Hello {
+                            return Err(Error::Protocol("expected a hello".into()));
+                        }
+                        return server::check_hello(&frames);
+                    }
+                    match reader.fill(stream.as_raw_fd())? {
+                        Fill::Data => {}
+                        Fill::Eof => return Err(Error::Disconnected(format!("{} refused the connection", self.address))),
+                        Fill::WouldBlock => {
+                            if !stream::wait_fd(stream.as_raw_fd(), libc::POLLIN, deadline)? {
+                                return Err(Error::Timeout(CONNECT_TIMEOUT));
+                            }
+                        }
+                    }
+                }
+            }
+            Conn::Zmq { socket, fd } => {
+                if forced.is_none() {
+                    self.format = zmq_hello(&lock(socket), *fd, deadline)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn check_connected(&self) -> Result<()> {
+        match &lock(&self.state).disconnected {
+            Some(why) => Err(Error::Disconnected(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn write(&self, frames: Frames, deadline: Option<Instant>) -> Result<()> {
+        let written = match &self.conn {
+            Conn::Native { stream, out, .. } => {
+                let mut out = lock(out);
+                out.push(Kind::Request, frames);
+                out.flush_blocking(stream.as_raw_fd(), deadline)
+            }
+            Conn::Zmq { socket, .. } => {
+                let socket = lock(socket);
+                let last = frames.len() - 1;
+                frames.iter().enumerate().try_for_each(|(i, f)| {
+                    let more = if i < last { zmq::SNDMORE } else { 0 };
+                    socket.send(&f[..], more).map_err(Error::from)
+                })
+            }
+        };
+        if let Err(Error::Io(e)) = &written {
+            self.fail_all(format!("connection to {} lost: {e}", self.address));
+            return Err(Error::Disconnected(format!("connection to {} lost: {e}", self.address)));
+        }
+        written
+    }
+
+    /// Marks the client disconnected and fails every pending call.
+    fn fail_all(&self, why: String) {
+        let mut st = lock(&self.state);
+        if st.disconnected.is_none() {
+            st.disconnected = Some(why.clone());
+        }
+        for slot in st.pending.values_mut() {
+            if let Slot::Waiting(waker) = slot {
+                if let Some(w) = waker.take() {
+                    w.wake();
+                }
+                *slot = Slot::Done(Err(Error::Disconnected(why.clone())));
+            }
+        }
+        drop(st);
+        self.cv.notify_all();
+    }
+
+    /// Hands one reply to its caller.
+    fn deliver(&self, frames: Frames) {
+        match Reply::parse(self.format, &frames) {
+            Ok(Reply::Return { req_id, result }) => {
+                let mut st = lock(&self.state);
+                let Some(slot) = st.pending.get_mut(&req_id) else {
+                    return; // timed out, or a one-way call: nobody waits
+                };
+                if let Slot::Waiting(Some(w)) = std::mem::replace(slot, Slot::Done(result)) {
+                    w.wake();
+                }
+                if st.waiters > 0 {
+                    drop(st);
+                    self.cv.notify_all();
+                }
+            }
+            Ok(Reply::Disconnect) => {
+                self.fail_all(format!("the server at {} closed", self.address));
+            }
+            Err(e) => log::warn!("unreadable reply from {}: {e}", self.address),
+        }
+    }
+
+    /// One turn as the reader: deliver what is buffered, else wait (up to
+    /// `deadline`) for the connection or this thread's lazy server.
+    fn read_turn(&self, deadline: Option<Instant>) -> Result<Turn> {
+        if self.drain()? > 0 {
+            return Ok(Turn::Progress);
+        }
+        let server = Server::current();
+        let mut fds = vec![libc::pollfd {
+            fd: self.poll_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        if let Some(s) = &server {
+            fds.push(libc::pollfd {
+                fd: s.poll_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // ZeroMQ's descriptor signals edges that another thread's send may
+        // consume; a short slice bounds the cost of that rare race.
+        let deadline = match self.conn {
+            Conn::Zmq { .. } => Some(deadline.map_or(Instant::now() + ZMQ_SLICE, |d| d.min(Instant::now() + ZMQ_SLICE))),
+            Conn::Native { .. } => deadline,
+        };
+        stream::poll_fds(&mut fds, deadline)?;
+        if fds.len() > 1 && fds[1].revents != 0 {
+            return Ok(Turn::ServerReady(server.expect("pushed above")));
+        }
+        self.drain()?;
+        Ok(Turn::Progress)
+    }
+
+    fn poll_fd(&self) -> RawFd {
+        match &self.conn {
+            Conn::Native { stream, .. } => stream.as_raw_fd(),
+            Conn::Zmq { fd, .. } => *fd,
+        }
+    }
+
+    /// Delivers every reply that can be read without waiting.
+    fn drain(&self) -> Result<usize> {
+        let mut delivered = 0;
+        loop {
+            let frames = match &self.conn {
+                Conn::Native { stream, reader, .. } => {
+                    let mut reader = lock(reader);
+                    match read_reply(&mut reader, stream) {
+                        Ok(Some(f)) => f,
+                        Ok(None) => return Ok(delivered),
+                        Err(e) => {
+                            drop(reader);
+                            self.fail_all(format!("connection to {} lost: {e}", self.address));
+                            return Ok(delivered + 1);
+                        }
+                    }
+                }
+                Conn::Zmq { socket, .. } => {
+                    let socket = lock(socket);
+                    if !transport::zmq::readable(&socket)? {
+                        return Ok(delivered);
+                    }
+                    match transport::zmq::try_recv(&socket)? {
+                        Some(f) => f,
+                        None => return Ok(delivered),
+                    }
+                }
+            };
+            self.deliver(frames);
+            delivered += 1;
+        }
+    }
+
+    /// Takes the result of `req_id` if it is there.
+    fn take_done(&self, st: &mut State, req_id: i64) -> Option<Result<Value>> {
+        match st.pending.get(&req_id) {
+            Some(Slot::Done(_)) => match st.pending.remove(&req_id) {
+                Some(Slot::Done(r)) => Some(r),
+                _ => unreachable!(),
+            },
+            Some(Slot::Waiting(_)) => None,
+            None => Some(Err(Error::Protocol(format!("no call {req_id} is pending")))),
+        }
+    }
+
+    /// Waits for the reply to `req_id` until `deadline`.
+    fn wait(&self, req_id: i64, deadline: Option<Instant>, timeout: Duration) -> Result<Value> {
+        loop {
+            if let Some(r) = self.take_done(&mut lock(&self.state), req_id) {
+                return r;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                lock(&self.state).pending.remove(&req_id);
+                return Err(Error::Timeout(timeout));
+            }
+            let turn = match self.reading.try_lock() {
+                Ok(role) => {
+                    let turn = self.read_turn(deadline);
+                    drop(role);
+                    self.release_role();
+                    turn?
+                }
+                Err(_) => {
+                    self.sleep_until_called(req_id, deadline);
+                    continue;
+                }
+            };
+            if let Turn::ServerReady(server) = turn {
+                server.poll_once(Some(Duration::ZERO))?;
+            }
+        }
+    }
+
+    /// Wakes threads waiting for the reading role.
+    fn release_role(&self) {
+        if lock(&self.state).waiters > 0 {
+            self.cv.notify_all();
+        }
+    }
+
+    /// Sleeps while another thread reads, until this call's reply lands,
+    /// the reading role is free, or `deadline` passes.
+    fn sleep_until_called(&self, req_id: i64, deadline: Option<Instant>) {
+        let mut st = lock(&self.state);
+        st.waiters += 1;
+        // Checked under the state lock: the reader takes this lock before
+        // notifying, so its notification cannot slip in before we sleep.
+        let free = self.reading.try_lock().is_ok();
+        let done = matches!(st.pending.get(&req_id), Some(Slot::Done(_)) | None);
+        if !free && !done {
+            let wait = deadline.map_or(Duration::from_secs(1), |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            st = self
+                .cv
+                .wait_timeout(st, wait)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        st.waiters -= 1;
+    }
+
+    /// Reads on behalf of async futures that nobody waits on
+    /// synchronously; runs in its own thread while such futures exist.
+    fn drive(self: Arc<Self>) {
+        loop {
+            let wanted = {
+                let st = lock(&self.state);
+                st.disconnected.is_none()
+                    && st.pending.values().any(|s| matches!(s, Slot::Waiting(Some(_))))
+            };
+            if !wanted {
+                self.driver_running.store(false, Ordering::Release);
+                // A future may have registered between the check and the
+                // store; if so, take the job back.
+                let again = lock(&self.state)
+                    .pending
+                    .values()
+                    .any(|s| matches!(s, Slot::Waiting(Some(_))));
+                if !again || self.driver_running.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+            }
+            let role = lock(&self.reading);
+            let turn = self.read_turn(Some(Instant::now() + Duration::from_millis(50)));
+            drop(role);
+            self.release_role();
+            if let Err(e) = turn {
+                self.fail_all(format!("connection to {} lost: {e}", self.address));
+            }
+        }
+    }
+}
+
+const ZMQ_SLICE: Duration = Duration::from_millis(10);
+
+/// Asks a ZeroMQ server for the farcall format. A pyacq server answers
+/// with an error (unknown action), and then the client speaks msgpack.
+fn zmq_hello(socket: &zmq::Socket, fd: RawFd, deadline: Option<Instant>) -> Result<Format> {
+    let hello = protocol::request_frames(
+        0,
+        Action::Hello,
+        ReturnType::Auto,
+        Format::Msgpack,
+        &Value::None,
+        &mut crate::codec::NoExport,
+    )?;
+    transport::zmq::send(socket, &hello)?;
+    loop {
+        while transport::zmq::readable(socket)? {
+            let Some(frames) = transport::zmq::try_recv(socket)? else {
+                break;
+            };
+            match Reply::parse(Format::Msgpack, &frames)? {
+                Reply::Return { req_id: 0, result } => {
+                    let farcall = result.is_ok_and(|v| {
+                        v.get("format").and_then(Value::as_str) == Some(Format::Farcall.name())
+                    });
+                    return Ok(if farcall { Format::Farcall } else { Format::Msgpack });
+                }
+                _ => continue,
+            }
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Error::Timeout(CONNECT_TIMEOUT));
+        }
+        let slice = Instant::now() + ZMQ_SLICE;
+        stream::wait_fd(fd, libc::POLLIN, Some(deadline.map_or(slice, |d| d.min(slice))))?;
+    }
+}
+
+fn read_reply(reader: &mut FrameReader, stream: &Stream) -> Result<Option<Frames>> {
+    loop {
+        match reader.next_message()? {
+            Some((Kind::Reply, frames)) => return Ok(Some(frames)),
+            Some((kind, _)) => {
+                return Err(Error::Protocol(format!("unexpected {kind:?} from the server")))
+            }
+            None => {}
+        }
+        match reader.fill(stream.as_raw_fd())? {
+            Fill::Data => {}
+            Fill::WouldBlock => return Ok(None),
+            Fill::Eof => return Err(Error::Disconnected("the server closed the connection".into())),
+        }
+    }
+}
+
+/// The pending reply to one request.
+///
+/// Wait for it with [`Future::wait`] from any thread, or `.await` it (a
+/// helper thread then reads on its behalf).
+pub struct Future {
+    client: Client,
+    req_id: i64,
+    consumed: bool,
+}
+
+impl Future {
+    /// Waits for the result (`None`: no time limit).
+    pub fn wait(mut self, timeout: Option<Duration>) -> Result<Value> {
+        self.consumed = true;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        self.client
+            .inner
+            .wait(self.req_id, deadline, timeout.unwrap_or(Duration::MAX))
+    }
+
+    /// True when the result has arrived (reads what is available now).
+    pub fn is_done(&self) -> bool {
+        let inner = &self.client.inner;
+        if let Ok(role) = inner.reading.try_lock() {
+            let _ = inner.drain();
+            drop(role);
+            inner.release_role();
+        }
+        !matches!(
+            lock(&inner.state).pending.get(&self.req_id),
+            Some(Slot::Waiting(_))
+        )
+    }
+
+    /// The request id.
+    pub fn req_id(&self) -> i64 {
+        self.req_id
+    }
+
+    /// The client the request went through.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::future::Future for Future {
+    type Output = Result<Value>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.client.inner.clone();
+        let mut st = lock(&inner.state);
+        match st.pending.get_mut(&self.req_id) {
+            Some(Slot::Waiting(waker)) => {
+                *waker = Some(cx.waker().clone());
+                drop(st);
+                if !inner.driver_running.swap(true, Ordering::AcqRel) {
+                    let driver = inner.clone();
+                    std::thread::Builder::new()
+                        .name("farcall-driver".into())
+                        .spawn(move || driver.drive())
+                        .expect("spawning the reply driver");
+                }
+                Poll::Pending
+            }
+            _ => {
+                let r = inner.take_done(&mut st, self.req_id).expect("not waiting");
+                self.consumed = true;
+                Poll::Ready(r)
+            }
+        }
+    }
+}
+
+impl Drop for Future {
+    fn drop(&mut self) {
+        if !self.consumed {
+            // Nobody will read the result: forget the call.
+            lock(&self.client.inner.state).pending.remove(&self.req_id);
+        }
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Client({})", self.inner.address)
+    }
+}
+
+impl std::fmt::Debug for Future {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Future({} #{})", self.client.inner.address, self.req_id)
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<Client>();
+    is::<Future>();
+    let _ = Bytes::new();
+}

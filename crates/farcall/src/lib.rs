@@ -24,10 +24,14 @@ pub mod transport;
 pub mod value;
 pub mod value_serde;
 
+pub use client::{Client, ClientOptions, Future};
 pub use convert::{Args, FromValue};
 pub use error::{Error, Result};
 pub use farcall_macros::remote;
 pub use object::{object, BoundMethod, Hosted, Kwargs, Remote, RemoteFields, RemoteObject};
+pub use protocol::{ReturnType, SyncMode};
+pub use proxy::Proxy;
+pub use server::{Importer, Server, ServerOptions};
 pub use value::{Array, Date, DateTime, ObjectRef, ProxyRef, Value};
 pub use value_serde::{from_value, to_value};
 

@@ -46,7 +46,10 @@ pub trait RemoteObject: Send + Sync + 'static {
     /// Calls a method: `obj.name(*args, **kwargs)`. The default reads the
     /// attribute and calls it; implementations override it to skip
     /// building a bound-method object on every call.
-    fn call_method(&self, name: &str, args: Vec<Value>, kwargs: Kwargs) -> Result<Value> {
+    fn call_method(&self, name: &str, mut args: Vec<Value>, kwargs: Kwargs) -> Result<Value> {
+        if let Some(r) = call_special(self, name, &mut args) {
+            return r;
+        }
         match self.get_attr(name)? {
             Value::Object(method) => method.call(args, kwargs),
             other => Err(Error::type_error(format!(
@@ -99,6 +102,43 @@ pub trait RemoteObject: Send + Sync + 'static {
 
     /// For downcasting to the concrete type.
     fn as_any(&self) -> &dyn Any;
+}
+
+/// Routes the special methods a proxy uses for attribute and item access
+/// (`__getattr__`, `__setattr__`, `__getitem__`, `__setitem__`) to the
+/// matching trait methods. `None` when `name` is not one of them.
+pub fn call_special(
+    obj: &dyn RemoteObject,
+    name: &str,
+    args: &mut Vec<Value>,
+) -> Option<Result<Value>> {
+    let arity = match name {
+        "__getattr__" | "__getattribute__" | "__getitem__" => 1,
+        "__setattr__" | "__setitem__" => 2,
+        _ => return None,
+    };
+    if args.len() != arity {
+        return Some(Err(Error::type_error(format!(
+            "{name}() takes {arity} arguments ({} given)",
+            args.len()
+        ))));
+    }
+    let mut it = std::mem::take(args).into_iter();
+    let mut arg = || it.next().expect("arity checked");
+    Some(match name {
+        "__getitem__" => obj.get_item(arg()),
+        "__setitem__" => obj.set_item(arg(), arg()).map(|()| Value::None),
+        other => match arg() {
+            Value::Str(attr) if other == "__setattr__" => {
+                obj.set_attr(&attr, arg()).map(|()| Value::None)
+            }
+            Value::Str(attr) => obj.get_attr(&attr),
+            v => Err(Error::type_error(format!(
+                "attribute name must be a string, not {}",
+                v.kind()
+            ))),
+        },
+    })
 }
 
 /// Wraps a `T: Remote` (what `#[farcall::remote]` implements) so it can be
@@ -165,7 +205,10 @@ impl<T: Remote + RemoteFields> RemoteObject for Hosted<T> {
         format!("<class '{}'>", T::TYPE_NAME)
     }
 
-    fn call_method(&self, name: &str, args: Vec<Value>, kwargs: Kwargs) -> Result<Value> {
+    fn call_method(&self, name: &str, mut args: Vec<Value>, kwargs: Kwargs) -> Result<Value> {
+        if let Some(r) = call_special(self, name, &mut args) {
+            return r;
+        }
         self.with(|t| t.remote_call(name, args, kwargs))?
     }
 

@@ -1,1 +1,290 @@
-//! (being written)
+//! A handle to a remote object.
+//!
+//! `Proxy` is cheap to clone and usable from any thread: each call goes
+//! through the calling thread's client for the object's server
+//! (`Client::get`), so threads never share a socket by accident. Reading an
+//! attribute is deferred (`proxy.attr("x")` makes a new proxy without a
+//! round trip); `get_attr` fetches it.
+//!
+//! Ownership: a proxy that a call returned owns its server-side reference
+//! and releases it when its last clone is dropped. The release is queued
+//! and sent by a background thread, never by `Drop` itself (a finalizer
+//! that waits on the network can deadlock). A proxy received as an
+//! argument is borrowed: the sender owns that reference.
+
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use crate::client::{call_opts, Client, Future};
+use crate::convert::FromValue;
+use crate::error::{Error, Result};
+use crate::object::Kwargs;
+use crate::protocol::{Action, ReturnType};
+use crate::value::{ProxyRef, Value};
+
+/// A handle to an object that lives in a server (maybe in another process).
+#[derive(Clone)]
+pub struct Proxy {
+    reference: ProxyRef,
+    /// Shared by every proxy derived from one reference; releases it on drop.
+    owner: Option<Arc<Owner>>,
+    return_type: ReturnType,
+    timeout: Option<Duration>,
+}
+
+/// The server-side reference a proxy family owns.
+struct Owner(ProxyRef);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        queue_release(self.0.clone());
+    }
+}
+
+impl Proxy {
+    /// A proxy that owns `reference` (released when the last clone drops).
+    pub fn owning(reference: ProxyRef) -> Proxy {
+        let owner = Arc::new(Owner(reference.clone()));
+        Proxy {
+            reference,
+            owner: Some(owner),
+            return_type: ReturnType::Auto,
+            timeout: None,
+        }
+    }
+
+    /// A proxy that does not release its reference (the sender owns it).
+    pub fn borrowed(reference: ProxyRef) -> Proxy {
+        Proxy {
+            reference,
+            owner: None,
+            return_type: ReturnType::Auto,
+            timeout: None,
+        }
+    }
+
+    /// Takes ownership of a proxy value that a call returned.
+    pub fn adopt(value: Value) -> Result<Proxy> {
+        match value {
+            Value::Proxy(r) => Ok(Proxy::owning(r)),
+            other => Err(Error::type_error(format!(
+                "expected a proxy, got {}",
+                other.kind()
+            ))),
+        }
+    }
+
+    /// What the proxy refers to.
+    pub fn reference(&self) -> &ProxyRef {
+        &self.reference
+    }
+
+    /// The address of the server that owns the object.
+    pub fn address(&self) -> &str {
+        &self.reference.rpc_addr
+    }
+
+    /// The remote type, as Python's `str(type(obj))`.
+    pub fn type_str(&self) -> &str {
+        &self.reference.type_str
+    }
+
+    /// The same proxy with results returned as `return_type`.
+    pub fn with_return_type(&self, return_type: ReturnType) -> Proxy {
+        Proxy {
+            return_type,
+            ..self.clone()
+        }
+    }
+
+    /// The same proxy with another call timeout.
+    pub fn with_timeout(&self, timeout: Duration) -> Proxy {
+        Proxy {
+            timeout: Some(timeout),
+            ..self.clone()
+        }
+    }
+
+    /// A proxy to attribute `name`, without a round trip.
+    pub fn attr(&self, name: &str) -> Proxy {
+        let mut derived = self.clone();
+        derived.reference.attributes.push(name.to_string());
+        derived
+    }
+
+    fn client(&self) -> Result<Client> {
+        Client::get(&self.reference.rpc_addr)
+    }
+
+    /// Calls the object with positional arguments.
+    pub fn call(&self, args: Vec<Value>) -> Result<Value> {
+        self.call_kw(args, Vec::new())
+    }
+
+    /// Calls the object with positional and keyword arguments.
+    pub fn call_kw(&self, args: Vec<Value>, kwargs: Kwargs) -> Result<Value> {
+        let client = self.client()?;
+        let opts = call_opts(&self.reference, args, kwargs);
+        client.call(Action::CallObj, &opts, self.return_type, self.timeout)
+    }
+
+    /// Calls method `name` (same as `attr(name).call(args)`).
+    pub fn call_method(&self, name: &str, args: Vec<Value>) -> Result<Value> {
+        self.attr(name).call(args)
+    }
+
+    /// Calls without waiting; the future resolves to the result.
+    pub fn call_async(&self, args: Vec<Value>, kwargs: Kwargs) -> Result<Future> {
+        let client = self.client()?;
+        let opts = call_opts(&self.reference, args, kwargs);
+        client.send(Action::CallObj, &opts, self.return_type)
+    }
+
+    /// Calls and asks for no reply (a failure is logged by the server).
+    pub fn call_off(&self, args: Vec<Value>, kwargs: Kwargs) -> Result<()> {
+        let client = self.client()?;
+        let opts = call_opts(&self.reference, args, kwargs);
+        client.send_off(Action::CallObj, &opts, self.return_type)
+    }
+
+    /// Fetches attribute `name` now.
+    pub fn get_attr(&self, name: &str) -> Result<Value> {
+        self.attr(name).fetch(self.return_type)
+    }
+
+    /// Sets attribute `name` on the remote object.
+    pub fn set_attr(&self, name: &str, value: impl Into<Value>) -> Result<()> {
+        self.call_method("__setattr__", vec![Value::from(name), value.into()])
+            .map(drop)
+    }
+
+    /// Reads `obj[key]`.
+    pub fn get_item(&self, key: impl Into<Value>) -> Result<Value> {
+        self.call_method("__getitem__", vec![key.into()])
+    }
+
+    /// Writes `obj[key] = value`.
+    pub fn set_item(&self, key: impl Into<Value>, value: impl Into<Value>) -> Result<()> {
+        self.call_method("__setitem__", vec![key.into(), value.into()])
+            .map(drop)
+    }
+
+    /// A copy of the remote object (an error if it cannot be copied).
+    pub fn get_value(&self) -> Result<Value> {
+        self.fetch(ReturnType::Value)
+    }
+
+    fn fetch(&self, return_type: ReturnType) -> Result<Value> {
+        let opts = Value::map([("obj", Value::Proxy(self.reference.clone()))]);
+        self.client()?
+            .call(Action::GetObj, &opts, return_type, self.timeout)
+    }
+
+    /// Releases the server-side reference now instead of at drop.
+    pub fn delete(self) -> Result<()> {
+        match self.owner {
+            Some(owner) => match Arc::try_unwrap(owner) {
+                Ok(owner) => {
+                    let reference = owner.0.clone();
+                    std::mem::forget(owner);
+                    Client::get(&reference.rpc_addr)?.delete(&reference)
+                }
+                // Other clones still use it; they release it when dropped.
+                Err(_) => Ok(()),
+            },
+            None => Ok(()),
+        }
+    }
+}
+
+impl PartialEq for Proxy {
+    /// Two proxies are equal when they refer to the same remote object.
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (&self.reference, &other.reference);
+        a.rpc_addr == b.rpc_addr && a.obj_id == b.obj_id && a.attributes == b.attributes
+    }
+}
+
+impl Eq for Proxy {}
+
+impl std::hash::Hash for Proxy {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let r = &self.reference;
+        (&r.rpc_addr, r.obj_id, &r.attributes).hash(state);
+    }
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = &self.reference;
+        write!(f, "<ObjectProxy for {}[{}] {}", r.rpc_addr, r.obj_id, r.type_str)?;
+        for a in &r.attributes {
+            write!(f, ".{a}")?;
+        }
+        f.write_str(">")
+    }
+}
+
+impl From<Proxy> for Value {
+    fn from(p: Proxy) -> Value {
+        Value::Proxy(p.reference.clone())
+    }
+}
+
+impl From<&Proxy> for Value {
+    fn from(p: &Proxy) -> Value {
+        Value::Proxy(p.reference.clone())
+    }
+}
+
+impl FromValue for Proxy {
+    /// A proxy received as an argument is borrowed (the sender owns it).
+    fn from_value(v: Value) -> Result<Self> {
+        match v {
+            Value::Proxy(r) => Ok(Proxy::borrowed(r)),
+            other => Err(Error::type_error(format!(
+                "expected a proxy, got {}",
+                other.kind()
+            ))),
+        }
+    }
+}
+
+// ---- releases -----------------------------------------------------------
+
+/// Queues a reference for release by the releaser thread.
+fn queue_release(reference: ProxyRef) {
+    static RELEASER: OnceLock<Mutex<Sender<ProxyRef>>> = OnceLock::new();
+    let sender = RELEASER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<ProxyRef>();
+        std::thread::Builder::new()
+            .name("farcall-release".into())
+            .spawn(move || {
+                for reference in rx {
+                    release(&reference);
+                }
+            })
+            .expect("spawning the release thread");
+        Mutex::new(tx)
+    });
+    if let Ok(tx) = sender.lock() {
+        let _ = tx.send(reference);
+    }
+}
+
+fn release(reference: &ProxyRef) {
+    // Only servers we still talk to: connecting to a dead one just to
+    // release a reference would stall the queue.
+    let Some(client) = Client::existing(&reference.rpc_addr).or_else(|| {
+        Client::connect(&reference.rpc_addr).ok().inspect(Client::register_for_thread)
+    }) else {
+        return;
+    };
+    if client.disconnected().is_some() {
+        return;
+    }
+    if let Err(e) = client.delete_later(reference) {
+        log::debug!("could not release {reference:?}: {e}");
+    }
+}

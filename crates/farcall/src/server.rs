@@ -1,1 +1,1011 @@
-//! (being written)
+//! The server: hosts objects and answers requests.
+//!
+//! A server binds one address and serves it from one thread: requests run
+//! in that thread, in the order they arrive. `run_forever` serves until
+//! closed; `run_lazy` registers the server with its thread so that a
+//! client waiting in that thread keeps serving it, which makes
+//! A -> B -> A calls complete.
+//!
+//! I/O is an epoll loop (mio) over the listening socket (or ZeroMQ
+//! ROUTER), every native connection and a waker. The loop can be entered
+//! again from inside a request (a nested wait), so no lock is held while a
+//! request runs.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::codec::{Exporter, Format};
+use crate::error::{Error, Result};
+use crate::object::{Kwargs, RemoteObject, ValueObject};
+use crate::protocol::{self, Action, Frames, Request, ReturnType};
+use crate::transport::stream::{self, FrameReader, Kind, Listener, Outgoing, Stream};
+use crate::transport::{self, Address};
+use crate::value::{ObjectRef, ProxyRef, Value};
+
+const WAKER: Token = Token(0);
+const ENDPOINT: Token = Token(1);
+const FIRST_CONN: usize = 2;
+
+/// Imports modules for the `import` action.
+pub trait Importer: Send + Sync {
+    /// Returns the module (or any object standing for it) named `module`.
+    fn import(&self, module: &str) -> Result<Value>;
+}
+
+/// Options for binding a server.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Largest message accepted from a peer, in bytes.
+    pub max_message: u64,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            max_message: stream::DEFAULT_MAX_MESSAGE,
+        }
+    }
+}
+
+/// A handle to a server. Cheap to clone; usable from any thread.
+#[derive(Clone)]
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    address: String,
+    objects: Mutex<ObjectTable>,
+    names: Mutex<HashMap<String, Value>>,
+    modules: Mutex<HashMap<String, Value>>,
+    importer: Mutex<Option<Arc<dyn Importer>>>,
+    io: Mutex<Io>,
+    waker: Waker,
+    poll_fd: RawFd,
+    closed: AtomicBool,
+    max_message: u64,
+}
+
+struct Io {
+    poll: Poll,
+    events: Events,
+    endpoint: Option<Endpoint>,
+    conns: HashMap<Token, Conn>,
+    /// ZeroMQ peers seen, with their serializer, for disconnect notices.
+    zmq_peers: HashMap<Bytes, Format>,
+    next_token: usize,
+}
+
+enum Endpoint {
+    Native(Listener),
+    Zmq(zmq::Socket),
+}
+
+/// One native connection.
+struct Conn {
+    stream: Stream,
+    reader: FrameReader,
+    out: Outgoing,
+    greeted: bool,
+    format: Format,
+    wants_write: bool,
+}
+
+/// Who sent a request, so the reply goes back there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Peer {
+    Native(Token),
+    Zmq(Bytes),
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Server>> = const { RefCell::new(None) };
+}
+
+impl Server {
+    /// Binds `address` (see docs/transports.md for the syntax).
+    pub fn bind(address: &str) -> Result<Server> {
+        Self::bind_with(address, ServerOptions::default())
+    }
+
+    /// Binds `address` with explicit options.
+    pub fn bind_with(address: &str, options: ServerOptions) -> Result<Server> {
+        let parsed = Address::parse(address)?;
+        let poll = Poll::new()?;
+        let (endpoint, bound) = match &parsed {
+            Address::Zmq(ep) => {
+                let (socket, bound) = transport::zmq::bind_router(ep)?;
+                let fd = transport::zmq::poll_fd(&socket)?;
+                poll.registry()
+                    .register(&mut SourceFd(&fd), ENDPOINT, Interest::READABLE)?;
+                (Endpoint::Zmq(socket), bound)
+            }
+            native => {
+                let (listener, bound) = Listener::bind(native)?;
+                poll.registry().register(
+                    &mut SourceFd(&listener.as_raw_fd()),
+                    ENDPOINT,
+                    Interest::READABLE,
+                )?;
+                (Endpoint::Native(listener), bound.to_url())
+            }
+        };
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let poll_fd = poll.as_raw_fd();
+        let io = Io {
+            poll,
+            events: Events::with_capacity(256),
+            endpoint: Some(endpoint),
+            conns: HashMap::new(),
+            zmq_peers: HashMap::new(),
+            next_token: FIRST_CONN,
+        };
+        let shared = Arc::new(Shared {
+            address: bound,
+            objects: Mutex::new(ObjectTable::default()),
+            names: Mutex::new(HashMap::new()),
+            modules: Mutex::new(HashMap::new()),
+            importer: Mutex::new(None),
+            io: Mutex::new(io),
+            waker,
+            poll_fd,
+            closed: AtomicBool::new(false),
+            max_message: options.max_message,
+        });
+        Ok(Server { shared }.publish_self())
+    }
+
+    /// The address clients connect to (a free port is filled in).
+    pub fn address(&self) -> &str {
+        &self.shared.address
+    }
+
+    /// Publishes `value` under `name` (`client.get_item(name)` reads it).
+    pub fn publish(&self, name: impl Into<String>, value: impl Into<Value>) {
+        lock(&self.shared.names).insert(name.into(), value.into());
+    }
+
+    /// Reads a published name.
+    pub fn published(&self, name: &str) -> Option<Value> {
+        lock(&self.shared.names).get(name).cloned()
+    }
+
+    /// Makes `value` importable under `module` (for Rust servers).
+    pub fn add_module(&self, module: impl Into<String>, value: impl Into<Value>) {
+        lock(&self.shared.modules).insert(module.into(), value.into());
+    }
+
+    /// Replaces module lookup for the `import` action (the Python bindings
+    /// import real modules).
+    pub fn set_importer(&self, importer: Arc<dyn Importer>) {
+        *lock(&self.shared.importer) = Some(importer);
+    }
+
+    /// A proxy reference to a local object, registered in the table.
+    pub fn get_proxy(&self, obj: &ObjectRef) -> ProxyRef {
+        self.shared.export_ref(obj)
+    }
+
+    /// The local object a proxy of this server refers to (its attribute
+    /// path followed).
+    pub fn unwrap_proxy(&self, proxy: &ProxyRef) -> Result<Value> {
+        self.shared.resolve_proxy(proxy)
+    }
+
+    /// Number of objects currently held for peers.
+    pub fn object_count(&self) -> usize {
+        lock(&self.shared.objects).objects.len()
+    }
+
+    /// True until the server is closed.
+    pub fn running(&self) -> bool {
+        !self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Closes the server: every client it has seen gets a disconnect
+    /// notice, connections are dropped, the address is released.
+    pub fn close(&self) {
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // If the serving thread is inside poll, it shuts down when woken;
+        // otherwise nobody is serving and this thread does it.
+        match self.shared.io.try_lock() {
+            Ok(mut io) => self.shared.shut_down(&mut io, None),
+            Err(_) => {
+                let _ = self.shared.waker.wake();
+            }
+        }
+    }
+
+    /// Serves in this thread until the server is closed.
+    pub fn run_forever(&self) -> Result<()> {
+        self.run_lazy()?;
+        while self.running() {
+            self.poll_once(None)?;
+        }
+        Ok(())
+    }
+
+    /// Serves in this thread until closed or until `timeout` passes
+    /// without a request; returns the number of requests handled.
+    pub fn run_for(&self, timeout: Duration) -> Result<usize> {
+        self.poll_once(Some(timeout))
+    }
+
+    /// Registers the server with this thread: clients waiting in this
+    /// thread serve it while they wait. One server per thread.
+    pub fn run_lazy(&self) -> Result<()> {
+        CURRENT.with(|c| {
+            let mut c = c.borrow_mut();
+            match &*c {
+                Some(s) if !Arc::ptr_eq(&s.shared, &self.shared) && s.running() => Err(
+                    Error::key_error("a server is already registered in this thread"),
+                ),
+                _ => {
+                    *c = Some(self.clone());
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    /// The server registered with this thread, if any.
+    pub fn current() -> Option<Server> {
+        CURRENT.with(|c| c.borrow().clone().filter(Server::running))
+    }
+
+    /// The descriptor that becomes readable when the server has work
+    /// (for callers that poll it together with other descriptors).
+    pub fn poll_fd(&self) -> RawFd {
+        self.shared.poll_fd
+    }
+
+    /// Handles whatever is ready, waiting up to `timeout` (`None`: until
+    /// something happens). Returns the number of requests handled.
+    pub fn poll_once(&self, timeout: Option<Duration>) -> Result<usize> {
+        let shared = &self.shared;
+        let mut handled = shared.service_zmq()?;
+        if handled > 0 {
+            return Ok(handled);
+        }
+        let ready: Vec<(Token, bool)> = {
+            let mut io = lock(&shared.io);
+            if shared.closed.load(Ordering::Acquire) {
+                shared.shut_down(&mut io, None);
+                return Ok(0);
+            }
+            let Io { poll, events, .. } = &mut *io;
+            match poll.poll(events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(0),
+                Err(e) => return Err(e.into()),
+            }
+            events.iter().map(|e| (e.token(), e.is_writable())).collect()
+        };
+        for (token, writable) in ready {
+            handled += match token {
+                WAKER => 0,
+                ENDPOINT => shared.service_endpoint()?,
+                conn if writable => {
+                    shared.flush_conn(conn);
+                    shared.service_conn(conn)
+                }
+                conn => shared.service_conn(conn),
+            };
+        }
+        if shared.closed.load(Ordering::Acquire) {
+            shared.shut_down(&mut lock(&shared.io), None);
+        }
+        Ok(handled)
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Ok(io) = self.io.get_mut() {
+            if let Some(Endpoint::Zmq(socket)) = &io.endpoint {
+                let _ = socket.set_linger(0);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A request that panicked must not take the server down with it.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+// ---- I/O --------------------------------------------------------------
+
+impl Shared {
+    /// Accepts new connections (native) or drains the ROUTER (ZeroMQ).
+    fn service_endpoint(&self) -> Result<usize> {
+        let mut io = lock(&self.io);
+        let Some(Endpoint::Native(listener)) = &io.endpoint else {
+            drop(io);
+            return self.service_zmq();
+        };
+        let mut accepted = Vec::new();
+        loop {
+            match listener.accept() {
+                Ok(Some(stream)) => accepted.push(stream),
+                Ok(None) => break,
+                Err(e) => {
+                    log::warn!("accept failed on {}: {e}", self.address);
+                    break;
+                }
+            }
+        }
+        for stream in accepted {
+            let token = Token(io.next_token);
+            io.next_token += 1;
+            let fd = stream.as_raw_fd();
+            if let Err(e) = io
+                .poll
+                .registry()
+                .register(&mut SourceFd(&fd), token, Interest::READABLE)
+            {
+                log::warn!("cannot watch a new connection: {e}");
+                continue;
+            }
+            let conn = Conn {
+                stream,
+                reader: FrameReader::new(self.max_message),
+                out: Outgoing::default(),
+                greeted: false,
+                format: Format::Farcall,
+                wants_write: false,
+            };
+            io.conns.insert(token, conn);
+        }
+        Ok(0)
+    }
+
+    /// Handles every message waiting on the ZeroMQ socket.
+    fn service_zmq(&self) -> Result<usize> {
+        let mut handled = 0;
+        loop {
+            let frames = {
+                let io = lock(&self.io);
+                let Some(Endpoint::Zmq(socket)) = &io.endpoint else {
+                    return Ok(handled);
+                };
+                if !transport::zmq::readable(socket)? {
+                    return Ok(handled);
+                }
+                match transport::zmq::try_recv(socket)? {
+                    Some(f) => f,
+                    None => return Ok(handled),
+                }
+            };
+            let mut frames = frames.into_iter();
+            let identity = frames.next().unwrap_or_default();
+            self.handle(Peer::Zmq(identity), frames.collect());
+            handled += 1;
+        }
+    }
+
+    /// Reads and handles every complete message on one connection.
+    fn service_conn(&self, token: Token) -> usize {
+        let mut handled = 0;
+        loop {
+            let message = {
+                let mut io = lock(&self.io);
+                let Some(conn) = io.conns.get_mut(&token) else {
+                    return handled;
+                };
+                match read_message(conn) {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return handled,
+                    Err(e) => {
+                        if !matches!(e, Error::Disconnected(_)) {
+                            log::warn!("dropping connection to {}: {e}", self.address);
+                        }
+                        drop_conn(&mut io, token);
+                        return handled;
+                    }
+                }
+            };
+            match message {
+                (Kind::Request, frames) => {
+                    self.handle(Peer::Native(token), frames);
+                    handled += 1;
+                }
+                (Kind::Hello, frames) => self.greet(token, frames),
+                (Kind::Reply, _) => {
+                    log::warn!("a client sent a reply to {}; dropping it", self.address);
+                    drop_conn(&mut lock(&self.io), token);
+                    return handled;
+                }
+            }
+        }
+    }
+
+    /// The connection handshake: the one place a connection is accepted
+    /// before any request on it runs.
+    fn greet(&self, token: Token, frames: Frames) {
+        let mut io = lock(&self.io);
+        let Some(conn) = io.conns.get_mut(&token) else {
+            return;
+        };
+        if conn.greeted || frames.first().map(|f| &f[..]) != Some(HELLO_MAGIC) {
+            log::warn!("bad handshake on {}; dropping connection", self.address);
+            drop_conn(&mut io, token);
+            return;
+        }
+        conn.greeted = true;
+        let reply = vec![
+            Bytes::from_static(HELLO_MAGIC),
+            Bytes::from(self.address.clone()),
+        ];
+        self.queue(&mut io, token, Kind::Hello, reply);
+    }
+
+    fn flush_conn(&self, token: Token) {
+        let mut io = lock(&self.io);
+        let Some(conn) = io.conns.get_mut(&token) else {
+            return;
+        };
+        match conn.out.flush(conn.stream.as_raw_fd()) {
+            Ok(true) if conn.wants_write => {
+                conn.wants_write = false;
+                let fd = conn.stream.as_raw_fd();
+                let _ = io
+                    .poll
+                    .registry()
+                    .reregister(&mut SourceFd(&fd), token, Interest::READABLE);
+            }
+            Ok(_) => {}
+            Err(_) => drop_conn(&mut io, token),
+        }
+    }
+
+    /// Queues a message on a native connection and writes what it can;
+    /// the rest goes out when the socket is writable. Never blocks, so a
+    /// client that stops reading cannot stall the server.
+    fn queue(&self, io: &mut Io, token: Token, kind: Kind, frames: Frames) {
+        let Some(conn) = io.conns.get_mut(&token) else {
+            return;
+        };
+        conn.out.push(kind, frames);
+        let fd = conn.stream.as_raw_fd();
+        match conn.out.flush(fd) {
+            Ok(true) => {}
+            Ok(false) if !conn.wants_write => {
+                conn.wants_write = true;
+                let _ = io.poll.registry().reregister(
+                    &mut SourceFd(&fd),
+                    token,
+                    Interest::READABLE | Interest::WRITABLE,
+                );
+            }
+            Ok(false) => {}
+            Err(_) => drop_conn(io, token),
+        }
+    }
+
+    fn send(&self, peer: &Peer, frames: Frames) {
+        let mut io = lock(&self.io);
+        match peer {
+            Peer::Native(token) => self.queue(&mut io, *token, Kind::Reply, frames),
+            Peer::Zmq(identity) => {
+                if let Some(Endpoint::Zmq(socket)) = &io.endpoint {
+                    let mut all = Vec::with_capacity(frames.len() + 1);
+                    all.push(identity.clone());
+                    all.extend(frames);
+                    if let Err(e) = transport::zmq::send(socket, &all) {
+                        log::warn!("reply to a ZeroMQ client of {} lost: {e}", self.address);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends disconnect notices, drops connections, releases the address.
+    fn shut_down(&self, io: &mut Io, except: Option<&Peer>) {
+        let Some(endpoint) = io.endpoint.take() else {
+            return;
+        };
+        match &endpoint {
+            Endpoint::Zmq(socket) => {
+                for (identity, format) in io.zmq_peers.drain() {
+                    if except == Some(&Peer::Zmq(identity.clone())) {
+                        continue;
+                    }
+                    let mut frames = vec![identity];
+                    frames.extend(protocol::disconnect_frames(format));
+                    let _ = transport::zmq::send(socket, &frames);
+                }
+            }
+            Endpoint::Native(_) => {
+                let tokens: Vec<Token> = io.conns.keys().copied().collect();
+                for token in tokens {
+                    if except != Some(&Peer::Native(token)) {
+                        let format = io.conns[&token].format;
+                        self.queue(io, token, Kind::Reply, protocol::disconnect_frames(format));
+                    }
+                }
+            }
+        }
+        // Connections get their notice (best effort, never blocking), then
+        // are closed; dropping the listener removes a Unix socket file.
+        for (_, conn) in io.conns.drain() {
+            let mut out = conn.out;
+            let _ = out.flush(conn.stream.as_raw_fd());
+            conn.stream.shutdown();
+        }
+        drop(endpoint);
+        lock(&self.objects).clear();
+    }
+}
+
+const HELLO_MAGIC: &[u8] = b"farcall/1";
+
+/// The hello frames a client sends first on a native connection.
+pub(crate) fn hello_frames() -> Frames {
+    vec![Bytes::from_static(HELLO_MAGIC)]
+}
+
+/// Checks a server's hello reply.
+pub(crate) fn check_hello(frames: &[Bytes]) -> Result<()> {
+    match frames.first() {
+        Some(magic) if &magic[..] == HELLO_MAGIC => Ok(()),
+        _ => Err(Error::Protocol("the peer is not a farcall server".into())),
+    }
+}
+
+fn read_message(conn: &mut Conn) -> Result<Option<(Kind, Frames)>> {
+    loop {
+        if let Some(m) = conn.reader.next_message()? {
+            return Ok(Some(m));
+        }
+        match conn.reader.fill(conn.stream.as_raw_fd())? {
+            stream::Fill::Data => continue,
+            stream::Fill::WouldBlock => return Ok(None),
+            stream::Fill::Eof => return Err(Error::Disconnected("peer closed".into())),
+        }
+    }
+}
+
+fn drop_conn(io: &mut Io, token: Token) {
+    if let Some(conn) = io.conns.remove(&token) {
+        let fd = conn.stream.as_raw_fd();
+        let _ = io.poll.registry().deregister(&mut SourceFd(&fd));
+    }
+}
+
+// ---- requests -----------------------------------------------------------
+
+impl Shared {
+    fn handle(&self, peer: Peer, frames: Frames) {
+        let request = match Request::parse(frames) {
+            Ok(r) => r,
+            Err(bad) => {
+                log::warn!("malformed request to {}: {}", self.address, bad.error);
+                if let Some(req_id) = bad.req_id.filter(|id| *id >= 0) {
+                    self.reply(&peer, Format::Msgpack, req_id, Err(bad.error));
+                }
+                return;
+            }
+        };
+        // An unknown serializer is answered in msgpack, pyacq's default.
+        let (format, result) = match request.format() {
+            Ok(f) => (f, self.run(&request, f)),
+            Err(e) => (Format::Msgpack, Err(e)),
+        };
+        self.remember(&peer, format);
+        let closing = matches!(request.action(), Ok(Action::Close)) && result.is_ok();
+        if request.wants_reply() {
+            self.reply(&peer, format, request.req_id, result);
+        } else if let Err(e) = result {
+            log::error!(
+                "one-way '{}' on {} failed: {e}",
+                String::from_utf8_lossy(&request.action),
+                self.address
+            );
+        }
+        if closing {
+            self.closed.store(true, Ordering::Release);
+            self.shut_down(&mut lock(&self.io), Some(&peer));
+        }
+    }
+
+    fn remember(&self, peer: &Peer, format: Format) {
+        let mut io = lock(&self.io);
+        match peer {
+            Peer::Zmq(id) => {
+                io.zmq_peers.insert(id.clone(), format);
+            }
+            Peer::Native(token) => {
+                if let Some(conn) = io.conns.get_mut(token) {
+                    conn.format = format;
+                }
+            }
+        }
+    }
+
+    fn reply(&self, peer: &Peer, format: Format, req_id: i64, result: Result<Value>) {
+        let mut exporter = ServerExporter { shared: self };
+        let frames = protocol::reply_frames(format, req_id, result, &mut exporter)
+            .or_else(|e| protocol::reply_frames(format, req_id, Err(e), &mut exporter));
+        match frames {
+            Ok(frames) => self.send(peer, frames),
+            Err(e) => log::error!("cannot encode a reply on {}: {e}", self.address),
+        }
+    }
+
+    fn run(&self, request: &Request, format: Format) -> Result<Value> {
+        let action = request.action()?;
+        let return_type = request.return_type()?;
+        let opts = request.decode_opts(format)?;
+        let result = self.act(action, opts)?;
+        apply_return_type(result, return_type)
+    }
+
+    fn act(&self, action: Action, mut opts: Value) -> Result<Value> {
+        match action {
+            Action::CallObj => {
+                let target = opts.take("obj").unwrap_or_default();
+                let mut args = match opts.take("args").unwrap_or_default() {
+                    Value::List(v) | Value::Tuple(v) => v,
+                    Value::None => Vec::new(),
+                    other => return Err(Error::type_error(format!("args must be a list, not {}", other.kind()))),
+                };
+                let mut kwargs = kwargs_of(opts.take("kwargs").unwrap_or_default())?;
+                args.iter_mut().try_for_each(|a| self.resolve_home(a))?;
+                kwargs.iter_mut().try_for_each(|(_, v)| self.resolve_home(v))?;
+                self.call(target, args, kwargs)
+            }
+            Action::GetObj => {
+                let mut obj = opts.take("obj").unwrap_or_default();
+                self.resolve_home(&mut obj)?;
+                Ok(obj)
+            }
+            Action::GetItem => {
+                let name = str_opt(&opts, "name")?;
+                self.lookup_name(&name)
+            }
+            Action::SetItem => {
+                let name = str_opt(&opts, "name")?;
+                let mut obj = opts.take("obj").unwrap_or_default();
+                self.resolve_home(&mut obj)?;
+                lock(&self.names).insert(name, obj);
+                Ok(Value::None)
+            }
+            Action::Delete => {
+                let id = |k| opts.get(k).and_then(Value::as_i64).map(|v| v as u64);
+                let obj_id = id("obj_id").ok_or_else(|| Error::type_error("delete needs obj_id"))?;
+                let released = lock(&self.objects).release(obj_id, id("ref_id"))?;
+                drop(released); // outside the lock: a finalizer may run
+                Ok(Value::None)
+            }
+            Action::Import => {
+                let module = str_opt(&opts, "module")?;
+                self.import(&module)
+            }
+            Action::Ping => Ok(Value::from("pong")),
+            Action::Close => Ok(Value::Bool(true)),
+            Action::Hello => Ok(Value::map([
+                ("format", Value::from(Format::Farcall.name())),
+                ("version", Value::from(crate::VERSION)),
+            ])),
+        }
+    }
+
+    /// call_obj: the target is a proxy of ours with an attribute path; the
+    /// last attribute is called as a method, so no bound method is built.
+    fn call(&self, target: Value, args: Vec<Value>, kwargs: Kwargs) -> Result<Value> {
+        let Value::Proxy(proxy) = target else {
+            return Err(Error::type_error(format!(
+                "call_obj needs a proxy to an object of this server, got {}",
+                target.kind()
+            )));
+        };
+        if proxy.rpc_addr != self.address {
+            return Err(Error::value_error(format!(
+                "proxy belongs to {}, not to this server ({})",
+                proxy.rpc_addr, self.address
+            )));
+        }
+        let mut obj = self.object(proxy.obj_id)?;
+        let Some((method, path)) = proxy.attributes.split_last() else {
+            return obj.call(args, kwargs);
+        };
+        for attr in path {
+            obj = match obj.get_attr(attr)? {
+                Value::Object(o) => o,
+                other => Arc::new(ValueHolder(other)),
+            };
+        }
+        obj.call_method(method, args, kwargs)
+    }
+
+    fn object(&self, obj_id: u64) -> Result<ObjectRef> {
+        lock(&self.objects).get(obj_id).ok_or_else(|| {
+            Error::key_error(format!(
+                "Invalid proxy object ID {obj_id}. The object may have been released already."
+            ))
+        })
+    }
+
+    /// Replaces proxies of this server inside `value` by the objects they
+    /// refer to (a proxy that comes home is unwrapped).
+    fn resolve_home(&self, value: &mut Value) -> Result<()> {
+        let mut failure = None;
+        value.visit_proxies_mut(&mut |v| {
+            if let Value::Proxy(p) = v {
+                if p.rpc_addr == self.address {
+                    match self.resolve_proxy(p) {
+                        Ok(resolved) => *v = resolved,
+                        Err(e) => failure = Some(e),
+                    }
+                }
+            }
+        });
+        failure.map_or(Ok(()), Err)
+    }
+
+    fn resolve_proxy(&self, proxy: &ProxyRef) -> Result<Value> {
+        let mut value = Value::Object(self.object(proxy.obj_id)?);
+        for attr in &proxy.attributes {
+            value = match value {
+                Value::Object(o) => o.get_attr(attr)?,
+                other => {
+                    return Err(Error::attribute_error(format!(
+                        "'{}' object has no attribute '{attr}'",
+                        other.kind()
+                    )))
+                }
+            };
+        }
+        Ok(value)
+    }
+
+    fn lookup_name(&self, name: &str) -> Result<Value> {
+        if let Some(v) = lock(&self.names).get(name) {
+            return Ok(v.clone());
+        }
+        Err(Error::key_error(format!("'{name}'")))
+    }
+
+    fn import(&self, module: &str) -> Result<Value> {
+        if let Some(v) = lock(&self.modules).get(module) {
+            return Ok(v.clone());
+        }
+        let importer = lock(&self.importer).clone();
+        match importer {
+            Some(i) => i.import(module),
+            None => Err(Error::exception(
+                "ModuleNotFoundError",
+                format!("No module named '{module}'"),
+            )),
+        }
+    }
+
+    fn export_ref(&self, obj: &ObjectRef) -> ProxyRef {
+        let (obj_id, ref_id) = lock(&self.objects).register(obj);
+        ProxyRef {
+            rpc_addr: self.address.clone(),
+            obj_id,
+            ref_id,
+            type_str: obj.type_str(),
+            attributes: Vec::new(),
+        }
+    }
+}
+
+fn apply_return_type(result: Value, return_type: ReturnType) -> Result<Value> {
+    match (return_type, result) {
+        (ReturnType::Value, Value::Object(o)) => o.to_value(),
+        (ReturnType::Proxy, v @ (Value::Object(_) | Value::Proxy(_))) => Ok(v),
+        (ReturnType::Proxy, v) => Ok(Value::Object(ValueObject::new(v))),
+        (_, v) => Ok(v),
+    }
+}
+
+fn str_opt(opts: &Value, key: &str) -> Result<String> {
+    opts.get(key)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| Error::type_error(format!("option '{key}' must be a string")))
+}
+
+fn kwargs_of(v: Value) -> Result<Kwargs> {
+    match v {
+        Value::None => Ok(Vec::new()),
+        Value::Map(entries) => entries
+            .into_iter()
+            .map(|(k, v)| match k {
+                Value::Str(k) => Ok((k, v)),
+                other => Err(Error::type_error(format!(
+                    "keywords must be strings, not {}",
+                    other.kind()
+                ))),
+            })
+            .collect(),
+        other => Err(Error::type_error(format!(
+            "kwargs must be a dict, not {}",
+            other.kind()
+        ))),
+    }
+}
+
+/// A plain value met on an attribute path, so that calling a method on it
+/// fails with a clear error.
+struct ValueHolder(Value);
+
+impl RemoteObject for ValueHolder {
+    fn type_str(&self) -> String {
+        self.0.type_str()
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// Exports local objects met while encoding a reply.
+struct ServerExporter<'a> {
+    shared: &'a Shared,
+}
+
+impl Exporter for ServerExporter<'_> {
+    fn export(&mut self, obj: &ObjectRef) -> Result<ProxyRef> {
+        Ok(self.shared.export_ref(obj))
+    }
+}
+
+/// Exports objects through whichever server this thread has, for clients
+/// that pass local objects as arguments.
+pub(crate) struct ThreadExporter;
+
+impl Exporter for ThreadExporter {
+    fn export(&mut self, obj: &ObjectRef) -> Result<ProxyRef> {
+        match Server::current() {
+            Some(server) => Ok(server.get_proxy(obj)),
+            None => crate::codec::NoExport.export(obj),
+        }
+    }
+}
+
+// ---- the object table -------------------------------------------------
+
+/// Objects held for peers, with one reference id per proxy sent.
+#[derive(Default)]
+struct ObjectTable {
+    next_obj_id: u64,
+    next_ref_id: u64,
+    objects: HashMap<u64, Entry>,
+    by_identity: HashMap<usize, u64>,
+}
+
+struct Entry {
+    obj: ObjectRef,
+    identity: usize,
+    refs: HashSet<u64>,
+}
+
+impl ObjectTable {
+    /// Registers one more reference to `obj`; the same object keeps its id.
+    fn register(&mut self, obj: &ObjectRef) -> (u64, u64) {
+        let identity = obj.identity();
+        let obj_id = match self.by_identity.get(&identity) {
+            Some(&id) => id,
+            None => {
+                let id = self.next_obj_id;
+                self.next_obj_id += 1;
+                self.by_identity.insert(identity, id);
+                let entry = Entry {
+                    obj: obj.clone(),
+                    identity,
+                    refs: HashSet::new(),
+                };
+                self.objects.insert(id, entry);
+                id
+            }
+        };
+        let ref_id = self.next_ref_id;
+        self.next_ref_id += 1;
+        self.objects
+            .get_mut(&obj_id)
+            .expect("inserted above")
+            .refs
+            .insert(ref_id);
+        (obj_id, ref_id)
+    }
+
+    fn get(&self, obj_id: u64) -> Option<ObjectRef> {
+        self.objects.get(&obj_id).map(|e| e.obj.clone())
+    }
+
+    /// Releases one reference (all of them when `ref_id` is `None`, as
+    /// pyacq's older clients send); returns the object when it was the
+    /// last, to be dropped outside the lock.
+    fn release(&mut self, obj_id: u64, ref_id: Option<u64>) -> Result<Option<ObjectRef>> {
+        let entry = self.objects.get_mut(&obj_id).ok_or_else(|| {
+            Error::key_error(format!("Invalid proxy object ID {obj_id}"))
+        })?;
+        match ref_id {
+            Some(r) if !entry.refs.remove(&r) => {
+                return Err(Error::key_error(format!(
+                    "reference {r} to object {obj_id} was already released"
+                )))
+            }
+            Some(_) => {}
+            None => entry.refs.clear(),
+        }
+        if !entry.refs.is_empty() {
+            return Ok(None);
+        }
+        let entry = self.objects.remove(&obj_id).expect("present");
+        self.by_identity.remove(&entry.identity);
+        Ok(Some(entry.obj))
+    }
+
+    fn clear(&mut self) {
+        let objects = std::mem::take(&mut self.objects);
+        self.by_identity.clear();
+        drop(objects);
+    }
+}
+
+/// The object published as `"self"`: the server, seen from a peer.
+struct ServerObject {
+    server: Weak<Shared>,
+}
+
+impl RemoteObject for ServerObject {
+    fn type_str(&self) -> String {
+        "<class 'farcall.RPCServer'>".into()
+    }
+
+    fn get_attr(&self, name: &str) -> Result<Value> {
+        let shared = self
+            .server
+            .upgrade()
+            .ok_or_else(|| Error::Disconnected("server closed".into()))?;
+        match name {
+            "address" => Ok(Value::from(shared.address.clone())),
+            _ => Err(Error::attribute_error(format!(
+                "'RPCServer' object has no attribute '{name}'"
+            ))),
+        }
+    }
+
+    fn call_method(&self, name: &str, _args: Vec<Value>, _kwargs: Kwargs) -> Result<Value> {
+        let shared = self
+            .server
+            .upgrade()
+            .ok_or_else(|| Error::Disconnected("server closed".into()))?;
+        match name {
+            "running" => Ok(Value::Bool(!shared.closed.load(Ordering::Acquire))),
+            "object_count" => Ok(Value::from(lock(&shared.objects).objects.len())),
+            _ => Err(Error::attribute_error(format!(
+                "'RPCServer' object has no method '{name}'"
+            ))),
+        }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Server {
+    /// Publishes the server itself as `"self"` (done by `bind`).
+    fn publish_self(self) -> Self {
+        let me: ObjectRef = Arc::new(ServerObject {
+            server: Arc::downgrade(&self.shared),
+        });
+        self.publish("self", me);
+        self
+    }
+}

@@ -1,0 +1,110 @@
+//! Moving frames between peers.
+//!
+//! Two kinds of transport share the protocol (see docs/transports.md):
+//!
+//! - native streams (`unix://PATH`, `tcp+native://HOST:PORT`): farcall
+//!   framing on a Unix or TCP socket, read and written by the thread that
+//!   needs the data, with no I/O thread in between;
+//! - ZeroMQ (`tcp://`, `ipc://`, `inproc://`): a ROUTER socket on the
+//!   server and a DEALER per client, as pyacq does, through libzmq.
+
+pub mod stream;
+pub mod zmq;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+
+/// A parsed endpoint address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Address {
+    /// A ZeroMQ endpoint, kept as written (`tcp://`, `ipc://`, `inproc://`).
+    Zmq(String),
+    /// A native Unix-socket endpoint.
+    Unix(PathBuf),
+    /// A native TCP endpoint, `host:port` (port `*` or `0`: any free port).
+    Tcp(String),
+}
+
+/// The scheme of native TCP addresses.
+pub const NATIVE_TCP: &str = "tcp+native://";
+/// The scheme of native Unix-socket addresses.
+pub const UNIX: &str = "unix://";
+
+impl Address {
+    /// Parses an address string.
+    pub fn parse(s: &str) -> Result<Address> {
+        let bad = |why: &str| Error::Address(s.to_string(), why.to_string());
+        if let Some(rest) = s.strip_prefix(UNIX) {
+            return match rest {
+                "" => Err(bad("empty path")),
+                "*" => Ok(Address::Unix(auto_socket_path())),
+                path => Ok(Address::Unix(PathBuf::from(path))),
+            };
+        }
+        if let Some(rest) = s.strip_prefix(NATIVE_TCP) {
+            if !rest.contains(':') {
+                return Err(bad("expected host:port"));
+            }
+            return Ok(Address::Tcp(rest.replace(":*", ":0")));
+        }
+        for scheme in ["tcp://", "ipc://", "inproc://"] {
+            if s.starts_with(scheme) {
+                return Ok(Address::Zmq(s.to_string()));
+            }
+        }
+        Err(bad(
+            "unknown scheme; use unix://, tcp+native://, or ZeroMQ's tcp://, ipc://, inproc://",
+        ))
+    }
+
+    /// True for ZeroMQ endpoints.
+    pub fn is_zmq(&self) -> bool {
+        matches!(self, Address::Zmq(_))
+    }
+
+    /// The address as a string, in the syntax `parse` reads.
+    pub fn to_url(&self) -> String {
+        match self {
+            Address::Zmq(s) => s.clone(),
+            Address::Unix(p) => format!("{UNIX}{}", p.display()),
+            Address::Tcp(hp) => format!("{NATIVE_TCP}{hp}"),
+        }
+    }
+}
+
+/// A fresh socket path in the per-user runtime directory (or the temp
+/// directory), unique within this process.
+fn auto_socket_path() -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|d| d.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!("farcall-{}-{n}.sock", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_scheme() {
+        assert_eq!(
+            Address::parse("unix:///tmp/a.sock").unwrap(),
+            Address::Unix("/tmp/a.sock".into())
+        );
+        assert_eq!(
+            Address::parse("tcp+native://127.0.0.1:*").unwrap(),
+            Address::Tcp("127.0.0.1:0".into())
+        );
+        assert!(Address::parse("tcp://127.0.0.1:*").unwrap().is_zmq());
+        assert!(Address::parse("inproc://x").unwrap().is_zmq());
+        assert!(Address::parse("http://x").is_err());
+        assert!(Address::parse("unix://").is_err());
+        let auto = Address::parse("unix://*").unwrap();
+        assert!(matches!(auto, Address::Unix(p) if p.to_string_lossy().ends_with(".sock")));
+    }
+}

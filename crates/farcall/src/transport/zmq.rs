@@ -1,0 +1,73 @@
+//! The ZeroMQ transport: ROUTER on the server, one DEALER per client.
+//!
+//! This is pyacq's transport, kept for pyacq peers and for users who ask
+//! for ZeroMQ endpoints. Sockets are polled through their `ZMQ_FD`, which
+//! signals edges, not levels: after any send or receive the socket's
+//! `ZMQ_EVENTS` must be checked again before sleeping on the descriptor.
+
+use std::os::fd::RawFd;
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+
+use crate::error::Result;
+use crate::protocol::Frames;
+
+/// The process-wide ZeroMQ context (never terminated: terminating it
+/// blocks on unsent messages, and a process must be able to exit).
+pub fn context() -> &'static zmq::Context {
+    static CONTEXT: OnceLock<zmq::Context> = OnceLock::new();
+    CONTEXT.get_or_init(zmq::Context::new)
+}
+
+/// Binds a ROUTER socket; returns it with the endpoint it really got.
+pub fn bind_router(endpoint: &str) -> Result<(zmq::Socket, String)> {
+    let socket = context().socket(zmq::ROUTER)?;
+    // Let queued disconnect notices out after close, but never hold the
+    // process for long.
+    socket.set_linger(1000)?;
+    socket.bind(endpoint)?;
+    let bound = socket
+        .get_last_endpoint()?
+        .unwrap_or_else(|raw| String::from_utf8_lossy(&raw).into_owned());
+    Ok((socket, bound))
+}
+
+/// Connects a DEALER socket to `endpoint`.
+pub fn connect_dealer(endpoint: &str) -> Result<zmq::Socket> {
+    let socket = context().socket(zmq::DEALER)?;
+    socket.set_linger(0)?;
+    socket.connect(endpoint)?;
+    Ok(socket)
+}
+
+/// The descriptor to poll for a socket's readiness.
+pub fn poll_fd(socket: &zmq::Socket) -> Result<RawFd> {
+    Ok(socket.get_fd()?)
+}
+
+/// True when the socket has a message to read now.
+pub fn readable(socket: &zmq::Socket) -> Result<bool> {
+    Ok(socket.get_events()?.contains(zmq::POLLIN))
+}
+
+/// Receives one multipart message without waiting; `None` when there is
+/// nothing to read.
+pub fn try_recv(socket: &zmq::Socket) -> Result<Option<Frames>> {
+    match socket.recv_multipart(zmq::DONTWAIT) {
+        Ok(parts) => Ok(Some(parts.into_iter().map(Bytes::from).collect())),
+        Err(zmq::Error::EAGAIN) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sends a multipart message without waiting (a full queue drops it and
+/// reports `EAGAIN`).
+pub fn send(socket: &zmq::Socket, frames: &[Bytes]) -> Result<()> {
+    let last = frames.len().saturating_sub(1);
+    for (i, frame) in frames.iter().enumerate() {
+        let flags = if i < last { zmq::SNDMORE } else { 0 } | zmq::DONTWAIT;
+        socket.send(&frame[..], flags)?;
+    }
+    Ok(())
+}
