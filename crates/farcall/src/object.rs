@@ -107,8 +107,8 @@ pub trait RemoteObject: Send + Sync + 'static {
 /// Routes the special methods a proxy uses for attribute and item access
 /// (`__getattr__`, `__setattr__`, `__getitem__`, `__setitem__`) to the
 /// matching trait methods. `None` when `name` is not one of them.
-pub fn call_special(
-    obj: &dyn RemoteObject,
+pub fn call_special<O: RemoteObject + ?Sized>(
+    obj: &O,
     name: &str,
     args: &mut Vec<Value>,
 ) -> Option<Result<Value>> {
