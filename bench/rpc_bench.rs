@@ -1,1 +1,227 @@
-fn main() {}
+//! Round-trip latency and pipelined throughput of farcall, next to raw
+//! ping-pong floors, all between two processes and in one run.
+//!
+//! `cargo run --release -p farcall-bench --bin rpc_bench` (see README.md).
+//! The binary re-runs itself as the server process (`rpc_bench serve KIND
+//! ADDRESS`).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use farcall::protocol::{Action, ReturnType};
+use farcall::{Client, ProxyRef, Server, Value};
+
+#[farcall::remote]
+pub struct Counter {
+    pub count: i64,
+}
+
+#[farcall::remote]
+impl Counter {
+    pub fn add(&mut self, a: i64, b: i64) -> i64 {
+        self.count += 1;
+        a + b
+    }
+}
+
+const MSG: usize = 64;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() == 4 && args[1] == "serve" {
+        serve(&args[2], &args[3]);
+        return;
+    }
+    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let dir = std::env::temp_dir();
+    let pid = std::process::id();
+    let unix_raw = dir.join(format!("farcall-bench-raw-{pid}.sock"));
+
+    println!("rounds per measurement: {rounds}; all figures between two processes\n");
+    println!("{:<34} {:>10} {:>10} {:>12}", "round trip", "median", "p99", "vs floor");
+    let raw_unix = measure_raw("raw-unix", unix_raw.to_str().unwrap(), rounds);
+    let raw_tcp = measure_raw("raw-tcp", "127.0.0.1:0", rounds);
+    let raw_zmq = measure_raw("raw-zmq", "tcp://127.0.0.1:*", rounds);
+    report("raw Rust Unix socket echo", &raw_unix, None);
+    report("raw Rust TCP echo", &raw_tcp, None);
+    report("raw Rust libzmq DEALER/ROUTER echo", &raw_zmq, None);
+    let native_unix = measure_farcall("unix://*", rounds);
+    let native_tcp = measure_farcall("tcp+native://127.0.0.1:*", rounds);
+    let zmq_tcp = measure_farcall("tcp://127.0.0.1:*", rounds);
+    report("farcall add(1, 2), unix://", &native_unix.0, Some(&raw_unix));
+    report("farcall add(1, 2), tcp+native://", &native_tcp.0, Some(&raw_tcp));
+    report("farcall add(1, 2), ZeroMQ tcp://", &zmq_tcp.0, Some(&raw_zmq));
+    println!("\n{:<34} {:>14}", "pipelined async calls", "calls/s");
+    for (name, (_, rate)) in [
+        ("farcall unix://", &native_unix),
+        ("farcall tcp+native://", &native_tcp),
+        ("farcall ZeroMQ tcp://", &zmq_tcp),
+    ] {
+        println!("{name:<34} {:>14.0}", rate);
+    }
+}
+
+fn report(name: &str, samples: &[Duration], floor: Option<&[Duration]>) {
+    let (med, p99) = (percentile(samples, 0.5), percentile(samples, 0.99));
+    let ratio = floor
+        .map(|f| format!("{:.2}x", med.as_secs_f64() / percentile(f, 0.5).as_secs_f64()))
+        .unwrap_or_default();
+    println!(
+        "{name:<34} {:>8.1}µs {:>8.1}µs {ratio:>12}",
+        med.as_secs_f64() * 1e6,
+        p99.as_secs_f64() * 1e6
+    );
+}
+
+fn percentile(samples: &[Duration], q: f64) -> Duration {
+    let mut s = samples.to_vec();
+    s.sort();
+    s[((s.len() - 1) as f64 * q) as usize]
+}
+
+/// Starts this binary as a server process; returns it and its address.
+fn spawn(kind: &str, address: &str) -> (Child, String) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["serve", kind, address])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    (child, line.trim().to_string())
+}
+
+fn serve(kind: &str, address: &str) {
+    match kind {
+        "raw-unix" => {
+            let _ = std::fs::remove_file(address);
+            let l = UnixListener::bind(address).unwrap();
+            println!("{address}");
+            let (s, _) = l.accept().unwrap();
+            echo(s);
+            let _ = std::fs::remove_file(address);
+        }
+        "raw-tcp" => {
+            let l = TcpListener::bind(address).unwrap();
+            println!("{}", l.local_addr().unwrap());
+            let (s, _) = l.accept().unwrap();
+            s.set_nodelay(true).unwrap();
+            echo(s);
+        }
+        "raw-zmq" => {
+            let ctx = zmq::Context::new();
+            let s = ctx.socket(zmq::ROUTER).unwrap();
+            s.bind(address).unwrap();
+            println!("{}", s.get_last_endpoint().unwrap().unwrap());
+            while let Ok(parts) = s.recv_multipart(0) {
+                if parts[1].is_empty() {
+                    break;
+                }
+                s.send_multipart(parts, 0).unwrap();
+            }
+        }
+        "farcall" => {
+            let server = Server::bind(address).unwrap();
+            server.publish("counter", farcall::object(Counter { count: 0 }));
+            println!("{}", server.address());
+            server.run_forever().unwrap();
+        }
+        other => panic!("unknown server kind {other}"),
+    }
+}
+
+fn echo<S: Read + Write>(mut s: S) {
+    let mut buf = [0u8; MSG];
+    while s.read_exact(&mut buf).is_ok() {
+        if s.write_all(&buf).is_err() {
+            break;
+        }
+    }
+}
+
+fn measure_raw(kind: &str, address: &str, rounds: usize) -> Vec<Duration> {
+    let (mut child, address) = spawn(kind, address);
+    let msg = [7u8; MSG];
+    let mut buf = [0u8; MSG];
+    let samples = match kind {
+        "raw-unix" | "raw-tcp" => {
+            let mut s: Box<dyn ReadWrite> = if kind == "raw-unix" {
+                Box::new(UnixStream::connect(&address).unwrap())
+            } else {
+                let s = TcpStream::connect(&address).unwrap();
+                s.set_nodelay(true).unwrap();
+                Box::new(s)
+            };
+            time(rounds, || {
+                s.write_all(&msg).unwrap();
+                s.read_exact(&mut buf).unwrap();
+            })
+        }
+        _ => {
+            let ctx = zmq::Context::new();
+            let s = ctx.socket(zmq::DEALER).unwrap();
+            s.connect(&address).unwrap();
+            let samples = time(rounds, || {
+                s.send(&msg[..], 0).unwrap();
+                s.recv_bytes(0).unwrap();
+            });
+            s.send(&b""[..], 0).unwrap();
+            samples
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    samples
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+fn time(rounds: usize, mut once: impl FnMut()) -> Vec<Duration> {
+    for _ in 0..rounds / 10 {
+        once(); // warm up
+    }
+    (0..rounds)
+        .map(|_| {
+            let t = Instant::now();
+            once();
+            t.elapsed()
+        })
+        .collect()
+}
+
+/// Sync round trips of `counter.add(1, 2)`, then pipelined async calls.
+fn measure_farcall(address: &str, rounds: usize) -> (Vec<Duration>, f64) {
+    let (mut child, address) = spawn("farcall", address);
+    let client = Client::connect(&address).unwrap();
+    let Value::Proxy(counter) = client.get_item("counter").unwrap() else {
+        panic!("counter is not a proxy")
+    };
+    let add = ProxyRef {
+        attributes: vec!["add".into()],
+        ..counter
+    };
+    let samples = time(rounds, || {
+        let r = client.call_obj(&add, vec![Value::Int(1), Value::Int(2)], vec![]).unwrap();
+        assert_eq!(r, Value::Int(3));
+    });
+    let opts = farcall::client::call_opts(&add, vec![Value::Int(1), Value::Int(2)], vec![]);
+    let batch = 1000;
+    let batches = (rounds / batch).max(20);
+    let t = Instant::now();
+    for _ in 0..batches {
+        let futures: Vec<_> = (0..batch)
+            .map(|_| client.send(Action::CallObj, &opts, ReturnType::Auto).unwrap())
+            .collect();
+        for f in futures {
+            f.wait(Some(Duration::from_secs(30))).unwrap();
+        }
+    }
+    let rate = (batches * batch) as f64 / t.elapsed().as_secs_f64();
+    client.close_server().unwrap();
+    let _ = child.wait();
+    (samples, rate)
+}

@@ -240,9 +240,15 @@ impl From<&Proxy> for Value {
 
 impl FromValue for Proxy {
     /// A proxy received as an argument is borrowed (the sender owns it).
+    /// A proxy that came home arrives as the object itself; it is
+    /// proxied again through this thread's server.
     fn from_value(v: Value) -> Result<Self> {
         match v {
             Value::Proxy(r) => Ok(Proxy::borrowed(r)),
+            Value::Object(obj) => match crate::server::Server::current() {
+                Some(server) => Ok(Proxy::owning(server.get_proxy(&obj))),
+                None => Err(Error::type_error("a local object is not a proxy")),
+            },
             other => Err(Error::type_error(format!(
                 "expected a proxy, got {}",
                 other.kind()

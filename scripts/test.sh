@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Builds everything and runs every check: formatting, lints, Rust tests,
+# Python tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "== cargo fmt"
+cargo fmt --all --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo test"
+cargo test --workspace --exclude farcall-py --quiet
+echo "== python package"
+bash scripts/setup.sh
+.venv/bin/python -m pytest -q tests
