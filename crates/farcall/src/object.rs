@@ -215,7 +215,7 @@ impl<T: Remote + RemoteFields> RemoteObject for Hosted<T> {
     fn get_attr(&self, name: &str) -> Result<Value> {
         if T::remote_has_method(name) {
             if let Some(this) = self.this.upgrade() {
-                return Ok(Value::Object(BoundMethod::new(this, name)));
+                return Ok(Value::Object(BoundMethod::new_ref(this, name)));
             }
         }
         if let Some(v) = self.with(|t| t.get_field(name))? {
@@ -250,8 +250,8 @@ pub struct BoundMethod {
 }
 
 impl BoundMethod {
-    /// Binds method `name` of `target`.
-    pub fn new(target: ObjectRef, name: impl Into<String>) -> ObjectRef {
+    /// Binds method `name` of `target`, as a hostable object.
+    pub fn new_ref(target: ObjectRef, name: impl Into<String>) -> ObjectRef {
         Arc::new(BoundMethod {
             target,
             name: name.into(),
@@ -280,8 +280,8 @@ pub struct ValueObject {
 }
 
 impl ValueObject {
-    /// Hosts `value`.
-    pub fn new(value: Value) -> ObjectRef {
+    /// Hosts `value`, as a hostable object.
+    pub fn new_ref(value: Value) -> ObjectRef {
         Arc::new(ValueObject {
             value: Mutex::new(value),
         })

@@ -807,7 +807,7 @@ fn apply_return_type(result: Value, return_type: ReturnType) -> Result<Value> {
     match (return_type, result) {
         (ReturnType::Value, Value::Object(o)) => o.to_value(),
         (ReturnType::Proxy, v @ (Value::Object(_) | Value::Proxy(_))) => Ok(v),
-        (ReturnType::Proxy, v) => Ok(Value::Object(ValueObject::new(v))),
+        (ReturnType::Proxy, v) => Ok(Value::Object(ValueObject::new_ref(v))),
         (_, v) => Ok(v),
     }
 }
