@@ -404,6 +404,11 @@ impl Shared {
                     return handled;
                 };
                 match read_message(conn) {
+                    Ok(Some((kind, _))) if kind != Kind::Hello && !conn.greeted => {
+                        log::warn!("a message before the handshake on {}; dropping", self.address);
+                        drop_conn(&mut io, token);
+                        return handled;
+                    }
                     Ok(Some(m)) => m,
                     Ok(None) => return handled,
                     Err(e) => {
