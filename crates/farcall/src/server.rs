@@ -403,8 +403,14 @@ impl Shared {
                 let Some(conn) = io.conns.get_mut(&token) else {
                     return handled;
                 };
-                match read_message(conn) {
-                    Ok(Some((kind, _))) if kind != Kind::Hello && !conn.greeted => {
+                let greeted = conn.greeted;
+                let next = read_message(conn);
+                if let Ok(None) = next {
+                    // Replies to a batch of requests go out in one write.
+                    self.flush_queued(&mut io, token);
+                }
+                match next {
+                    Ok(Some((kind, _))) if kind != Kind::Hello && !greeted => {
                         log::warn!("a message before the handshake on {}; dropping", self.address);
                         drop_conn(&mut io, token);
                         return handled;
@@ -482,6 +488,17 @@ impl Shared {
             return;
         };
         conn.out.push(kind, frames);
+        self.flush_queued(io, token);
+    }
+
+    /// Writes what a connection has queued, as far as the socket takes it.
+    fn flush_queued(&self, io: &mut Io, token: Token) {
+        let Some(conn) = io.conns.get_mut(&token) else {
+            return;
+        };
+        if conn.out.is_empty() {
+            return;
+        }
         let fd = conn.stream.as_raw_fd();
         match conn.out.flush(fd) {
             Ok(true) => {}
@@ -501,7 +518,12 @@ impl Shared {
     fn send(&self, peer: &Peer, frames: Frames) {
         let mut io = lock(&self.io);
         match peer {
-            Peer::Native(token) => self.queue(&mut io, *token, Kind::Reply, frames),
+            // Written at the end of the batch being read (service_conn).
+            Peer::Native(token) => {
+                if let Some(conn) = io.conns.get_mut(token) {
+                    conn.out.push(Kind::Reply, frames);
+                }
+            }
             Peer::Zmq(identity) => {
                 if let Some(Endpoint::Zmq(socket)) = &io.endpoint {
                     let mut all = Vec::with_capacity(frames.len() + 1);
