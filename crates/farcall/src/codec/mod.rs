@@ -18,6 +18,7 @@ use bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::value::{ObjectRef, ProxyRef, Value};
 
+mod common;
 mod farcall;
 mod json;
 mod msgpack;

@@ -1,7 +1,152 @@
-//! (being written by the codec helper)
+//! pyacq's msgpack serializer, byte for byte.
+//!
+//! Encoding produces what `msgpack.dumps(obj, use_bin_type=True,
+//! default=pyacq_encode)` produces: shortest int, str, bin, array and map
+//! headers, floats always as float64, tuples as arrays, and the types
+//! msgpack lacks as maps tagged `___type_name___` (see docs/encodings.md).
+//! Decoding accepts any standard msgpack without ext types and turns the
+//! tagged maps back into values.
+
 use bytes::Bytes;
-use crate::error::{Error, Result};
-use crate::value::Value;
+
+use super::common::{
+    check_array, check_date, check_datetime, check_depth, format_date, format_datetime, untag,
+    write_array_len, write_bin, write_bool, write_f64, write_int, write_map_len, write_nil,
+    write_str, write_uint, Dialect, Reader, TYPE_KEY,
+};
 use super::{Encoded, Exporter};
-pub fn encode(_v: &Value, _e: &mut dyn Exporter) -> Result<Encoded> { Err(Error::Codec("todo".into())) }
-pub fn decode(_b: &Bytes) -> Result<Value> { Err(Error::Codec("todo".into())) }
+use crate::error::{Error, Result};
+use crate::value::{Array, ProxyRef, Value};
+
+/// Encodes `value` as pyacq's msgpack serializer would.
+pub fn encode(value: &Value, exporter: &mut dyn Exporter) -> Result<Encoded> {
+    let mut enc = Encoder {
+        out: Vec::with_capacity(128),
+        exporter,
+    };
+    enc.value(value, 0)?;
+    Ok(Encoded {
+        body: enc.out,
+        buffers: Vec::new(),
+    })
+}
+
+/// Decodes one msgpack value that must span all of `body`.
+pub fn decode(body: &Bytes) -> Result<Value> {
+    let mut r = Reader::new(body);
+    let value = r.value(&mut Pyacq, 0)?;
+    r.finish()?;
+    Ok(value)
+}
+
+/// The decoding rules of pyacq's format: no ext types, tagged maps.
+struct Pyacq;
+
+impl Dialect for Pyacq {
+    fn ext(&mut self, _: &mut Reader<'_>, ty: i8, _: usize, _: usize) -> Result<Value> {
+        Err(Error::Codec(format!(
+            "msgpack ext type {ty} is not used by the msgpack format"
+        )))
+    }
+
+    fn map(&mut self, entries: Vec<(Value, Value)>) -> Result<Value> {
+        untag(entries)
+    }
+}
+
+struct Encoder<'e> {
+    out: Vec<u8>,
+    exporter: &'e mut dyn Exporter,
+}
+
+impl Encoder<'_> {
+    fn value(&mut self, value: &Value, depth: usize) -> Result<()> {
+        let out = &mut self.out;
+        match value {
+            Value::None => write_nil(out),
+            Value::Bool(b) => write_bool(out, *b),
+            Value::Int(i) => write_int(out, *i),
+            Value::UInt(u) => write_uint(out, *u),
+            Value::Float(x) => write_f64(out, *x),
+            Value::Str(s) => write_str(out, s)?,
+            Value::Bytes(b) => write_bin(out, b)?,
+            Value::List(items) | Value::Tuple(items) => self.seq(items, depth)?,
+            Value::Map(entries) => self.map(entries, depth)?,
+            Value::DateTime(dt) => {
+                check_datetime(dt)?;
+                self.text_tagged("datetime", &format_datetime(dt))?;
+            }
+            Value::Date(d) => {
+                check_date(d)?;
+                self.text_tagged("date", &format_date(d))?;
+            }
+            Value::Array(a) => self.array(a)?,
+            Value::Proxy(p) => self.proxy(p)?,
+            Value::Object(obj) => {
+                let proxy = self.exporter.export(obj)?;
+                self.proxy(&proxy)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn seq(&mut self, items: &[Value], depth: usize) -> Result<()> {
+        check_depth(depth + 1)?;
+        write_array_len(&mut self.out, items.len())?;
+        items.iter().try_for_each(|v| self.value(v, depth + 1))
+    }
+
+    fn map(&mut self, entries: &[(Value, Value)], depth: usize) -> Result<()> {
+        check_depth(depth + 1)?;
+        write_map_len(&mut self.out, entries.len())?;
+        entries.iter().try_for_each(|(k, v)| {
+            self.value(k, depth + 1)?;
+            self.value(v, depth + 1)
+        })
+    }
+
+    /// Starts a map tagged `tag` that has `fields` more entries.
+    fn tagged(&mut self, tag: &str, fields: usize) -> Result<()> {
+        write_map_len(&mut self.out, fields + 1)?;
+        write_str(&mut self.out, TYPE_KEY)?;
+        write_str(&mut self.out, tag)
+    }
+
+    /// A tagged map whose only field is `'data': text` (dates).
+    fn text_tagged(&mut self, tag: &str, text: &str) -> Result<()> {
+        self.tagged(tag, 1)?;
+        write_str(&mut self.out, "data")?;
+        write_str(&mut self.out, text)
+    }
+
+    fn array(&mut self, a: &Array) -> Result<()> {
+        check_array(&a.dtype, &a.shape, a.data.len())?;
+        self.tagged("ndarray", 3)?;
+        let out = &mut self.out;
+        write_str(out, "data")?;
+        write_bin(out, &a.data)?;
+        write_str(out, "dtype")?;
+        write_str(out, &a.dtype)?;
+        write_str(out, "shape")?;
+        write_array_len(out, a.shape.len())?;
+        a.shape.iter().for_each(|&n| write_uint(out, n as u64));
+        Ok(())
+    }
+
+    fn proxy(&mut self, p: &ProxyRef) -> Result<()> {
+        self.tagged("proxy", 5)?;
+        let out = &mut self.out;
+        // pyacq's addresses are bytes, so rpc_addr travels as bin.
+        write_str(out, "rpc_addr")?;
+        write_bin(out, p.rpc_addr.as_bytes())?;
+        write_str(out, "obj_id")?;
+        write_uint(out, p.obj_id);
+        write_str(out, "ref_id")?;
+        write_uint(out, p.ref_id);
+        write_str(out, "type_str")?;
+        write_str(out, &p.type_str)?;
+        write_str(out, "attributes")?;
+        write_array_len(out, p.attributes.len())?;
+        p.attributes.iter().try_for_each(|a| write_str(out, a))
+    }
+}
