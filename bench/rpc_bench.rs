@@ -35,13 +35,19 @@ fn main() {
         serve(&args[2], &args[3]);
         return;
     }
-    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000);
     let dir = std::env::temp_dir();
     let pid = std::process::id();
     let unix_raw = dir.join(format!("farcall-bench-raw-{pid}.sock"));
 
     println!("rounds per measurement: {rounds}; all figures between two processes\n");
-    println!("{:<34} {:>10} {:>10} {:>12}", "round trip", "median", "p99", "vs floor");
+    println!(
+        "{:<34} {:>10} {:>10} {:>12}",
+        "round trip", "median", "p99", "vs floor"
+    );
     let raw_unix = measure_raw("raw-unix", unix_raw.to_str().unwrap(), rounds);
     let raw_tcp = measure_raw("raw-tcp", "127.0.0.1:0", rounds);
     let raw_zmq = measure_raw("raw-zmq", "tcp://127.0.0.1:*", rounds);
@@ -51,9 +57,21 @@ fn main() {
     let native_unix = measure_farcall("unix://*", rounds);
     let native_tcp = measure_farcall("tcp+native://127.0.0.1:*", rounds);
     let zmq_tcp = measure_farcall("tcp://127.0.0.1:*", rounds);
-    report("farcall add(1, 2), unix://", &native_unix.0, Some(&raw_unix));
-    report("farcall add(1, 2), tcp+native://", &native_tcp.0, Some(&raw_tcp));
-    report("farcall add(1, 2), ZeroMQ tcp://", &zmq_tcp.0, Some(&raw_zmq));
+    report(
+        "farcall add(1, 2), unix://",
+        &native_unix.0,
+        Some(&raw_unix),
+    );
+    report(
+        "farcall add(1, 2), tcp+native://",
+        &native_tcp.0,
+        Some(&raw_tcp),
+    );
+    report(
+        "farcall add(1, 2), ZeroMQ tcp://",
+        &zmq_tcp.0,
+        Some(&raw_zmq),
+    );
     println!("\n{:<34} {:>14}", "pipelined async calls", "calls/s");
     for (name, (_, rate)) in [
         ("farcall unix://", &native_unix),
@@ -67,7 +85,12 @@ fn main() {
 fn report(name: &str, samples: &[Duration], floor: Option<&[Duration]>) {
     let (med, p99) = (percentile(samples, 0.5), percentile(samples, 0.99));
     let ratio = floor
-        .map(|f| format!("{:.2}x", med.as_secs_f64() / percentile(f, 0.5).as_secs_f64()))
+        .map(|f| {
+            format!(
+                "{:.2}x",
+                med.as_secs_f64() / percentile(f, 0.5).as_secs_f64()
+            )
+        })
         .unwrap_or_default();
     println!(
         "{name:<34} {:>8.1}µs {:>8.1}µs {ratio:>12}",
@@ -90,7 +113,9 @@ fn spawn(kind: &str, address: &str) -> (Child, String) {
         .spawn()
         .expect("spawn server");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     (child, line.trim().to_string())
 }
 
@@ -205,7 +230,9 @@ fn measure_farcall(address: &str, rounds: usize) -> (Vec<Duration>, f64) {
         ..counter
     };
     let samples = time(rounds, || {
-        let r = client.call_obj(&add, vec![Value::Int(1), Value::Int(2)], vec![]).unwrap();
+        let r = client
+            .call_obj(&add, vec![Value::Int(1), Value::Int(2)], vec![])
+            .unwrap();
         assert_eq!(r, Value::Int(3));
     });
     let opts = farcall::client::call_opts(&add, vec![Value::Int(1), Value::Int(2)], vec![]);
@@ -214,7 +241,11 @@ fn measure_farcall(address: &str, rounds: usize) -> (Vec<Duration>, f64) {
     let t = Instant::now();
     for _ in 0..batches {
         let futures: Vec<_> = (0..batch)
-            .map(|_| client.send(Action::CallObj, &opts, ReturnType::Auto).unwrap())
+            .map(|_| {
+                client
+                    .send(Action::CallObj, &opts, ReturnType::Auto)
+                    .unwrap()
+            })
             .collect();
         for f in futures {
             f.wait(Some(Duration::from_secs(30))).unwrap();

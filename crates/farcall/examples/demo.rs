@@ -33,7 +33,10 @@ fn main() -> farcall::Result<()> {
         println!("counter.add({x}) -> {total:?}");
     }
     let pid = counter.call_method("pid", vec![])?;
-    println!("counter.pid() -> {pid:?} (this process is {})", std::process::id());
+    println!(
+        "counter.pid() -> {pid:?} (this process is {})",
+        std::process::id()
+    );
     assert_eq!(counter.get_attr("count")?, Value::Int(6));
     assert_eq!(pid.as_i64(), Some(child.id() as i64));
 

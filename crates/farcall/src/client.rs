@@ -116,7 +116,9 @@ impl Client {
             }
             native => {
                 let stream = Stream::connect(native).map_err(|e| match e {
-                    Error::Io(io) => Error::Disconnected(format!("cannot connect to {address}: {io}")),
+                    Error::Io(io) => {
+                        Error::Disconnected(format!("cannot connect to {address}: {io}"))
+                    }
                     other => other,
                 })?;
                 Conn::Native {
@@ -203,7 +205,10 @@ impl Client {
             opts,
             &mut ThreadExporter,
         );
-        let sent = frames.and_then(|f| self.inner.write(f, Some(Instant::now() + self.inner.timeout)));
+        let sent = frames.and_then(|f| {
+            self.inner
+                .write(f, Some(Instant::now() + self.inner.timeout))
+        });
         if let Err(e) = sent {
             lock(&self.inner.state).pending.remove(&req_id);
             return Err(e);
@@ -244,8 +249,18 @@ impl Client {
     }
 
     /// Calls the object `proxy` refers to (a method, through its path).
-    pub fn call_obj(&self, proxy: &ProxyRef, args: Vec<Value>, kwargs: Vec<(String, Value)>) -> Result<Value> {
-        self.call(Action::CallObj, &call_opts(proxy, args, kwargs), ReturnType::Auto, None)
+    pub fn call_obj(
+        &self,
+        proxy: &ProxyRef,
+        args: Vec<Value>,
+        kwargs: Vec<(String, Value)>,
+    ) -> Result<Value> {
+        self.call(
+            Action::CallObj,
+            &call_opts(proxy, args, kwargs),
+            ReturnType::Auto,
+            None,
+        )
     }
 
     /// Answers `"pong"` if the server is there.
@@ -289,7 +304,8 @@ impl Client {
             return Ok(());
         }
         self.call(Action::Close, &Value::None, ReturnType::Auto, None)?;
-        self.inner.fail_all("the server closed (close_server)".into());
+        self.inner
+            .fail_all("the server closed (close_server)".into());
         Ok(())
     }
 
@@ -297,7 +313,9 @@ impl Client {
     pub fn close(&self) {
         CLIENTS.with(|m| {
             let mut m = m.borrow_mut();
-            if m.get(&self.inner.address).is_some_and(|c| Arc::ptr_eq(&c.inner, &self.inner)) {
+            if m.get(&self.inner.address)
+                .is_some_and(|c| Arc::ptr_eq(&c.inner, &self.inner))
+            {
                 m.remove(&self.inner.address);
             }
         });
@@ -320,7 +338,12 @@ pub fn call_opts(proxy: &ProxyRef, args: Vec<Value>, kwargs: Vec<(String, Value)
         ("args", Value::List(args)),
         (
             "kwargs",
-            Value::Map(kwargs.into_iter().map(|(k, v)| (Value::Str(k), v)).collect()),
+            Value::Map(
+                kwargs
+                    .into_iter()
+                    .map(|(k, v)| (Value::Str(k), v))
+                    .collect(),
+            ),
         ),
     ])
 }
@@ -343,7 +366,11 @@ impl Inner {
     fn handshake(&mut self, forced: Option<Format>) -> Result<()> {
         let deadline = Some(Instant::now() + CONNECT_TIMEOUT);
         match &self.conn {
-            Conn::Native { stream, out, reader } => {
+            Conn::Native {
+                stream,
+                out,
+                reader,
+            } => {
                 let mut out = lock(out);
                 out.push(Kind::Hello, server::hello_frames());
                 out.flush_blocking(stream.as_raw_fd(), deadline)?;
@@ -357,7 +384,12 @@ impl Inner {
                     }
                     match reader.fill(stream.as_raw_fd())? {
                         Fill::Data => {}
-                        Fill::Eof => return Err(Error::Disconnected(format!("{} refused the connection", self.address))),
+                        Fill::Eof => {
+                            return Err(Error::Disconnected(format!(
+                                "{} refused the connection",
+                                self.address
+                            )))
+                        }
                         Fill::WouldBlock => {
                             if !stream::wait_fd(stream.as_raw_fd(), libc::POLLIN, deadline)? {
                                 return Err(Error::Timeout(CONNECT_TIMEOUT));
@@ -400,7 +432,10 @@ impl Inner {
         };
         if let Err(Error::Io(e)) = &written {
             self.fail_all(format!("connection to {} lost: {e}", self.address));
-            return Err(Error::Disconnected(format!("connection to {} lost: {e}", self.address)));
+            return Err(Error::Disconnected(format!(
+                "connection to {} lost: {e}",
+                self.address
+            )));
         }
         written
     }
@@ -468,7 +503,9 @@ impl Inner {
         // ZeroMQ's descriptor signals edges that another thread's send may
         // consume; a short slice bounds the cost of that rare race.
         let deadline = match self.conn {
-            Conn::Zmq { .. } => Some(deadline.map_or(Instant::now() + ZMQ_SLICE, |d| d.min(Instant::now() + ZMQ_SLICE))),
+            Conn::Zmq { .. } => Some(deadline.map_or(Instant::now() + ZMQ_SLICE, |d| {
+                d.min(Instant::now() + ZMQ_SLICE)
+            })),
             Conn::Native { .. } => deadline,
         };
         stream::poll_fds(&mut fds, deadline)?;
@@ -595,7 +632,10 @@ impl Inner {
             let wanted = {
                 let st = lock(&self.state);
                 st.disconnected.is_none()
-                    && st.pending.values().any(|s| matches!(s, Slot::Waiting(Some(_))))
+                    && st
+                        .pending
+                        .values()
+                        .any(|s| matches!(s, Slot::Waiting(Some(_))))
             };
             if !wanted {
                 self.driver_running.store(false, Ordering::Release);
@@ -644,7 +684,11 @@ fn zmq_hello(socket: &zmq::Socket, fd: RawFd, deadline: Option<Instant>) -> Resu
                     let farcall = result.is_ok_and(|v| {
                         v.get("format").and_then(Value::as_str) == Some(Format::Farcall.name())
                     });
-                    return Ok(if farcall { Format::Farcall } else { Format::Msgpack });
+                    return Ok(if farcall {
+                        Format::Farcall
+                    } else {
+                        Format::Msgpack
+                    });
                 }
                 _ => continue,
             }
@@ -653,7 +697,11 @@ fn zmq_hello(socket: &zmq::Socket, fd: RawFd, deadline: Option<Instant>) -> Resu
             return Err(Error::Timeout(CONNECT_TIMEOUT));
         }
         let slice = Instant::now() + ZMQ_SLICE;
-        stream::wait_fd(fd, libc::POLLIN, Some(deadline.map_or(slice, |d| d.min(slice))))?;
+        stream::wait_fd(
+            fd,
+            libc::POLLIN,
+            Some(deadline.map_or(slice, |d| d.min(slice))),
+        )?;
     }
 }
 
@@ -662,14 +710,20 @@ fn read_reply(reader: &mut FrameReader, stream: &Stream) -> Result<Option<Frames
         match reader.next_message()? {
             Some((Kind::Reply, frames)) => return Ok(Some(frames)),
             Some((kind, _)) => {
-                return Err(Error::Protocol(format!("unexpected {kind:?} from the server")))
+                return Err(Error::Protocol(format!(
+                    "unexpected {kind:?} from the server"
+                )))
             }
             None => {}
         }
         match reader.fill(stream.as_raw_fd())? {
             Fill::Data => {}
             Fill::WouldBlock => return Ok(None),
-            Fill::Eof => return Err(Error::Disconnected("the server closed the connection".into())),
+            Fill::Eof => {
+                return Err(Error::Disconnected(
+                    "the server closed the connection".into(),
+                ))
+            }
         }
     }
 }

@@ -188,7 +188,10 @@ impl<T: Remote + RemoteFields> Hosted<T> {
         let mut guard = self.inner.try_lock().map_err(|_| {
             Error::exception(
                 "RuntimeError",
-                format!("{} is busy: re-entrant call on the same object", T::TYPE_NAME),
+                format!(
+                    "{} is busy: re-entrant call on the same object",
+                    T::TYPE_NAME
+                ),
             )
         })?;
         Ok(f(&mut guard))

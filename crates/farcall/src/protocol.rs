@@ -179,7 +179,10 @@ impl Request {
         let id_frame = next();
         let req_id = parse_req_id(&id_frame).ok_or_else(|| BadRequest {
             req_id: None,
-            error: Error::Protocol(format!("bad request id {:?}", String::from_utf8_lossy(&id_frame))),
+            error: Error::Protocol(format!(
+                "bad request id {:?}",
+                String::from_utf8_lossy(&id_frame)
+            )),
         })?;
         Ok(Request {
             req_id,

@@ -218,7 +218,11 @@ impl std::hash::Hash for Proxy {
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let r = &self.reference;
-        write!(f, "<ObjectProxy for {}[{}] {}", r.rpc_addr, r.obj_id, r.type_str)?;
+        write!(
+            f,
+            "<ObjectProxy for {}[{}] {}",
+            r.rpc_addr, r.obj_id, r.type_str
+        )?;
         for a in &r.attributes {
             write!(f, ".{a}")?;
         }
@@ -283,7 +287,9 @@ fn release(reference: &ProxyRef) {
     // Only servers we still talk to: connecting to a dead one just to
     // release a reference would stall the queue.
     let Some(client) = Client::existing(&reference.rpc_addr).or_else(|| {
-        Client::connect(&reference.rpc_addr).ok().inspect(Client::register_for_thread)
+        Client::connect(&reference.rpc_addr)
+            .ok()
+            .inspect(Client::register_for_thread)
     }) else {
         return;
     };

@@ -289,7 +289,10 @@ impl Server {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(0),
                 Err(e) => return Err(e.into()),
             }
-            events.iter().map(|e| (e.token(), e.is_writable())).collect()
+            events
+                .iter()
+                .map(|e| (e.token(), e.is_writable()))
+                .collect()
         };
         for (token, writable) in ready {
             handled += match token {
@@ -349,10 +352,10 @@ impl Shared {
             let token = Token(io.next_token);
             io.next_token += 1;
             let fd = stream.as_raw_fd();
-            if let Err(e) = io
-                .poll
-                .registry()
-                .register(&mut SourceFd(&fd), token, Interest::READABLE)
+            if let Err(e) =
+                io.poll
+                    .registry()
+                    .register(&mut SourceFd(&fd), token, Interest::READABLE)
             {
                 log::warn!("cannot watch a new connection: {e}");
                 continue;
@@ -411,7 +414,10 @@ impl Shared {
                 }
                 match next {
                     Ok(Some((kind, _))) if kind != Kind::Hello && !greeted => {
-                        log::warn!("a message before the handshake on {}; dropping", self.address);
+                        log::warn!(
+                            "a message before the handshake on {}; dropping",
+                            self.address
+                        );
                         drop_conn(&mut io, token);
                         return handled;
                     }
@@ -470,10 +476,10 @@ impl Shared {
             Ok(true) if conn.wants_write => {
                 conn.wants_write = false;
                 let fd = conn.stream.as_raw_fd();
-                let _ = io
-                    .poll
-                    .registry()
-                    .reregister(&mut SourceFd(&fd), token, Interest::READABLE);
+                let _ =
+                    io.poll
+                        .registry()
+                        .reregister(&mut SourceFd(&fd), token, Interest::READABLE);
             }
             Ok(_) => {}
             Err(_) => drop_conn(&mut io, token),
@@ -685,11 +691,18 @@ impl Shared {
                 let mut args = match opts.take("args").unwrap_or_default() {
                     Value::List(v) | Value::Tuple(v) => v,
                     Value::None => Vec::new(),
-                    other => return Err(Error::type_error(format!("args must be a list, not {}", other.kind()))),
+                    other => {
+                        return Err(Error::type_error(format!(
+                            "args must be a list, not {}",
+                            other.kind()
+                        )))
+                    }
                 };
                 let mut kwargs = kwargs_of(opts.take("kwargs").unwrap_or_default())?;
                 args.iter_mut().try_for_each(|a| self.resolve_home(a))?;
-                kwargs.iter_mut().try_for_each(|(_, v)| self.resolve_home(v))?;
+                kwargs
+                    .iter_mut()
+                    .try_for_each(|(_, v)| self.resolve_home(v))?;
                 self.call(target, args, kwargs)
             }
             Action::GetObj => {
@@ -710,7 +723,8 @@ impl Shared {
             }
             Action::Delete => {
                 let id = |k| opts.get(k).and_then(Value::as_i64).map(|v| v as u64);
-                let obj_id = id("obj_id").ok_or_else(|| Error::type_error("delete needs obj_id"))?;
+                let obj_id =
+                    id("obj_id").ok_or_else(|| Error::type_error("delete needs obj_id"))?;
                 let released = lock(&self.objects).release(obj_id, id("ref_id"))?;
                 drop(released); // outside the lock: a finalizer may run
                 Ok(Value::None)
@@ -957,9 +971,10 @@ impl ObjectTable {
     /// pyacq's older clients send); returns the object when it was the
     /// last, to be dropped outside the lock.
     fn release(&mut self, obj_id: u64, ref_id: Option<u64>) -> Result<Option<ObjectRef>> {
-        let entry = self.objects.get_mut(&obj_id).ok_or_else(|| {
-            Error::key_error(format!("Invalid proxy object ID {obj_id}"))
-        })?;
+        let entry = self
+            .objects
+            .get_mut(&obj_id)
+            .ok_or_else(|| Error::key_error(format!("Invalid proxy object ID {obj_id}")))?;
         match ref_id {
             Some(r) if !entry.refs.remove(&r) => {
                 return Err(Error::key_error(format!(

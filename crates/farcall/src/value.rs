@@ -293,7 +293,10 @@ impl fmt::Debug for Value {
                 });
                 t.finish()
             }
-            Value::Map(m) => f.debug_map().entries(m.iter().map(|(k, v)| (k, v))).finish(),
+            Value::Map(m) => f
+                .debug_map()
+                .entries(m.iter().map(|(k, v)| (k, v)))
+                .finish(),
             Value::DateTime(d) => write!(f, "{d:?}"),
             Value::Date(d) => write!(f, "{d:?}"),
             Value::Array(a) => write!(f, "{a:?}"),

@@ -27,7 +27,9 @@ fn dec(format: Format, body: &[u8]) -> Value {
 /// pyacq formats turn tuples into lists on the way.
 fn listified(value: &Value) -> Value {
     match value {
-        Value::List(items) | Value::Tuple(items) => Value::List(items.iter().map(listified).collect()),
+        Value::List(items) | Value::Tuple(items) => {
+            Value::List(items.iter().map(listified).collect())
+        }
         Value::Map(entries) => Value::Map(
             entries
                 .iter()
@@ -96,7 +98,10 @@ fn f64_array() -> Value {
 }
 
 fn i32_array() -> Value {
-    let data: Vec<u8> = [1i32, 2, 3, -1].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let data: Vec<u8> = [1i32, 2, 3, -1]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
     Value::Array(Array {
         dtype: "int32".into(),
         shape: vec![2, 2],
@@ -169,32 +174,35 @@ impl Exporter for TestExporter {
 #[test]
 fn msgpack_ints() {
     let cases: &[(i64, &[u8])] = &[
-        (0, b"\x00"),                                                  // 0
-        (127, b"\x7f"),                                                // 127
-        (128, b"\xcc\x80"),                                            // 128
-        (255, b"\xcc\xff"),                                            // 255
-        (256, b"\xcd\x01\x00"),                                        // 256
-        (65535, b"\xcd\xff\xff"),                                      // 2**16-1
-        (65536, b"\xce\x00\x01\x00\x00"),                              // 2**16
-        (4294967295, b"\xce\xff\xff\xff\xff"),                         // 2**32-1
-        (4294967296, b"\xcf\x00\x00\x00\x01\x00\x00\x00\x00"),         // 2**32
-        (i64::MAX, b"\xcf\x7f\xff\xff\xff\xff\xff\xff\xff"),           // 2**63-1
-        (-1, b"\xff"),                                                 // -1
-        (-32, b"\xe0"),                                                // -32
-        (-33, b"\xd0\xdf"),                                            // -33
-        (-128, b"\xd0\x80"),                                           // -128
-        (-129, b"\xd1\xff\x7f"),                                       // -129
-        (-32768, b"\xd1\x80\x00"),                                     // -2**15
-        (-32769, b"\xd2\xff\xff\x7f\xff"),                             // -2**15-1
-        (-2147483648, b"\xd2\x80\x00\x00\x00"),                        // -2**31
-        (-2147483649, b"\xd3\xff\xff\xff\xff\x7f\xff\xff\xff"),        // -2**31-1
-        (i64::MIN, b"\xd3\x80\x00\x00\x00\x00\x00\x00\x00"),           // -2**63
+        (0, b"\x00"),                                           // 0
+        (127, b"\x7f"),                                         // 127
+        (128, b"\xcc\x80"),                                     // 128
+        (255, b"\xcc\xff"),                                     // 255
+        (256, b"\xcd\x01\x00"),                                 // 256
+        (65535, b"\xcd\xff\xff"),                               // 2**16-1
+        (65536, b"\xce\x00\x01\x00\x00"),                       // 2**16
+        (4294967295, b"\xce\xff\xff\xff\xff"),                  // 2**32-1
+        (4294967296, b"\xcf\x00\x00\x00\x01\x00\x00\x00\x00"),  // 2**32
+        (i64::MAX, b"\xcf\x7f\xff\xff\xff\xff\xff\xff\xff"),    // 2**63-1
+        (-1, b"\xff"),                                          // -1
+        (-32, b"\xe0"),                                         // -32
+        (-33, b"\xd0\xdf"),                                     // -33
+        (-128, b"\xd0\x80"),                                    // -128
+        (-129, b"\xd1\xff\x7f"),                                // -129
+        (-32768, b"\xd1\x80\x00"),                              // -2**15
+        (-32769, b"\xd2\xff\xff\x7f\xff"),                      // -2**15-1
+        (-2147483648, b"\xd2\x80\x00\x00\x00"),                 // -2**31
+        (-2147483649, b"\xd3\xff\xff\xff\xff\x7f\xff\xff\xff"), // -2**31-1
+        (i64::MIN, b"\xd3\x80\x00\x00\x00\x00\x00\x00\x00"),    // -2**63
     ];
     for &(n, expected) in cases {
         check_msgpack(n, expected);
     }
     // 2**64-1
-    check_msgpack(Value::UInt(u64::MAX), b"\xcf\xff\xff\xff\xff\xff\xff\xff\xff");
+    check_msgpack(
+        Value::UInt(u64::MAX),
+        b"\xcf\xff\xff\xff\xff\xff\xff\xff\xff",
+    );
 }
 
 #[test]
@@ -218,19 +226,25 @@ fn msgpack_strings_and_bytes() {
     check_msgpack(x(32), &cat(&[b"\xd9\x20", x(32).as_bytes()])); // 'x'*32
     check_msgpack(x(255), &cat(&[b"\xd9\xff", x(255).as_bytes()])); // 'x'*255
     check_msgpack(x(256), &cat(&[b"\xda\x01\x00", x(256).as_bytes()])); // 'x'*256
-    check_msgpack(x(65536), &cat(&[b"\xdb\x00\x01\x00\x00", x(65536).as_bytes()])); // 'x'*65536
+    check_msgpack(
+        x(65536),
+        &cat(&[b"\xdb\x00\x01\x00\x00", x(65536).as_bytes()]),
+    ); // 'x'*65536
 
     check_msgpack(bytes(b""), b"\xc4\x00"); // b''
     check_msgpack(bytes(b"\x01\x02"), b"\xc4\x02\x01\x02"); // b'\x01\x02'
     let b = |n: usize| vec![0xabu8; n];
     check_msgpack(bytes(&b(256)), &cat(&[b"\xc5\x01\x00", &b(256)])); // b'\xab'*256
-    check_msgpack(bytes(&b(65536)), &cat(&[b"\xc6\x00\x01\x00\x00", &b(65536)])); // b'\xab'*65536
+    check_msgpack(
+        bytes(&b(65536)),
+        &cat(&[b"\xc6\x00\x01\x00\x00", &b(65536)]),
+    ); // b'\xab'*65536
 }
 
 #[test]
 fn msgpack_containers() {
     check_msgpack(list(vec![]), b"\x90"); // []
-    // [1, [2, 'a']]
+                                          // [1, [2, 'a']]
     check_msgpack(
         list(vec![1.into(), list(vec![2.into(), "a".into()])]),
         b"\x92\x01\x92\x02\xa1a",
@@ -243,7 +257,7 @@ fn msgpack_containers() {
     check_msgpack(list(sixteen), &cat(&[b"\xdc\x00\x10", &items]));
 
     check_msgpack(Value::Map(vec![]), b"\x80"); // {}
-    // {'a': 1, 'b': [True, None]}
+                                                // {'a': 1, 'b': [True, None]}
     check_msgpack(
         Value::map([
             ("a", Value::Int(1)),
@@ -311,7 +325,11 @@ fn msgpack_messages() {
     // {'obj': <proxy>, 'args': [1, 2], 'kwargs': {}}
     check_msgpack(
         request_opts(proxy()),
-        &cat(&[b"\x83\xa3obj", PROXY_MSGPACK, b"\xa4args\x92\x01\x02\xa6kwargs\x80"]),
+        &cat(&[
+            b"\x83\xa3obj",
+            PROXY_MSGPACK,
+            b"\xa4args\x92\x01\x02\xa6kwargs\x80",
+        ]),
     );
 }
 
@@ -350,7 +368,10 @@ fn msgpack_decodes_what_it_does_not_write() {
 
 #[test]
 fn msgpack_bin_decodes_zero_copy() {
-    let body = Bytes::from(enc(Format::Msgpack, &list(vec![bytes(b"hello"), f64_array()])));
+    let body = Bytes::from(enc(
+        Format::Msgpack,
+        &list(vec![bytes(b"hello"), f64_array()]),
+    ));
     let value = decode(Format::Msgpack, &body, &[]).unwrap();
     let Value::List(items) = value else { panic!() };
     let (Value::Bytes(b), Value::Array(a)) = (&items[0], &items[1]) else {
@@ -409,7 +430,7 @@ fn json_strings() {
     check_json("abc", r#""abc""#); // 'abc'
     check_json("é€", r#""\u00e9\u20ac""#); // 'é€'
     check_json("😀", r#""\ud83d\ude00""#); // '\U0001F600'
-    // 'a"b\\c\n\r\t\b\f\x01\x7f~'
+                                           // 'a"b\\c\n\r\t\b\f\x01\x7f~'
     check_json(
         "a\"b\\c\n\r\t\u{8}\u{c}\u{1}\u{7f}~",
         r#""a\"b\\c\n\r\t\b\f\u0001\u007f~""#,
@@ -422,7 +443,7 @@ fn json_strings() {
 fn json_containers_and_keys() {
     check_json(list(vec![]), "[]"); // []
     check_json(Value::Map(vec![]), "{}"); // {}
-    // [1, [2, 'a']]
+                                          // [1, [2, 'a']]
     check_json(
         list(vec![1.into(), list(vec![2.into(), "a".into()])]),
         r#"[1, [2, "a"]]"#,
@@ -452,7 +473,12 @@ fn json_containers_and_keys() {
     // {(1, 2): 3} raises TypeError in Python
     let bad = Value::Map(vec![(tuple(vec![1.into(), 2.into()]), 3.into())]);
     assert!(encode(Format::Json, &bad, &mut NoExport).is_err());
-    assert!(encode(Format::Json, &Value::Map(vec![(bytes(b"k"), 1.into())]), &mut NoExport).is_err());
+    assert!(encode(
+        Format::Json,
+        &Value::Map(vec![(bytes(b"k"), 1.into())]),
+        &mut NoExport
+    )
+    .is_err());
 }
 
 #[test]
@@ -513,8 +539,14 @@ fn json_decodes_loosely_written_documents() {
         (r#""\u00E9""#, "é".into()),
         ("1E2", Value::Float(100.0)),
         ("18446744073709551615", Value::UInt(u64::MAX)),
-        (r#"{"b": 1, "a": 2}"#, Value::map([("b", 1.into()), ("a", 2.into())])),
-        (r#"["NaN", "-Infinity"]"#, list(vec!["NaN".into(), "-Infinity".into()])),
+        (
+            r#"{"b": 1, "a": 2}"#,
+            Value::map([("b", 1.into()), ("a", 2.into())]),
+        ),
+        (
+            r#"["NaN", "-Infinity"]"#,
+            list(vec!["NaN".into(), "-Infinity".into()]),
+        ),
         (
             r#"{"Infinity": [Infinity, "x"]}"#,
             Value::map([("Infinity", list(vec![f64::INFINITY.into(), "x".into()]))]),
@@ -546,9 +578,7 @@ fn every_variant() -> Vec<Value> {
         ]),
         Value::map([("___type_name___", Value::from("user data"))]),
         datetime(),
-        Value::DateTime(
-            DateTime::new(Date::new(1, 1, 1).unwrap(), 0, 0, 0, 0).unwrap(),
-        ),
+        Value::DateTime(DateTime::new(Date::new(1, 1, 1).unwrap(), 0, 0, 0, 0).unwrap()),
         date(),
         Value::Date(Date::new(9999, 12, 31).unwrap()),
         f64_array(),
@@ -641,7 +671,10 @@ fn farcall_ext_layout() {
     // datetime: fixext8 type 2, the date bits above the time bits
     let bits = (u64::from(2024u32 << 9 | 1 << 5 | 2) << 37 | 3 << 32 | 4 << 26 | 5 << 20 | 6)
         .to_be_bytes();
-    assert_eq!(enc(Format::Farcall, &datetime()), cat(&[b"\xd7\x02", &bits]));
+    assert_eq!(
+        enc(Format::Farcall, &datetime()),
+        cat(&[b"\xd7\x02", &bits])
+    );
 }
 
 #[test]
@@ -659,7 +692,10 @@ fn out_of_band_buffers_are_zero_copy() {
     assert!(encoded.buffers.iter().all(|b| b.as_ptr() == big.as_ptr()));
 
     // What a receiver has: the body and separately received frames.
-    let frames = [Bytes::from(vec![1u8; 64 << 20]), Bytes::from(vec![2u8; 64 << 20])];
+    let frames = [
+        Bytes::from(vec![1u8; 64 << 20]),
+        Bytes::from(vec![2u8; 64 << 20]),
+    ];
     let back = decode(Format::Farcall, &Bytes::from(encoded.body), &frames).unwrap();
     let Value::Tuple(items) = back else { panic!() };
     let (Value::Bytes(b), Value::Array(a)) = (&items[0], &items[1]) else {
@@ -758,17 +794,17 @@ fn random_and_mutated_input_never_panics() {
 #[test]
 fn hostile_lengths_and_nesting_are_refused() {
     let cases: &[&[u8]] = &[
-        b"\xdd\xff\xff\xff\xff",         // array of 4G items in 5 bytes
-        b"\xdf\xff\xff\xff\xff\xc0",     // map of 4G pairs
-        b"\xdb\xff\xff\xff\xffabc",      // str of 4 GiB
-        b"\xc6\xff\xff\xff\xff",         // bin of 4 GiB
-        b"\xc9\xff\xff\xff\xff\x01",     // ext of 4 GiB
-        b"\xa2\xff\xfe",                 // invalid UTF-8
-        b"\xc1",                         // never-used marker
+        b"\xdd\xff\xff\xff\xff",                     // array of 4G items in 5 bytes
+        b"\xdf\xff\xff\xff\xff\xc0",                 // map of 4G pairs
+        b"\xdb\xff\xff\xff\xffabc",                  // str of 4 GiB
+        b"\xc6\xff\xff\xff\xff",                     // bin of 4 GiB
+        b"\xc9\xff\xff\xff\xff\x01",                 // ext of 4 GiB
+        b"\xa2\xff\xfe",                             // invalid UTF-8
+        b"\xc1",                                     // never-used marker
         b"\xd7\x02\xff\xff\xff\xff\xff\xff\xff\xff", // datetime out of range
-        b"\xd6\x03\x00\x00\x00\x00",     // date 0000-00-00
-        b"\xd4\x63\x00",                 // unknown ext type 99
-        b"\xc9\x00\x00\x00\x01\x01\x01", // tuple whose payload is not a list
+        b"\xd6\x03\x00\x00\x00\x00",                 // date 0000-00-00
+        b"\xd4\x63\x00",                             // unknown ext type 99
+        b"\xc9\x00\x00\x00\x01\x01\x01",             // tuple whose payload is not a list
     ];
     for body in cases {
         for format in [Format::Msgpack, Format::Farcall] {

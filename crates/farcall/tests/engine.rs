@@ -137,9 +137,15 @@ fn every_action_on_every_transport() {
         // get_item + call_obj through a method path.
         let counter = proxy_of(client.get_item("counter").unwrap());
         assert_eq!(counter.type_str(), "<class 'Counter'>");
-        assert_eq!(counter.call_method("add", vec![Value::Int(2)]).unwrap(), Value::Int(2));
         assert_eq!(
-            counter.attr("add").call_kw(vec![], vec![("x".into(), Value::Int(3))]).unwrap(),
+            counter.call_method("add", vec![Value::Int(2)]).unwrap(),
+            Value::Int(2)
+        );
+        assert_eq!(
+            counter
+                .attr("add")
+                .call_kw(vec![], vec![("x".into(), Value::Int(3))])
+                .unwrap(),
             Value::Int(5)
         );
 
@@ -157,12 +163,18 @@ fn every_action_on_every_transport() {
 
         // A result that is an object stays remote; return_type value copies.
         let child = proxy_of(counter.call_method("spawn_child", vec![]).unwrap());
-        assert_eq!(child.call_method("add", vec![Value::Int(1)]).unwrap(), Value::Int(101));
+        assert_eq!(
+            child.call_method("add", vec![Value::Int(1)]).unwrap(),
+            Value::Int(101)
+        );
         let copy = counter
             .with_return_type(ReturnType::Proxy)
             .call_method("add", vec![Value::Int(0)])
             .unwrap();
-        assert!(matches!(copy, Value::Proxy(_)), "return_type proxy wraps a value");
+        assert!(
+            matches!(copy, Value::Proxy(_)),
+            "return_type proxy wraps a value"
+        );
         assert_eq!(proxy_of(copy).get_value().unwrap(), Value::Int(10));
 
         // import.
@@ -175,7 +187,12 @@ fn every_action_on_every_transport() {
 
         // delete releases the object: the table shrinks.
         let before = running.server.object_count();
-        let extra = client.call(Action::CallObj, &farcall::client::call_opts(counter.reference(), vec![], vec![]), ReturnType::Auto, None);
+        let extra = client.call(
+            Action::CallObj,
+            &farcall::client::call_opts(counter.reference(), vec![], vec![]),
+            ReturnType::Auto,
+            None,
+        );
         assert!(extra.is_err(), "a Counter is not callable itself");
         let child_ref = child.reference().clone();
         client.delete(&child_ref).unwrap();
@@ -194,7 +211,10 @@ fn remote_errors_carry_type_and_traceback() {
     let client = Client::connect(&running.address()).unwrap();
     let counter = proxy_of(client.get_item("counter").unwrap());
     match counter.call_method("fail", vec![]) {
-        Err(Error::Remote { type_name, traceback }) => {
+        Err(Error::Remote {
+            type_name,
+            traceback,
+        }) => {
             assert_eq!(type_name, "ZeroDivisionError");
             assert!(traceback.concat().contains("division by zero"));
         }
@@ -215,7 +235,10 @@ fn remote_errors_carry_type_and_traceback() {
         other => panic!("{other:?}"),
     }
     // The server still serves after every error.
-    assert_eq!(counter.call_method("add", vec![Value::Int(1)]).unwrap(), Value::Int(1));
+    assert_eq!(
+        counter.call_method("add", vec![Value::Int(1)]).unwrap(),
+        Value::Int(1)
+    );
 }
 
 #[test]
@@ -240,7 +263,14 @@ fn unknown_and_released_object_ids_are_key_errors() {
         Err(Error::Remote { type_name, .. }) => assert_eq!(type_name, "KeyError"),
         other => panic!("{other:?}"),
     }
-    match client.call_obj(&ProxyRef { attributes: vec!["add".into()], ..r }, vec![Value::Int(1)], vec![]) {
+    match client.call_obj(
+        &ProxyRef {
+            attributes: vec!["add".into()],
+            ..r
+        },
+        vec![Value::Int(1)],
+        vec![],
+    ) {
         Err(Error::Remote { type_name, .. }) => assert_eq!(type_name, "KeyError"),
         other => panic!("{other:?}"),
     }
@@ -259,7 +289,10 @@ fn timeouts_leave_the_client_usable() {
     }
     assert!(started.elapsed() < Duration::from_millis(250));
     // The late reply is dropped; the next call gets its own answer.
-    assert_eq!(counter.call_method("add", vec![Value::Int(7)]).unwrap(), Value::Int(7));
+    assert_eq!(
+        counter.call_method("add", vec![Value::Int(7)]).unwrap(),
+        Value::Int(7)
+    );
 }
 
 #[test]
@@ -268,14 +301,31 @@ fn async_and_one_way_calls() {
     let client = Client::connect(&running.address()).unwrap();
     let counter = proxy_of(client.get_item("counter").unwrap());
     let futures: Vec<_> = (0..100)
-        .map(|_| counter.attr("add").call_async(vec![Value::Int(1)], vec![]).unwrap())
+        .map(|_| {
+            counter
+                .attr("add")
+                .call_async(vec![Value::Int(1)], vec![])
+                .unwrap()
+        })
         .collect();
     let results: Vec<i64> = futures
         .into_iter()
-        .map(|f| f.wait(Some(Duration::from_secs(5))).unwrap().as_i64().unwrap())
+        .map(|f| {
+            f.wait(Some(Duration::from_secs(5)))
+                .unwrap()
+                .as_i64()
+                .unwrap()
+        })
         .collect();
-    assert_eq!(results, (1..=100).collect::<Vec<_>>(), "in order, each once");
-    counter.attr("add").call_off(vec![Value::Int(1000)], vec![]).unwrap();
+    assert_eq!(
+        results,
+        (1..=100).collect::<Vec<_>>(),
+        "in order, each once"
+    );
+    counter
+        .attr("add")
+        .call_off(vec![Value::Int(1000)], vec![])
+        .unwrap();
     assert_eq!(counter.get_attr("count").unwrap(), Value::Int(1100));
 }
 
@@ -284,7 +334,10 @@ fn futures_can_be_awaited() {
     let running = serve("unix://*");
     let client = Client::connect(&running.address()).unwrap();
     let counter = proxy_of(client.get_item("counter").unwrap());
-    let fut = counter.attr("add").call_async(vec![Value::Int(5)], vec![]).unwrap();
+    let fut = counter
+        .attr("add")
+        .call_async(vec![Value::Int(5)], vec![])
+        .unwrap();
     let value = block_on(fut).unwrap();
     assert_eq!(value, Value::Int(5));
 }
@@ -317,7 +370,9 @@ fn threads_share_one_client() {
     let running = serve("unix://*");
     let client = Client::connect(&running.address()).unwrap();
     let counter = client.get_item("counter").unwrap();
-    let Value::Proxy(counter) = counter else { panic!() };
+    let Value::Proxy(counter) = counter else {
+        panic!()
+    };
     let threads: Vec<_> = (0..8)
         .map(|_| {
             let client = client.clone();
@@ -326,7 +381,14 @@ fn threads_share_one_client() {
                 (0..200)
                     .map(|_| {
                         client
-                            .call_obj(&ProxyRef { attributes: vec!["add".into()], ..counter.clone() }, vec![Value::Int(1)], vec![])
+                            .call_obj(
+                                &ProxyRef {
+                                    attributes: vec!["add".into()],
+                                    ..counter.clone()
+                                },
+                                vec![Value::Int(1)],
+                                vec![],
+                            )
                             .unwrap()
                             .as_i64()
                             .unwrap()
@@ -335,9 +397,16 @@ fn threads_share_one_client() {
             })
         })
         .collect();
-    let mut all: Vec<i64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let mut all: Vec<i64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
     all.sort();
-    assert_eq!(all, (1..=1600).collect::<Vec<_>>(), "nothing lost or duplicated");
+    assert_eq!(
+        all,
+        (1..=1600).collect::<Vec<_>>(),
+        "nothing lost or duplicated"
+    );
 }
 
 #[test]
@@ -367,14 +436,30 @@ fn proxies_travel_between_three_servers() {
     let on_s1 = proxy_of(c1.get_item("counter").unwrap());
     // A proxy to S3's pinger, handed to S1: S1 connects to S3 itself.
     let s3_ping = c3.get_item("ping").unwrap();
-    assert_eq!(on_s1.call_method("call_value", vec![s3_ping]).unwrap(), Value::Int(42));
+    assert_eq!(
+        on_s1.call_method("call_value", vec![s3_ping]).unwrap(),
+        Value::Int(42)
+    );
     // Through S2 as well (ZeroMQ), then a proxy that comes home.
     let c2 = Client::connect(&s2.address()).unwrap();
     let on_s2 = proxy_of(c2.get_item("counter").unwrap());
     let s1_ping = c1.get_item("ping").unwrap();
-    assert_eq!(on_s2.call_method("call_value", vec![s1_ping.clone()]).unwrap(), Value::Int(42));
-    assert_eq!(on_s1.call_method("is_local", vec![s1_ping.clone()]).unwrap(), Value::Bool(true));
-    assert_eq!(on_s2.call_method("is_local", vec![s1_ping]).unwrap(), Value::Bool(false));
+    assert_eq!(
+        on_s2
+            .call_method("call_value", vec![s1_ping.clone()])
+            .unwrap(),
+        Value::Int(42)
+    );
+    assert_eq!(
+        on_s1
+            .call_method("is_local", vec![s1_ping.clone()])
+            .unwrap(),
+        Value::Bool(true)
+    );
+    assert_eq!(
+        on_s2.call_method("is_local", vec![s1_ping]).unwrap(),
+        Value::Bool(false)
+    );
 }
 
 #[test]
@@ -383,11 +468,21 @@ fn a_hundred_clients_on_one_server() {
     let clients: Vec<Client> = (0..100)
         .map(|_| Client::connect(&running.address()).unwrap())
         .collect();
-    let Value::Proxy(counter) = clients[0].get_item("counter").unwrap() else { panic!() };
-    let add = ProxyRef { attributes: vec!["add".into()], ..counter };
+    let Value::Proxy(counter) = clients[0].get_item("counter").unwrap() else {
+        panic!()
+    };
+    let add = ProxyRef {
+        attributes: vec!["add".into()],
+        ..counter
+    };
     let mut seen: Vec<i64> = clients
         .iter()
-        .map(|c| c.call_obj(&add, vec![Value::Int(1)], vec![]).unwrap().as_i64().unwrap())
+        .map(|c| {
+            c.call_obj(&add, vec![Value::Int(1)], vec![])
+                .unwrap()
+                .as_i64()
+                .unwrap()
+        })
         .collect();
     seen.sort();
     assert_eq!(seen, (1..=100).collect::<Vec<_>>());
@@ -398,21 +493,48 @@ fn closing_a_server_fails_pending_calls_at_once() {
     let running = serve("unix://*");
     let busy = Client::connect(&running.address()).unwrap();
     let waiting = Client::connect(&running.address()).unwrap();
-    let Value::Proxy(counter) = busy.get_item("counter").unwrap() else { panic!() };
-    let sleep = ProxyRef { attributes: vec!["sleep_ms".into()], ..counter.clone() };
-    let add = ProxyRef { attributes: vec!["add".into()], ..counter };
+    let Value::Proxy(counter) = busy.get_item("counter").unwrap() else {
+        panic!()
+    };
+    let sleep = ProxyRef {
+        attributes: vec!["sleep_ms".into()],
+        ..counter.clone()
+    };
+    let add = ProxyRef {
+        attributes: vec!["add".into()],
+        ..counter
+    };
     // The server thread is busy for 1 s; a second call queues behind it.
-    let slow = busy.send(Action::CallObj, &farcall::client::call_opts(&sleep, vec![Value::Int(1000)], vec![]), ReturnType::Auto).unwrap();
+    let slow = busy
+        .send(
+            Action::CallObj,
+            &farcall::client::call_opts(&sleep, vec![Value::Int(1000)], vec![]),
+            ReturnType::Auto,
+        )
+        .unwrap();
     thread::sleep(Duration::from_millis(50));
-    let queued = waiting.send(Action::CallObj, &farcall::client::call_opts(&add, vec![Value::Int(1)], vec![]), ReturnType::Auto).unwrap();
+    let queued = waiting
+        .send(
+            Action::CallObj,
+            &farcall::client::call_opts(&add, vec![Value::Int(1)], vec![]),
+            ReturnType::Auto,
+        )
+        .unwrap();
     let started = Instant::now();
     running.server.close();
     match queued.wait(Some(Duration::from_secs(10))) {
         Err(Error::Disconnected(_)) => {}
         other => panic!("{other:?}"),
     }
-    assert!(started.elapsed() < Duration::from_millis(500), "{:?}", started.elapsed());
-    assert!(matches!(slow.wait(Some(Duration::from_secs(10))), Err(Error::Disconnected(_))));
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(matches!(
+        slow.wait(Some(Duration::from_secs(10))),
+        Err(Error::Disconnected(_))
+    ));
 }
 
 // ---- malformed input ------------------------------------------------------
@@ -444,11 +566,18 @@ fn bad_requests_get_error_replies_over_zeromq() {
     assert!(reply_error(&reply).contains("Invalid RPC action 'explode'"));
     let reply = raw_zmq(&addr, &[b"2", b"ping", b"auto", b"pickle9", b""]).unwrap();
     assert!(reply_error(&reply).contains("Unsupported serializer 'pickle9'"));
-    let reply = raw_zmq(&addr, &[b"3", b"get_item", b"auto", b"msgpack", b"\xc1\xc1"]).unwrap();
+    let reply = raw_zmq(
+        &addr,
+        &[b"3", b"get_item", b"auto", b"msgpack", b"\xc1\xc1"],
+    )
+    .unwrap();
     assert!(reply_error(&reply).contains("TypeError") || reply_error(&reply).contains("codec"));
     let reply = raw_zmq(&addr, &[b"4", b"ping"]).unwrap();
     assert!(reply_error(&reply).contains("5 frames"));
-    assert!(raw_zmq(&addr, &[b"garbage"]).is_none(), "no id: dropped, not answered");
+    assert!(
+        raw_zmq(&addr, &[b"garbage"]).is_none(),
+        "no id: dropped, not answered"
+    );
     let client = Client::connect(&addr).unwrap();
     assert_eq!(client.ping().unwrap(), Value::from("pong"));
 }
@@ -471,13 +600,26 @@ fn malformed_and_truncated_native_streams_do_not_hurt_the_server() {
     }
     // A request before the handshake is refused by closing the connection.
     let mut s = UnixStream::connect(&path).unwrap();
-    let frames = vec![Bytes::from_static(b"1"), Bytes::from_static(b"ping"), Bytes::from_static(b"auto"), Bytes::from_static(b"msgpack"), Bytes::new()];
-    let mut msg = farcall::transport::stream::encode_header(farcall::transport::stream::Kind::Request, &frames);
+    let frames = vec![
+        Bytes::from_static(b"1"),
+        Bytes::from_static(b"ping"),
+        Bytes::from_static(b"auto"),
+        Bytes::from_static(b"msgpack"),
+        Bytes::new(),
+    ];
+    let mut msg = farcall::transport::stream::encode_header(
+        farcall::transport::stream::Kind::Request,
+        &frames,
+    );
     frames.iter().for_each(|f| msg.extend_from_slice(f));
     s.write_all(&msg).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let mut buf = [0u8; 16];
-    assert_eq!(std::io::Read::read(&mut s, &mut buf).unwrap_or(0), 0, "closed, no answer");
+    assert_eq!(
+        std::io::Read::read(&mut s, &mut buf).unwrap_or(0),
+        0,
+        "closed, no answer"
+    );
     // A peer that says half a header and stalls does not block others.
     let mut stalled = UnixStream::connect(&path).unwrap();
     stalled.write_all(b"\x03\x00").unwrap();
@@ -488,7 +630,12 @@ fn malformed_and_truncated_native_streams_do_not_hurt_the_server() {
 
 #[test]
 fn oversized_messages_are_refused() {
-    let running = serve_with("unix://*", ServerOptions { max_message: 1 << 20 });
+    let running = serve_with(
+        "unix://*",
+        ServerOptions {
+            max_message: 1 << 20,
+        },
+    );
     let big = Client::connect(&running.address()).unwrap();
     let payload = Value::Bytes(Bytes::from(vec![0u8; 2 << 20]));
     match big.set_item("blob", payload) {
@@ -535,7 +682,10 @@ fn a_server_in_another_process() {
         let server = spawn_server(address);
         let client = Client::connect(&server.address).unwrap();
         let counter = proxy_of(client.get_item("counter").unwrap());
-        assert_eq!(counter.call_method("add", vec![Value::Int(4)]).unwrap(), Value::Int(4));
+        assert_eq!(
+            counter.call_method("add", vec![Value::Int(4)]).unwrap(),
+            Value::Int(4)
+        );
         let pid = counter.call_method("pid", vec![]).unwrap();
         assert_eq!(pid.as_i64(), Some(server.child.id() as i64));
     }
@@ -548,7 +698,10 @@ fn a_dead_server_process_fails_calls_at_once() {
     let counter = proxy_of(client.get_item("counter").unwrap());
     let started = Instant::now();
     let crashed = counter.call_method("crash", vec![]);
-    assert!(matches!(crashed, Err(Error::Disconnected(_))), "{crashed:?}");
+    assert!(
+        matches!(crashed, Err(Error::Disconnected(_))),
+        "{crashed:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(matches!(client.ping(), Err(Error::Disconnected(_))));
     server.child.wait().unwrap();

@@ -36,7 +36,10 @@ fn main() -> farcall::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "unix://*".to_string());
     let server = Server::bind(&address)?;
-    server.publish("counter", Value::Object(farcall::object(Counter { count: 0 })));
+    server.publish(
+        "counter",
+        Value::Object(farcall::object(Counter { count: 0 })),
+    );
     println!("{}", server.address());
     server.run_forever()
 }

@@ -654,7 +654,11 @@ pub(super) fn parse_datetime(s: &str) -> Result<DateTime> {
         _ => 0,
     };
     t.end(s)?;
-    let fields = (u8::try_from(hour), u8::try_from(minute), u8::try_from(second));
+    let fields = (
+        u8::try_from(hour),
+        u8::try_from(minute),
+        u8::try_from(second),
+    );
     match fields {
         (Ok(h), Ok(m), Ok(sec)) => DateTime::new(date, h, m, sec, microsecond),
         _ => None,
@@ -667,7 +671,12 @@ struct Text<'a>(&'a [u8]);
 
 impl Text<'_> {
     fn num(&mut self, min: usize, max: usize) -> Result<u32> {
-        let n = self.0.iter().take(max).take_while(|b| b.is_ascii_digit()).count();
+        let n = self
+            .0
+            .iter()
+            .take(max)
+            .take_while(|b| b.is_ascii_digit())
+            .count();
         if n < min {
             return err("malformed date");
         }
@@ -704,8 +713,7 @@ impl Text<'_> {
         self.expect(b'-')?;
         let day = self.num(1, 2)?;
         // Every field has at most 4 digits, so the casts cannot truncate.
-        Date::new(year as i32, month as u8, day as u8)
-            .map_or_else(|| err("invalid date"), Ok)
+        Date::new(year as i32, month as u8, day as u8).map_or_else(|| err("invalid date"), Ok)
     }
 }
 
@@ -747,9 +755,18 @@ mod tests {
     fn date_text() {
         let dt = parse_datetime("2024-02-29T23:59:58.000123").unwrap();
         assert_eq!(format_datetime(&dt), "2024-02-29T23:59:58.000123");
-        assert_eq!(parse_datetime("2024-2-9T3:4:5.5").unwrap().microsecond, 500_000);
-        assert_eq!(parse_datetime("2024-02-09T03:04:05").unwrap().microsecond, 0);
-        assert_eq!(format_date(&parse_date("0001-01-01").unwrap()), "0001-01-01");
+        assert_eq!(
+            parse_datetime("2024-2-9T3:4:5.5").unwrap().microsecond,
+            500_000
+        );
+        assert_eq!(
+            parse_datetime("2024-02-09T03:04:05").unwrap().microsecond,
+            0
+        );
+        assert_eq!(
+            format_date(&parse_date("0001-01-01").unwrap()),
+            "0001-01-01"
+        );
         for bad in [
             "2023-02-29",
             "12345-01-01",

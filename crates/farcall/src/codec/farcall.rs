@@ -187,7 +187,10 @@ fn unpack_date(bits: u32) -> Result<Date> {
     let (year, month, day) = (bits >> 9, (bits >> 5) & 0xf, bits & 0x1f);
     // The masks keep month and day small, and a year above 9999 (or
     // stray high bits) fails the range check.
-    match i32::try_from(year).ok().and_then(|y| Date::new(y, month as u8, day as u8)) {
+    match i32::try_from(year)
+        .ok()
+        .and_then(|y| Date::new(y, month as u8, day as u8))
+    {
         Some(d) => Ok(d),
         None => err(format!("invalid date in ext payload: {bits:#x}")),
     }
@@ -282,14 +285,20 @@ fn fields<const N: usize>(payload: Value, what: &str) -> Result<[Value; N]> {
         Value::List(items) => items
             .try_into()
             .or_else(|items: Vec<Value>| err(format!("{what} of {} fields", items.len()))),
-        other => err(format!("{what} payload is {}, expected a list", other.kind())),
+        other => err(format!(
+            "{what} payload is {}, expected a list",
+            other.kind()
+        )),
     }
 }
 
 fn tuple(payload: Value) -> Result<Value> {
     match payload {
         Value::List(items) => Ok(Value::Tuple(items)),
-        other => err(format!("tuple payload is {}, expected a list", other.kind())),
+        other => err(format!(
+            "tuple payload is {}, expected a list",
+            other.kind()
+        )),
     }
 }
 

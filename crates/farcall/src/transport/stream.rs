@@ -211,7 +211,8 @@ impl Outgoing {
             self.chunks.push_back(Bytes::from(one));
         } else {
             self.chunks.push_back(Bytes::from(header));
-            self.chunks.extend(frames.into_iter().filter(|f| !f.is_empty()));
+            self.chunks
+                .extend(frames.into_iter().filter(|f| !f.is_empty()));
         }
     }
 
@@ -539,7 +540,11 @@ mod tests {
             match reader.fill(fd)? {
                 Fill::Eof => return Ok(None),
                 Fill::WouldBlock => {
-                    wait_fd(fd, libc::POLLIN, Some(Instant::now() + std::time::Duration::from_secs(5)))?;
+                    wait_fd(
+                        fd,
+                        libc::POLLIN,
+                        Some(Instant::now() + std::time::Duration::from_secs(5)),
+                    )?;
                 }
                 Fill::Data => {}
             }
@@ -552,7 +557,12 @@ mod tests {
         let (a, b) = pair();
         let big = Bytes::from(vec![7u8; 3 << 20]);
         let medium = Bytes::from(vec![5u8; 200 << 10]);
-        let frames = vec![Bytes::from_static(b"1"), Bytes::new(), big.clone(), medium.clone()];
+        let frames = vec![
+            Bytes::from_static(b"1"),
+            Bytes::new(),
+            big.clone(),
+            medium.clone(),
+        ];
         let writer = std::thread::spawn(move || {
             let mut out = Outgoing::default();
             out.push(Kind::Request, frames);
@@ -593,6 +603,9 @@ mod tests {
         h.extend_from_slice(&u64::MAX.to_le_bytes());
         r.buf[..h.len()].copy_from_slice(&h);
         r.end = h.len();
-        assert!(matches!(r.next_message(), Err(Error::Protocol(_))), "overflowing sum");
+        assert!(
+            matches!(r.next_message(), Err(Error::Protocol(_))),
+            "overflowing sum"
+        );
     }
 }
