@@ -775,6 +775,20 @@ fn random_and_mutated_input_never_panics() {
         let len = (rng.next() % 64) as usize;
         all_decoders(&rng.bytes(len));
     }
+    // Strings of JSON tokens get past the UTF-8 check into the parser.
+    let tokens: Vec<&str> = concat!(
+        r#"{|}|[|]|"|,|:|0|7|-|.|e|+| |\|u|d83d|null|true|NaN|Infinity|é|😀|"#,
+        "___type_name___|ndarray|data|proxy|date|shape|dtype",
+    )
+    .split('|')
+    .collect();
+    for _ in 0..4000 {
+        let len = rng.next() % 40;
+        let text: String = (0..len)
+            .map(|_| tokens[(rng.next() % tokens.len() as u64) as usize])
+            .collect();
+        all_decoders(text.as_bytes());
+    }
     // Flipped bytes in valid messages reach deeper into the decoders.
     for format in [Format::Msgpack, Format::Json, Format::Farcall] {
         for value in samples() {
@@ -832,6 +846,10 @@ fn hostile_lengths_and_nesting_are_refused() {
         too_deep.push(0xc0);
         assert!(decode(format, &Bytes::from(too_deep), &[]).is_err());
     }
+    let json = |levels: usize| Bytes::from(format!("{}{}", "[".repeat(levels), "]".repeat(levels)));
+    assert!(decode(Format::Json, &json(512), &[]).is_ok());
+    assert!(decode(Format::Json, &json(513), &[]).is_err());
+    assert!(encode(Format::Json, &nest(513), &mut NoExport).is_err());
 }
 
 #[test]
@@ -885,6 +903,7 @@ fn encoding_a_call_is_fast() {
         std::hint::black_box(encode(Format::Msgpack, &value, &mut NoExport).unwrap());
     }
     let per_call = start.elapsed() / rounds;
+    eprintln!("msgpack encode of a call: {per_call:?}");
     // Generous for unoptimized CI builds; typically well under 1 µs.
     assert!(per_call.as_micros() < 20, "{per_call:?} per encode");
 }

@@ -7,10 +7,10 @@
 //! literals, keys converted to strings as `json` does, and the types JSON
 //! lacks as maps tagged `___type_name___` with base64 for binary data.
 //!
-//! Decoding is a small parser of our own rather than serde_json, because
-//! Python's output needs four things serde_json (as configured here) does
+//! Decoding is a small parser of our own rather than `serde_json`, because
+//! Python's output needs four things `serde_json` (as configured here) does
 //! not give: the `NaN`/`Infinity`/`-Infinity` literals, correctly rounded
-//! floats (serde_json's default float parser can be one ulp off, which
+//! floats (`serde_json`'s default float parser can be one ulp off, which
 //! would change a Python float on a round trip), an error instead of a
 //! silent float for integers beyond 64 bits, and the same nesting limit as
 //! the msgpack codecs. Map order is kept.
@@ -359,7 +359,7 @@ struct Parser<'a> {
     pos: usize,
 }
 
-impl<'a> Parser<'a> {
+impl Parser<'_> {
     fn peek(&self) -> Option<u8> {
         self.text.as_bytes().get(self.pos).copied()
     }
