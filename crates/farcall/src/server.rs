@@ -72,6 +72,8 @@ struct Shared {
     poll_fd: RawFd,
     closed: AtomicBool,
     max_message: u64,
+    /// True for a ZeroMQ endpoint (whose socket needs draining every poll).
+    zmq: bool,
 }
 
 struct Io {
@@ -159,6 +161,7 @@ impl Server {
             poll_fd,
             closed: AtomicBool::new(false),
             max_message: options.max_message,
+            zmq: parsed.is_zmq(),
         });
         Ok(Server { shared }.publish_self())
     }
@@ -273,7 +276,7 @@ impl Server {
     /// something happens). Returns the number of requests handled.
     pub fn poll_once(&self, timeout: Option<Duration>) -> Result<usize> {
         let shared = &self.shared;
-        let mut handled = shared.service_zmq()?;
+        let mut handled = if shared.zmq { shared.service_zmq()? } else { 0 };
         if handled > 0 {
             return Ok(handled);
         }
@@ -521,23 +524,30 @@ impl Shared {
         }
     }
 
-    fn send(&self, peer: &Peer, frames: Frames) {
+    /// Records which serializer `peer` speaks (for its disconnect notice)
+    /// and sends it `frames`, if any, under one lock.
+    fn send(&self, peer: &Peer, format: Format, frames: Option<Frames>) {
         let mut io = lock(&self.io);
         match peer {
             // Written at the end of the batch being read (service_conn).
             Peer::Native(token) => {
                 if let Some(conn) = io.conns.get_mut(token) {
-                    conn.out.push(Kind::Reply, frames);
+                    conn.format = format;
+                    if let Some(frames) = frames {
+                        conn.out.push(Kind::Reply, frames);
+                    }
                 }
             }
             Peer::Zmq(identity) => {
-                if let Some(Endpoint::Zmq(socket)) = &io.endpoint {
-                    let mut all = Vec::with_capacity(frames.len() + 1);
-                    all.push(identity.clone());
-                    all.extend(frames);
-                    if let Err(e) = transport::zmq::send(socket, &all) {
-                        log::warn!("reply to a ZeroMQ client of {} lost: {e}", self.address);
-                    }
+                io.zmq_peers.insert(identity.clone(), format);
+                let (Some(frames), Some(Endpoint::Zmq(socket))) = (frames, &io.endpoint) else {
+                    return;
+                };
+                let mut all = Vec::with_capacity(frames.len() + 1);
+                all.push(identity.clone());
+                all.extend(frames);
+                if let Err(e) = transport::zmq::send(socket, &all) {
+                    log::warn!("reply to a ZeroMQ client of {} lost: {e}", self.address);
                 }
             }
         }
@@ -635,16 +645,18 @@ impl Shared {
             Ok(f) => (f, self.run(&request, f)),
             Err(e) => (Format::Msgpack, Err(e)),
         };
-        self.remember(&peer, format);
         let closing = matches!(request.action(), Ok(Action::Close)) && result.is_ok();
         if request.wants_reply() {
             self.reply(&peer, format, request.req_id, result);
-        } else if let Err(e) = result {
-            log::error!(
-                "one-way '{}' on {} failed: {e}",
-                String::from_utf8_lossy(&request.action),
-                self.address
-            );
+        } else {
+            self.send(&peer, format, None);
+            if let Err(e) = result {
+                log::error!(
+                    "one-way '{}' on {} failed: {e}",
+                    String::from_utf8_lossy(&request.action),
+                    self.address
+                );
+            }
         }
         if closing {
             self.closed.store(true, Ordering::Release);
@@ -652,28 +664,14 @@ impl Shared {
         }
     }
 
-    fn remember(&self, peer: &Peer, format: Format) {
-        let mut io = lock(&self.io);
-        match peer {
-            Peer::Zmq(id) => {
-                io.zmq_peers.insert(id.clone(), format);
-            }
-            Peer::Native(token) => {
-                if let Some(conn) = io.conns.get_mut(token) {
-                    conn.format = format;
-                }
-            }
-        }
-    }
-
     fn reply(&self, peer: &Peer, format: Format, req_id: i64, result: Result<Value>) {
         let mut exporter = ServerExporter { shared: self };
         let frames = protocol::reply_frames(format, req_id, result, &mut exporter)
             .or_else(|e| protocol::reply_frames(format, req_id, Err(e), &mut exporter));
-        match frames {
-            Ok(frames) => self.send(peer, frames),
-            Err(e) => log::error!("cannot encode a reply on {}: {e}", self.address),
+        if let Err(e) = &frames {
+            log::error!("cannot encode a reply on {}: {e}", self.address);
         }
+        self.send(peer, format, frames.ok());
     }
 
     fn run(&self, request: &Request, format: Format) -> Result<Value> {
