@@ -175,6 +175,34 @@ pub(super) fn write_map_len(out: &mut Vec<u8>, len: usize) -> Result<()> {
 // ---- msgpack reading ---------------------------------------------------
 
 /// What differs between the two msgpack dialects on the way in.
+/// The part of encoding the two msgpack formats share: containers, with
+/// the nesting limit checked in one place. Each format writes its own
+/// scalars and non-native types in `value`.
+pub(super) trait EncodeValue {
+    /// The output buffer.
+    fn out(&mut self) -> &mut Vec<u8>;
+
+    /// Writes one value at nesting `depth`.
+    fn value(&mut self, value: &Value, depth: usize) -> Result<()>;
+
+    /// Writes a list (tuples too, where the format has no tuple type).
+    fn seq(&mut self, items: &[Value], depth: usize) -> Result<()> {
+        check_depth(depth + 1)?;
+        write_array_len(self.out(), items.len())?;
+        items.iter().try_for_each(|v| self.value(v, depth + 1))
+    }
+
+    /// Writes a map, keys of any type.
+    fn map(&mut self, entries: &[(Value, Value)], depth: usize) -> Result<()> {
+        check_depth(depth + 1)?;
+        write_map_len(self.out(), entries.len())?;
+        entries.iter().try_for_each(|(k, v)| {
+            self.value(k, depth + 1)?;
+            self.value(v, depth + 1)
+        })
+    }
+}
+
 pub(super) trait Dialect {
     /// Decodes an ext value of type `ty` whose `len`-byte payload is next
     /// in `r` (the length is already checked against the input).

@@ -21,9 +21,9 @@
 use bytes::Bytes;
 
 use super::common::{
-    array, check_array, check_date, check_datetime, check_depth, err, id_from, shape_from,
-    strings_from, write_array_len, write_bin, write_bool, write_f64, write_int, write_map_len,
-    write_nil, write_str, write_uint, Dialect, Reader,
+    array, check_array, check_date, check_datetime, err, id_from, shape_from, strings_from,
+    write_array_len, write_bin, write_bool, write_f64, write_int, write_nil, write_str, write_uint,
+    Dialect, EncodeValue, Reader,
 };
 use super::{Encoded, Exporter};
 use crate::error::Result;
@@ -69,7 +69,11 @@ struct Encoder<'e> {
     exporter: &'e mut dyn Exporter,
 }
 
-impl Encoder<'_> {
+impl EncodeValue for Encoder<'_> {
+    fn out(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
     fn value(&mut self, value: &Value, depth: usize) -> Result<()> {
         let out = &mut self.out;
         match value {
@@ -105,22 +109,9 @@ impl Encoder<'_> {
         }
         Ok(())
     }
+}
 
-    fn seq(&mut self, items: &[Value], depth: usize) -> Result<()> {
-        check_depth(depth + 1)?;
-        write_array_len(&mut self.out, items.len())?;
-        items.iter().try_for_each(|v| self.value(v, depth + 1))
-    }
-
-    fn map(&mut self, entries: &[(Value, Value)], depth: usize) -> Result<()> {
-        check_depth(depth + 1)?;
-        write_map_len(&mut self.out, entries.len())?;
-        entries.iter().try_for_each(|(k, v)| {
-            self.value(k, depth + 1)?;
-            self.value(v, depth + 1)
-        })
-    }
-
+impl Encoder<'_> {
     /// Writes an ext of type `ty` whose payload `payload` writes. The
     /// length is unknown until then, so an ext32 header is written first
     /// and patched after: one pass, no second buffer.

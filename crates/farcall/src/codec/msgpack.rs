@@ -10,9 +10,9 @@
 use bytes::Bytes;
 
 use super::common::{
-    check_array, check_date, check_datetime, check_depth, format_date, format_datetime, untag,
-    write_array_len, write_bin, write_bool, write_f64, write_int, write_map_len, write_nil,
-    write_str, write_uint, Dialect, Reader, TYPE_KEY,
+    check_array, check_date, check_datetime, format_date, format_datetime, untag, write_array_len,
+    write_bin, write_bool, write_f64, write_int, write_map_len, write_nil, write_str, write_uint,
+    Dialect, EncodeValue, Reader, TYPE_KEY,
 };
 use super::{Encoded, Exporter};
 use crate::error::{Error, Result};
@@ -59,7 +59,11 @@ struct Encoder<'e> {
     exporter: &'e mut dyn Exporter,
 }
 
-impl Encoder<'_> {
+impl EncodeValue for Encoder<'_> {
+    fn out(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
     fn value(&mut self, value: &Value, depth: usize) -> Result<()> {
         let out = &mut self.out;
         match value {
@@ -89,22 +93,9 @@ impl Encoder<'_> {
         }
         Ok(())
     }
+}
 
-    fn seq(&mut self, items: &[Value], depth: usize) -> Result<()> {
-        check_depth(depth + 1)?;
-        write_array_len(&mut self.out, items.len())?;
-        items.iter().try_for_each(|v| self.value(v, depth + 1))
-    }
-
-    fn map(&mut self, entries: &[(Value, Value)], depth: usize) -> Result<()> {
-        check_depth(depth + 1)?;
-        write_map_len(&mut self.out, entries.len())?;
-        entries.iter().try_for_each(|(k, v)| {
-            self.value(k, depth + 1)?;
-            self.value(v, depth + 1)
-        })
-    }
-
+impl Encoder<'_> {
     /// Starts a map tagged `tag` that has `fields` more entries.
     fn tagged(&mut self, tag: &str, fields: usize) -> Result<()> {
         write_map_len(&mut self.out, fields + 1)?;
