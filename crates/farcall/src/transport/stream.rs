@@ -85,9 +85,7 @@ impl Stream {
                 s.set_nodelay(true)?;
                 Stream::Tcp(s)
             }
-            Address::Zmq(a) => {
-                return Err(Error::Address(a.clone(), "not a native address".into()))
-            }
+            Address::Zmq(a) => return Err(not_native(a)),
         };
         stream.set_nonblocking()?;
         Ok(stream)
@@ -107,6 +105,10 @@ impl Stream {
             Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
         };
     }
+}
+
+fn not_native(address: &str) -> Error {
+    Error::Address(address.to_string(), "not a native address".into())
 }
 
 /// A listening native socket.
@@ -133,9 +135,7 @@ impl Listener {
                 l.set_nonblocking(true)?;
                 Listener::Tcp(l)
             }
-            Address::Zmq(a) => {
-                return Err(Error::Address(a.clone(), "not a native address".into()))
-            }
+            Address::Zmq(a) => return Err(not_native(a)),
         };
         let bound = match &listener {
             Listener::Unix(_, p) => Address::Unix(p.clone()),
