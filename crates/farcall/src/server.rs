@@ -88,7 +88,7 @@ struct Io {
 
 enum Endpoint {
     Native(Listener),
-    Zmq(zmq::Socket),
+    Zmq(transport::zmq::Router),
 }
 
 /// One native connection.
@@ -124,11 +124,11 @@ impl Server {
         let poll = Poll::new()?;
         let (endpoint, bound) = match &parsed {
             Address::Zmq(ep) => {
-                let (socket, bound) = transport::zmq::bind_router(ep)?;
-                let fd = transport::zmq::poll_fd(&socket)?;
+                let (router, bound) = transport::zmq::bind_router(ep)?;
+                let fd = transport::zmq::poll_fd(&router.socket)?;
                 poll.registry()
                     .register(&mut SourceFd(&fd), ENDPOINT, Interest::READABLE)?;
-                (Endpoint::Zmq(socket), bound)
+                (Endpoint::Zmq(router), bound)
             }
             native => {
                 let (listener, bound) = Listener::bind(native)?;
@@ -318,8 +318,8 @@ impl Server {
 impl Drop for Shared {
     fn drop(&mut self) {
         if let Ok(io) = self.io.get_mut() {
-            if let Some(Endpoint::Zmq(socket)) = &io.endpoint {
-                let _ = socket.set_linger(0);
+            if let Some(Endpoint::Zmq(router)) = &io.endpoint {
+                let _ = router.socket.set_linger(0);
             }
         }
     }
@@ -382,7 +382,8 @@ impl Shared {
         loop {
             let frames = {
                 let io = lock(&self.io);
-                let Some(Endpoint::Zmq(socket)) = &io.endpoint else {
+                let Some(Endpoint::Zmq(transport::zmq::Router { socket, .. })) = &io.endpoint
+                else {
                     return Ok(handled);
                 };
                 if !transport::zmq::readable(socket)? {
@@ -540,13 +541,13 @@ impl Shared {
             }
             Peer::Zmq(identity) => {
                 io.zmq_peers.insert(identity.clone(), format);
-                let (Some(frames), Some(Endpoint::Zmq(socket))) = (frames, &io.endpoint) else {
+                let (Some(frames), Some(Endpoint::Zmq(router))) = (frames, &io.endpoint) else {
                     return;
                 };
                 let mut all = Vec::with_capacity(frames.len() + 1);
                 all.push(identity.clone());
                 all.extend(frames);
-                if let Err(e) = transport::zmq::send(socket, &all) {
+                if let Err(e) = transport::zmq::send(&router.socket, &all) {
                     log::warn!("reply to a ZeroMQ client of {} lost: {e}", self.address);
                 }
             }
@@ -559,14 +560,14 @@ impl Shared {
             return;
         };
         match &endpoint {
-            Endpoint::Zmq(socket) => {
+            Endpoint::Zmq(router) => {
                 for (identity, format) in io.zmq_peers.drain() {
                     if except == Some(&Peer::Zmq(identity.clone())) {
                         continue;
                     }
                     let mut frames = vec![identity];
                     frames.extend(protocol::disconnect_frames(format));
-                    let _ = transport::zmq::send(socket, &frames);
+                    let _ = transport::zmq::send(&router.socket, &frames);
                 }
             }
             Endpoint::Native(_) => {

@@ -706,3 +706,21 @@ fn a_dead_server_process_fails_calls_at_once() {
     assert!(matches!(client.ping(), Err(Error::Disconnected(_))));
     server.child.wait().unwrap();
 }
+
+#[test]
+fn closing_a_server_process_always_answers() {
+    // The close reply must reach the client even though the server process
+    // exits right after sending it (over ZeroMQ, a background thread sends).
+    for address in ["tcp://127.0.0.1:*", "unix://*"] {
+        for _ in 0..15 {
+            let mut server = spawn_server(address);
+            let client = Client::connect(&server.address).unwrap();
+            let started = Instant::now();
+            client
+                .close_server()
+                .unwrap_or_else(|e| panic!("{address}: {e}"));
+            assert!(started.elapsed() < Duration::from_secs(2));
+            assert!(server.child.wait().unwrap().success());
+        }
+    }
+}

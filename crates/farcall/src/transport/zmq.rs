@@ -20,17 +20,39 @@ pub fn context() -> &'static zmq::Context {
     CONTEXT.get_or_init(zmq::Context::new)
 }
 
+/// A bound ROUTER socket, with the context it lives in.
+///
+/// `tcp://` and `ipc://` servers get a context of their own: dropping the
+/// router then terminates it, which waits (up to the linger time) until
+/// the last replies and disconnect notices are on the wire. Without that,
+/// a server process that exits right after `close` could lose its answer
+/// to the client that asked. `inproc://` endpoints must share the process
+/// context, so they get no such guarantee at process exit.
+pub struct Router {
+    /// The socket (dropped before the context, by field order).
+    pub socket: zmq::Socket,
+    _own_context: Option<zmq::Context>,
+}
+
 /// Binds a ROUTER socket; returns it with the endpoint it really got.
-pub fn bind_router(endpoint: &str) -> Result<(zmq::Socket, String)> {
-    let socket = context().socket(zmq::ROUTER)?;
-    // Let queued disconnect notices out after close, but never hold the
+pub fn bind_router(endpoint: &str) -> Result<(Router, String)> {
+    let own_context = (!endpoint.starts_with("inproc://")).then(zmq::Context::new);
+    let socket = own_context
+        .as_ref()
+        .unwrap_or(context())
+        .socket(zmq::ROUTER)?;
+    // Let queued replies and notices out after close, but never hold the
     // process for long.
     socket.set_linger(1000)?;
     socket.bind(endpoint)?;
     let bound = socket
         .get_last_endpoint()?
         .unwrap_or_else(|raw| String::from_utf8_lossy(&raw).into_owned());
-    Ok((socket, bound))
+    let router = Router {
+        socket,
+        _own_context: own_context,
+    };
+    Ok((router, bound))
 }
 
 /// Connects a DEALER socket to `endpoint`.
