@@ -11,6 +11,7 @@
 //! - [`client`]: sends requests and waits for replies.
 //! - [`proxy`]: a handle to a remote object.
 //! - [`object`]: what a server can host ([`RemoteObject`]).
+//! - [`spawn`]: starting a child process that serves ([`ProcessSpawner`]).
 
 pub mod client;
 pub mod codec;
@@ -20,6 +21,7 @@ pub mod object;
 pub mod protocol;
 pub mod proxy;
 pub mod server;
+pub mod spawn;
 pub mod transport;
 pub mod value;
 pub mod value_serde;
@@ -32,6 +34,7 @@ pub use object::{object, BoundMethod, Hosted, Kwargs, Remote, RemoteFields, Remo
 pub use protocol::{ReturnType, SyncMode};
 pub use proxy::Proxy;
 pub use server::{Importer, Server, ServerOptions};
+pub use spawn::{ProcessSpawner, SpawnOptions};
 pub use value::{Array, Date, DateTime, ObjectRef, ProxyRef, Value};
 pub use value_serde::{from_value, to_value};
 
