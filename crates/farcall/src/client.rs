@@ -325,6 +325,11 @@ impl Client {
         self.inner.fail_all("the client was closed".into());
     }
 
+    /// True when both handles share one connection.
+    pub fn same_as(&self, other: &Client) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// Number of calls sent and not yet answered.
     pub fn pending(&self) -> usize {
         lock(&self.inner.state).pending.len()
@@ -446,16 +451,17 @@ impl Inner {
         if st.disconnected.is_none() {
             st.disconnected = Some(why.clone());
         }
+        let mut wakers = Vec::new();
         for slot in st.pending.values_mut() {
             if let Slot::Waiting(waker) = slot {
-                if let Some(w) = waker.take() {
-                    w.wake();
-                }
+                wakers.extend(waker.take());
                 *slot = Slot::Done(Err(Error::Disconnected(why.clone())));
             }
         }
         drop(st);
         self.cv.notify_all();
+        // Outside the lock: a waker may run user code that calls back in.
+        wakers.into_iter().for_each(Waker::wake);
     }
 
     /// Hands one reply to its caller.
@@ -466,12 +472,18 @@ impl Inner {
                 let Some(slot) = st.pending.get_mut(&req_id) else {
                     return; // timed out, or a one-way call: nobody waits
                 };
-                if let Slot::Waiting(Some(w)) = std::mem::replace(slot, Slot::Done(result)) {
-                    w.wake();
-                }
-                if st.waiters > 0 {
-                    drop(st);
+                let waker = match std::mem::replace(slot, Slot::Done(result)) {
+                    Slot::Waiting(w) => w,
+                    Slot::Done(_) => None,
+                };
+                let waiters = st.waiters > 0;
+                drop(st);
+                if waiters {
                     self.cv.notify_all();
+                }
+                // Outside the lock: a waker may run user code that calls back in.
+                if let Some(w) = waker {
+                    w.wake();
                 }
             }
             Ok(Reply::Disconnect) => {
@@ -568,15 +580,15 @@ impl Inner {
         }
     }
 
-    /// Waits for the reply to `req_id` until `deadline`.
-    fn wait(&self, req_id: i64, deadline: Option<Instant>, timeout: Duration) -> Result<Value> {
+    /// Waits for the reply to `req_id` until `deadline`; `None` when the
+    /// deadline passes first (the call stays pending).
+    fn wait(&self, req_id: i64, deadline: Option<Instant>) -> Result<Option<Result<Value>>> {
         loop {
             if let Some(r) = self.take_done(&mut lock(&self.state), req_id) {
-                return r;
+                return Ok(Some(r));
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                lock(&self.state).pending.remove(&req_id);
-                return Err(Error::Timeout(timeout));
+                return Ok(None);
             }
             let turn = match self.reading.try_lock() {
                 Ok(role) => {
@@ -739,13 +751,25 @@ pub struct Future {
 }
 
 impl Future {
-    /// Waits for the result (`None`: no time limit).
+    /// Waits for the result (`None`: no time limit). On timeout the call
+    /// is forgotten: a late reply is dropped.
     pub fn wait(mut self, timeout: Option<Duration>) -> Result<Value> {
-        self.consumed = true;
+        match self.wait_for(timeout)? {
+            Some(result) => result,
+            None => Err(Error::Timeout(timeout.unwrap_or(Duration::MAX))),
+        }
+    }
+
+    /// Waits up to `timeout` (`None`: no limit). `Ok(None)` when the time
+    /// passes first; the call then stays pending and can be waited on again.
+    /// Once a result has been returned, later calls report an error.
+    pub fn wait_for(&mut self, timeout: Option<Duration>) -> Result<Option<Result<Value>>> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        self.client
-            .inner
-            .wait(self.req_id, deadline, timeout.unwrap_or(Duration::MAX))
+        let got = self.client.inner.wait(self.req_id, deadline)?;
+        if got.is_some() {
+            self.consumed = true;
+        }
+        Ok(got)
     }
 
     /// True when the result has arrived (reads what is available now).

@@ -12,6 +12,7 @@
 //! that waits on the network can deadlock). A proxy received as an
 //! argument is borrowed: the sender owns that reference.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -20,7 +21,7 @@ use crate::client::{call_opts, Client, Future};
 use crate::convert::FromValue;
 use crate::error::{Error, Result};
 use crate::object::Kwargs;
-use crate::protocol::{Action, ReturnType};
+use crate::protocol::{Action, ReturnType, SyncMode};
 use crate::value::{ProxyRef, Value};
 
 /// A handle to an object that lives in a server (maybe in another process).
@@ -34,18 +35,37 @@ pub struct Proxy {
 }
 
 /// The server-side reference a proxy family owns.
-struct Owner(ProxyRef);
+struct Owner {
+    reference: ProxyRef,
+    /// Set once the reference is released (or must never be).
+    released: AtomicBool,
+}
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        queue_release(self.0.clone());
+        if !self.released.swap(true, Ordering::AcqRel) {
+            queue_release(self.reference.clone());
+        }
     }
+}
+
+/// What [`Proxy::invoke`] gives back, by sync mode.
+pub enum Invoked {
+    /// The result of a sync call.
+    Value(Value),
+    /// The pending result of an async call.
+    Future(Future),
+    /// A one-way call was sent.
+    Sent,
 }
 
 impl Proxy {
     /// A proxy that owns `reference` (released when the last clone drops).
     pub fn owning(reference: ProxyRef) -> Proxy {
-        let owner = Arc::new(Owner(reference.clone()));
+        let owner = Arc::new(Owner {
+            reference: reference.clone(),
+            released: AtomicBool::new(false),
+        });
         Proxy {
             reference,
             owner: Some(owner),
@@ -176,25 +196,74 @@ impl Proxy {
     }
 
     fn fetch(&self, return_type: ReturnType) -> Result<Value> {
-        let opts = Value::map([("obj", Value::Proxy(self.reference.clone()))]);
-        self.client()?
-            .call(Action::GetObj, &opts, return_type, self.timeout)
+        self.fetch_as(return_type, self.timeout)
     }
 
-    /// Releases the server-side reference now instead of at drop.
-    pub fn delete(self) -> Result<()> {
-        match self.owner {
-            Some(owner) => match Arc::try_unwrap(owner) {
-                Ok(owner) => {
-                    let reference = owner.0.clone();
-                    std::mem::forget(owner);
-                    Client::get(&reference.rpc_addr)?.delete(&reference)
-                }
-                // Other clones still use it; they release it when dropped.
-                Err(_) => Ok(()),
-            },
-            None => Ok(()),
+    /// Releases the server-side reference now instead of at drop, for
+    /// this proxy and every proxy derived from it. Borrowed proxies and
+    /// references already released do nothing.
+    pub fn release(&self) -> Result<()> {
+        match &self.owner {
+            Some(owner) if !owner.released.swap(true, Ordering::AcqRel) => {
+                Client::get(&owner.reference.rpc_addr)?.delete(&owner.reference)
+            }
+            _ => Ok(()),
         }
+    }
+
+    /// Keeps the reference alive past the last proxy (`false`), as pyacq
+    /// did without `auto_delete`; [`Proxy::release`] still releases it.
+    pub fn keep_alive(&self, keep: bool) {
+        if let Some(owner) = &self.owner {
+            owner.released.store(keep, Ordering::Release);
+        }
+    }
+
+    /// True when this proxy owns a reference that has been released.
+    pub fn is_released(&self) -> bool {
+        self.owner
+            .as_ref()
+            .is_some_and(|o| o.released.load(Ordering::Acquire))
+    }
+
+    /// Calls the object (or `method` of it) in the given sync mode, with
+    /// explicit return type and timeout (`None`: the client's default).
+    pub fn invoke(
+        &self,
+        method: Option<&str>,
+        args: Vec<Value>,
+        kwargs: Kwargs,
+        sync: SyncMode,
+        return_type: ReturnType,
+        timeout: Option<Duration>,
+    ) -> Result<Invoked> {
+        let client = self.client()?;
+        let opts = match method {
+            Some(m) => {
+                let mut reference = self.reference.clone();
+                reference.attributes.push(m.to_string());
+                call_opts(&reference, args, kwargs)
+            }
+            None => call_opts(&self.reference, args, kwargs),
+        };
+        Ok(match sync {
+            SyncMode::Sync => {
+                Invoked::Value(client.call(Action::CallObj, &opts, return_type, timeout)?)
+            }
+            SyncMode::Async => Invoked::Future(client.send(Action::CallObj, &opts, return_type)?),
+            SyncMode::Off => {
+                client.send_off(Action::CallObj, &opts, return_type)?;
+                Invoked::Sent
+            }
+        })
+    }
+
+    /// Fetches the object the proxy refers to (its attribute path
+    /// followed), returned as `return_type`.
+    pub fn fetch_as(&self, return_type: ReturnType, timeout: Option<Duration>) -> Result<Value> {
+        let opts = Value::map([("obj", Value::Proxy(self.reference.clone()))]);
+        self.client()?
+            .call(Action::GetObj, &opts, return_type, timeout)
     }
 }
 

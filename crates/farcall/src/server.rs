@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mio::unix::SourceFd;
@@ -34,10 +34,25 @@ const WAKER: Token = Token(0);
 const ENDPOINT: Token = Token(1);
 const FIRST_CONN: usize = 2;
 
-/// Imports modules for the `import` action.
-pub trait Importer: Send + Sync {
+/// What the language hosting a server's objects provides: module
+/// imports, and turning plain values into objects. The Python bindings
+/// install one so that imports and `return_type="proxy"` give real Python
+/// objects.
+pub trait Runtime: Send + Sync {
     /// Returns the module (or any object standing for it) named `module`.
     fn import(&self, module: &str) -> Result<Value>;
+
+    /// Hosts a plain value as an object, for results that must go by proxy.
+    fn host_value(&self, value: Value) -> Result<ObjectRef> {
+        Ok(ValueObject::new_ref(value))
+    }
+}
+
+/// A callback the server runs every `interval` while it serves.
+struct Timer {
+    interval: Duration,
+    due: Instant,
+    callback: Box<dyn FnMut() + Send>,
 }
 
 /// Options for binding a server.
@@ -66,7 +81,8 @@ struct Shared {
     objects: Mutex<ObjectTable>,
     names: Mutex<HashMap<String, Value>>,
     modules: Mutex<HashMap<String, Value>>,
-    importer: Mutex<Option<Arc<dyn Importer>>>,
+    runtime: Mutex<Option<Arc<dyn Runtime>>>,
+    timers: Mutex<Vec<Timer>>,
     io: Mutex<Io>,
     waker: Waker,
     poll_fd: RawFd,
@@ -155,7 +171,8 @@ impl Server {
             objects: Mutex::new(ObjectTable::default()),
             names: Mutex::new(HashMap::new()),
             modules: Mutex::new(HashMap::new()),
-            importer: Mutex::new(None),
+            runtime: Mutex::new(None),
+            timers: Mutex::new(Vec::new()),
             io: Mutex::new(io),
             waker,
             poll_fd,
@@ -186,10 +203,21 @@ impl Server {
         lock(&self.shared.modules).insert(module.into(), value.into());
     }
 
-    /// Replaces module lookup for the `import` action (the Python bindings
-    /// import real modules).
-    pub fn set_importer(&self, importer: Arc<dyn Importer>) {
-        *lock(&self.shared.importer) = Some(importer);
+    /// Installs the language runtime: module lookup for the `import`
+    /// action and hosting of plain values (the Python bindings install one).
+    pub fn set_runtime(&self, runtime: Arc<dyn Runtime>) {
+        *lock(&self.shared.runtime) = Some(runtime);
+    }
+
+    /// Runs `callback` every `interval` in the serving thread, between
+    /// requests, while the server runs (pyacq's `start_timer`).
+    pub fn start_timer(&self, interval: Duration, callback: impl FnMut() + Send + 'static) {
+        lock(&self.shared.timers).push(Timer {
+            interval,
+            due: Instant::now() + interval,
+            callback: Box::new(callback),
+        });
+        let _ = self.shared.waker.wake();
     }
 
     /// A proxy reference to a local object, registered in the table.
@@ -280,6 +308,7 @@ impl Server {
         if handled > 0 {
             return Ok(handled);
         }
+        let timeout = shared.timer_bound(timeout);
         let ready: Vec<(Token, bool)> = {
             let mut io = lock(&shared.io);
             if shared.closed.load(Ordering::Acquire) {
@@ -308,6 +337,7 @@ impl Server {
                 conn => shared.service_conn(conn),
             };
         }
+        shared.run_due_timers();
         if shared.closed.load(Ordering::Acquire) {
             shared.shut_down(&mut lock(&shared.io), None);
         }
@@ -328,6 +358,42 @@ impl Drop for Shared {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A request that panicked must not take the server down with it.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+// ---- timers -----------------------------------------------------------
+
+impl Shared {
+    /// Shortens a poll timeout so that it ends when the next timer is due.
+    fn timer_bound(&self, timeout: Option<Duration>) -> Option<Duration> {
+        let timers = lock(&self.timers);
+        let Some(next) = timers.iter().map(|t| t.due).min() else {
+            return timeout;
+        };
+        let until = next.saturating_duration_since(Instant::now());
+        Some(timeout.map_or(until, |t| t.min(until)))
+    }
+
+    /// Runs the timers that are due. Callbacks run without the timer lock,
+    /// so one may start another timer.
+    fn run_due_timers(&self) {
+        let now = Instant::now();
+        let due: Vec<Timer> = {
+            let mut timers = lock(&self.timers);
+            if timers.iter().all(|t| t.due > now) {
+                return;
+            }
+            let (due, waiting) = std::mem::take(&mut *timers)
+                .into_iter()
+                .partition(|t| t.due <= now);
+            *timers = waiting;
+            due
+        };
+        for mut timer in due {
+            (timer.callback)();
+            timer.due = now + timer.interval;
+            lock(&self.timers).push(timer);
+        }
+    }
 }
 
 // ---- I/O --------------------------------------------------------------
@@ -680,7 +746,7 @@ impl Shared {
         let return_type = request.return_type()?;
         let opts = request.decode_opts(format)?;
         let result = self.act(action, opts)?;
-        apply_return_type(result, return_type)
+        self.apply_return_type(result, return_type)
     }
 
     fn act(&self, action: Action, mut opts: Value) -> Result<Value> {
@@ -821,9 +887,9 @@ impl Shared {
         if let Some(v) = lock(&self.modules).get(module) {
             return Ok(v.clone());
         }
-        let importer = lock(&self.importer).clone();
-        match importer {
-            Some(i) => i.import(module),
+        let runtime = lock(&self.runtime).clone();
+        match runtime {
+            Some(r) => r.import(module),
             None => Err(Error::exception(
                 "ModuleNotFoundError",
                 format!("No module named '{module}'"),
@@ -843,12 +909,17 @@ impl Shared {
     }
 }
 
-fn apply_return_type(result: Value, return_type: ReturnType) -> Result<Value> {
-    match (return_type, result) {
-        (ReturnType::Value, Value::Object(o)) => o.to_value(),
-        (ReturnType::Proxy, v @ (Value::Object(_) | Value::Proxy(_))) => Ok(v),
-        (ReturnType::Proxy, v) => Ok(Value::Object(ValueObject::new_ref(v))),
-        (_, v) => Ok(v),
+impl Shared {
+    fn apply_return_type(&self, result: Value, return_type: ReturnType) -> Result<Value> {
+        match (return_type, result) {
+            (ReturnType::Value, Value::Object(o)) => o.to_value(),
+            (ReturnType::Proxy, v @ (Value::Object(_) | Value::Proxy(_))) => Ok(v),
+            (ReturnType::Proxy, v) => match lock(&self.runtime).clone() {
+                Some(runtime) => runtime.host_value(v).map(Value::Object),
+                None => Ok(Value::Object(ValueObject::new_ref(v))),
+            },
+            (_, v) => Ok(v),
+        }
     }
 }
 

@@ -1,0 +1,451 @@
+//! Python objects to engine values and back, written once, here.
+//!
+//! Outgoing, an object travels by copy when its *exact* type is one the
+//! wire carries (None, bool, int, float, str, bytes, list, tuple, dict,
+//! datetime, date, numpy arrays and scalars, proxies) and by proxy
+//! otherwise (`Value::Object`, exported by the sending server). A subclass
+//! such as `OrderedDict` stays remote; [`Mode::Copy`] copies it instead
+//! (what `return_type="value"` and `_get_value()` ask for).
+//!
+//! Incoming, values become the matching Python objects; proxies become
+//! `ObjectProxy`s, except a proxy to an object of this thread's server,
+//! which comes home as the object itself.
+
+use bytes::Bytes;
+use farcall::{Array, Date, DateTime, ObjectRef, Server, Value};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::{
+    PyBool, PyByteArray, PyBytes, PyDate, PyDateAccess, PyDateTime, PyDict, PyFloat, PyInt,
+    PyList, PyString, PyTimeAccess, PyTuple, PyTzInfoAccess, PyType,
+};
+
+use crate::buffer::{pinned_bytes, RecvBuffer};
+use crate::host::PyHost;
+use crate::proxy::ObjectProxy;
+
+/// How an object that is not of a natively carried type travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// By proxy (`return_type="auto"`, arguments).
+    Auto,
+    /// By copy where at all possible: subclasses of carried types are
+    /// copied as their base type (`return_type="value"`).
+    Copy,
+}
+
+/// Deepest nesting converted; deeper (or self-referencing) containers are
+/// refused instead of overflowing the stack.
+const MAX_DEPTH: usize = 256;
+
+/// Converts outgoing Python objects.
+pub struct Outgoing<'a, 'py> {
+    /// The mode for objects of other types.
+    pub mode: Mode,
+    /// Types that always go by copy (`no_proxy_types`), if any.
+    pub no_proxy: Option<&'a Bound<'py, PyAny>>,
+}
+
+impl<'py> Outgoing<'_, 'py> {
+    /// Converts with `mode` and no `no_proxy_types`.
+    pub fn new(mode: Mode) -> Self {
+        Outgoing {
+            mode,
+            no_proxy: None,
+        }
+    }
+
+    /// Converts `obj` to a value.
+    pub fn value(&self, obj: &Bound<'py, PyAny>) -> PyResult<Value> {
+        self.convert(obj, 0)
+    }
+
+    /// Converts a sequence of arguments.
+    pub fn values(&self, items: &Bound<'py, PyTuple>) -> PyResult<Vec<Value>> {
+        items.iter().map(|o| self.convert(&o, 0)).collect()
+    }
+
+    /// Converts keyword arguments.
+    pub fn kwargs(&self, kwargs: Option<&Bound<'py, PyDict>>) -> PyResult<Vec<(String, Value)>> {
+        let Some(kwargs) = kwargs else {
+            return Ok(Vec::new());
+        };
+        kwargs
+            .iter()
+            .map(|(k, v)| Ok((k.extract::<String>()?, self.convert(&v, 0)?)))
+            .collect()
+    }
+
+    fn convert(&self, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<Value> {
+        if depth > MAX_DEPTH {
+            return Err(PyValueError::new_err(format!(
+                "cannot send a value nested deeper than {MAX_DEPTH} levels (or containing itself)"
+            )));
+        }
+        if let Some(v) = self.exact(obj, depth)? {
+            return Ok(v);
+        }
+        let copy = self.mode == Mode::Copy
+            || match self.no_proxy {
+                Some(types) => obj.is_instance(types)?,
+                None => false,
+            };
+        if copy {
+            if let Some(v) = self.subclass(obj, depth)? {
+                return Ok(v);
+            }
+            if self.mode == Mode::Copy {
+                return Err(PyTypeError::new_err(format!(
+                    "cannot send {} by value",
+                    obj.get_type().str()?
+                )));
+            }
+        }
+        Ok(Value::Object(PyHost::new_ref(obj)?))
+    }
+
+    /// Objects whose exact type the wire carries.
+    fn exact(&self, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<Option<Value>> {
+        Ok(Some(if obj.is_exact_instance_of::<PyInt>() {
+            int_value(obj)?
+        } else if obj.is_exact_instance_of::<PyString>() {
+            Value::Str(obj.downcast::<PyString>()?.to_str()?.to_owned())
+        } else if obj.is_exact_instance_of::<PyFloat>() {
+            Value::Float(obj.downcast::<PyFloat>()?.value())
+        } else if obj.is_none() {
+            Value::None
+        } else if obj.is_exact_instance_of::<PyBool>() {
+            Value::Bool(obj.is_truthy()?)
+        } else if obj.is_exact_instance_of::<PyList>() {
+            Value::List(self.items(obj, depth)?)
+        } else if obj.is_exact_instance_of::<PyTuple>() {
+            Value::Tuple(self.items(obj, depth)?)
+        } else if obj.is_exact_instance_of::<PyDict>() {
+            self.dict(obj.downcast::<PyDict>()?, depth)?
+        } else if obj.is_exact_instance_of::<PyBytes>() {
+            Value::Bytes(pinned_bytes(obj.downcast::<PyBytes>()?))
+        } else if let Ok(proxy) = obj.downcast::<ObjectProxy>() {
+            Value::Proxy(proxy.get().reference().clone())
+        } else if obj.is_exact_instance_of::<PyDateTime>() {
+            match datetime_value(obj.downcast::<PyDateTime>()?)? {
+                Some(v) => v,
+                None => return Ok(None),
+            }
+        } else if obj.is_exact_instance_of::<PyDate>() {
+            date_value(obj.downcast::<PyDate>()?)?
+        } else if let Some(np) = numpy_if_loaded(obj.py())? {
+            if obj.get_type().is(np.ndarray(obj.py())) {
+                match array_value(obj)? {
+                    Some(v) => v,
+                    None => return Ok(None),
+                }
+            } else if obj.is_instance(np.generic(obj.py()))? {
+                let arr = np.module(obj.py()).call_method1("asarray", (obj,))?;
+                match array_value(&arr)? {
+                    Some(v) => v,
+                    None => return Ok(None),
+                }
+            } else {
+                return Ok(None);
+            }
+        } else {
+            return Ok(None);
+        }))
+    }
+
+    /// Instances of subclasses of carried types, copied as the base type.
+    fn subclass(&self, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<Option<Value>> {
+        Ok(Some(if let Ok(d) = obj.downcast::<PyDict>() {
+            self.dict(d, depth)?
+        } else if obj.is_instance_of::<PyList>() {
+            Value::List(self.items(obj, depth)?)
+        } else if obj.is_instance_of::<PyTuple>() {
+            Value::Tuple(self.items(obj, depth)?)
+        } else if obj.is_instance_of::<PyBool>() {
+            Value::Bool(obj.is_truthy()?)
+        } else if obj.is_instance_of::<PyInt>() {
+            int_value(obj)?
+        } else if let Ok(f) = obj.downcast::<PyFloat>() {
+            Value::Float(f.value())
+        } else if let Ok(s) = obj.downcast::<PyString>() {
+            Value::Str(s.to_str()?.to_owned())
+        } else if let Ok(b) = obj.downcast::<PyBytes>() {
+            Value::Bytes(Bytes::copy_from_slice(b.as_bytes()))
+        } else if let Ok(b) = obj.downcast::<PyByteArray>() {
+            Value::Bytes(Bytes::from(b.to_vec()))
+        } else if let Ok(dt) = obj.downcast::<PyDateTime>() {
+            match datetime_value(dt)? {
+                Some(v) => v,
+                None => return Ok(None),
+            }
+        } else if let Ok(d) = obj.downcast::<PyDate>() {
+            date_value(d)?
+        } else if let Some(np) = numpy_if_loaded(obj.py())? {
+            if !obj.is_instance(np.ndarray(obj.py()))? {
+                return Ok(None);
+            }
+            match array_value(obj)? {
+                Some(v) => v,
+                None => return Ok(None),
+            }
+        } else {
+            return Ok(None);
+        }))
+    }
+
+    fn items(&self, seq: &Bound<'py, PyAny>, depth: usize) -> PyResult<Vec<Value>> {
+        seq.try_iter()?
+            .map(|item| self.convert(&item?, depth + 1))
+            .collect()
+    }
+
+    fn dict(&self, dict: &Bound<'py, PyDict>, depth: usize) -> PyResult<Value> {
+        let mut entries = Vec::with_capacity(dict.len());
+        for (k, v) in dict.iter() {
+            entries.push((self.convert(&k, depth + 1)?, self.convert(&v, depth + 1)?));
+        }
+        Ok(Value::Map(entries))
+    }
+}
+
+fn int_value(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+    if let Ok(i) = obj.extract::<i64>() {
+        return Ok(Value::Int(i));
+    }
+    match obj.extract::<u64>() {
+        Ok(u) => Ok(Value::UInt(u)),
+        Err(_) => Err(pyo3::exceptions::PyOverflowError::new_err(
+            "int too large to send (at most 64 bits travel)",
+        )),
+    }
+}
+
+/// A naive datetime; `None` for an aware one (it travels by proxy rather
+/// than silently losing its time zone).
+fn datetime_value(dt: &Bound<'_, PyDateTime>) -> PyResult<Option<Value>> {
+    if dt.get_tzinfo().is_some() {
+        return Ok(None);
+    }
+    let date = Date::new(dt.get_year(), dt.get_month(), dt.get_day())
+        .ok_or_else(|| PyValueError::new_err("date out of range"))?;
+    let v = DateTime::new(
+        date,
+        dt.get_hour(),
+        dt.get_minute(),
+        dt.get_second(),
+        dt.get_microsecond(),
+    )
+    .ok_or_else(|| PyValueError::new_err("time out of range"))?;
+    Ok(Some(Value::DateTime(v)))
+}
+
+fn date_value(d: &Bound<'_, PyDate>) -> PyResult<Value> {
+    Date::new(d.get_year(), d.get_month(), d.get_day())
+        .map(Value::Date)
+        .ok_or_else(|| PyValueError::new_err("date out of range"))
+}
+
+// ---- numpy ---------------------------------------------------------------
+
+/// numpy's module and the types we test against, once numpy is imported.
+pub struct Numpy {
+    module: Py<PyModule>,
+    ndarray: Py<PyType>,
+    generic: Py<PyType>,
+}
+
+impl Numpy {
+    fn module<'py>(&self, py: Python<'py>) -> &Bound<'py, PyModule> {
+        self.module.bind(py)
+    }
+    fn ndarray<'py>(&self, py: Python<'py>) -> &Bound<'py, PyType> {
+        self.ndarray.bind(py)
+    }
+    fn generic<'py>(&self, py: Python<'py>) -> &Bound<'py, PyType> {
+        self.generic.bind(py)
+    }
+}
+
+static NUMPY: GILOnceCell<Numpy> = GILOnceCell::new();
+
+/// numpy, if the program has imported it (an object cannot be an array
+/// otherwise, and we never import numpy just to find out).
+fn numpy_if_loaded(py: Python<'_>) -> PyResult<Option<&Numpy>> {
+    if let Some(np) = NUMPY.get(py) {
+        return Ok(Some(np));
+    }
+    let modules = PyModule::import(py, "sys")?.getattr("modules")?;
+    if !modules.contains("numpy")? {
+        return Ok(None);
+    }
+    numpy(py).map(Some)
+}
+
+/// numpy, imported if needed (an array arrived).
+fn numpy(py: Python<'_>) -> PyResult<&Numpy> {
+    NUMPY.get_or_try_init(py, || {
+        let module = PyModule::import(py, "numpy")?;
+        Ok(Numpy {
+            ndarray: module.getattr("ndarray")?.downcast_into::<PyType>()?.unbind(),
+            generic: module.getattr("generic")?.downcast_into::<PyType>()?.unbind(),
+            module: module.unbind(),
+        })
+    })
+}
+
+/// Arrays of at least this many bytes are sent from their own memory.
+const PINNED_ARRAY_MIN: usize = 64 * 1024;
+
+/// An array by value: dtype, shape and C-ordered data. `None` for object
+/// arrays, which can only travel by proxy.
+fn array_value(arr: &Bound<'_, PyAny>) -> PyResult<Option<Value>> {
+    let dtype = arr.getattr("dtype")?;
+    if dtype.getattr("hasobject")?.is_truthy()? {
+        return Ok(None);
+    }
+    let dtype_str = dtype.str()?.to_str()?.to_owned();
+    let shape: Vec<usize> = arr.getattr("shape")?.extract()?;
+    let nbytes: usize = arr.getattr("nbytes")?.extract()?;
+    let data = if nbytes < PINNED_ARRAY_MIN {
+        let bytes = arr.call_method1("tobytes", ())?;
+        pinned_bytes(bytes.downcast::<PyBytes>()?)
+    } else {
+        crate::buffer::pinned_array(arr, nbytes)?
+    };
+    Ok(Some(Value::Array(Array {
+        dtype: dtype_str,
+        shape,
+        data,
+    })))
+}
+
+/// A received array (or numpy scalar, for a 0-d array) over its buffer.
+fn array_object(py: Python<'_>, a: Array) -> PyResult<PyObject> {
+    let np = numpy(py)?.module(py);
+    // np.dtype parses the string; nothing is ever evaluated.
+    let dtype = np.call_method1("dtype", (a.dtype.as_str(),))?;
+    let itemsize: usize = dtype.getattr("itemsize")?.extract()?;
+    let count: usize = a.shape.iter().product();
+    if count.checked_mul(itemsize) != Some(a.data.len()) {
+        return Err(PyValueError::new_err(format!(
+            "array data is {} bytes, expected {count} x {itemsize} for shape {:?}",
+            a.data.len(),
+            a.shape
+        )));
+    }
+    let shape = PyTuple::new(py, &a.shape)?;
+    let arr = if a.data.is_empty() {
+        np.call_method1("empty", (shape, dtype))?
+    } else {
+        let buffer = Py::new(py, RecvBuffer::new(a.data))?;
+        np.call_method1("frombuffer", (buffer, dtype))?
+            .call_method1("reshape", (shape,))?
+    };
+    if a.shape.is_empty() {
+        // A 0-d array stands for a numpy scalar.
+        return Ok(arr.get_item(PyTuple::empty(py))?.unbind());
+    }
+    Ok(arr.unbind())
+}
+
+// ---- incoming ----------------------------------------------------------
+
+/// Who owns the server-side references of incoming proxies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ownership {
+    /// A call's result: the new proxy owns its reference.
+    Owned,
+    /// A request's argument: the sender owns it.
+    Borrowed,
+}
+
+/// Converts a received value to a Python object.
+pub fn to_py(py: Python<'_>, value: Value, ownership: Ownership) -> PyResult<PyObject> {
+    Ok(match value {
+        Value::None => py.None(),
+        Value::Bool(b) => PyBool::new(py, b).to_owned().into_any().unbind(),
+        Value::Int(i) => i.into_pyobject(py)?.into_any().unbind(),
+        Value::UInt(u) => u.into_pyobject(py)?.into_any().unbind(),
+        Value::Float(f) => PyFloat::new(py, f).into_any().unbind(),
+        Value::Str(s) => PyString::new(py, &s).into_any().unbind(),
+        Value::Bytes(b) => PyBytes::new(py, &b).into_any().unbind(),
+        Value::List(items) => {
+            let items = items
+                .into_iter()
+                .map(|v| to_py(py, v, ownership))
+                .collect::<PyResult<Vec<_>>>()?;
+            PyList::new(py, items)?.into_any().unbind()
+        }
+        Value::Tuple(items) => {
+            let items = items
+                .into_iter()
+                .map(|v| to_py(py, v, ownership))
+                .collect::<PyResult<Vec<_>>>()?;
+            PyTuple::new(py, items)?.into_any().unbind()
+        }
+        Value::Map(entries) => {
+            let dict = PyDict::new(py);
+            for (k, v) in entries {
+                let key = match k {
+                    // msgpack allows list keys; Python needs them hashable.
+                    Value::List(items) => to_py(py, Value::Tuple(items), ownership)?,
+                    other => to_py(py, other, ownership)?,
+                };
+                dict.set_item(key, to_py(py, v, ownership)?)?;
+            }
+            dict.into_any().unbind()
+        }
+        Value::DateTime(d) => PyDateTime::new(
+            py,
+            d.date.year,
+            d.date.month,
+            d.date.day,
+            d.hour,
+            d.minute,
+            d.second,
+            d.microsecond,
+            None,
+        )?
+        .into_any()
+        .unbind(),
+        Value::Date(d) => PyDate::new(py, d.year, d.month, d.day)?
+            .into_any()
+            .unbind(),
+        Value::Array(a) => array_object(py, a)?,
+        Value::Proxy(reference) => {
+            if let Some(server) = Server::current() {
+                if server.address() == reference.rpc_addr {
+                    let local = server.unwrap_proxy(&reference).map_err(|e| {
+                        crate::errors::to_py(py, e)
+                    })?;
+                    return to_py(py, local, ownership);
+                }
+            }
+            let proxy = match ownership {
+                Ownership::Owned => farcall::Proxy::owning(reference),
+                Ownership::Borrowed => farcall::Proxy::borrowed(reference),
+            };
+            Py::new(py, ObjectProxy::new(py, proxy))?.into_any()
+        }
+        Value::Object(obj) => object_to_py(py, obj)?,
+    })
+}
+
+/// A local object: the Python object itself, or a proxy to a Rust one.
+fn object_to_py(py: Python<'_>, obj: ObjectRef) -> PyResult<PyObject> {
+    if let Some(host) = obj.as_any().downcast_ref::<PyHost>() {
+        return Ok(host.object().clone_ref(py));
+    }
+    match Server::current() {
+        Some(server) => {
+            let reference = server.get_proxy(&obj);
+            let proxy = farcall::Proxy::owning(reference);
+            Ok(Py::new(py, ObjectProxy::new(py, proxy))?.into_any())
+        }
+        None => Err(PyTypeError::new_err(format!(
+            "{} is a Rust object of this process; serve it with an RPCServer to use it",
+            obj.type_str()
+        ))),
+    }
+}

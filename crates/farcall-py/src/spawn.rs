@@ -1,0 +1,229 @@
+//! `ProcessSpawner`: a child Python process serving farcall, and the
+//! child's side of the bootstrap (used by `farcall.bootstrap`).
+
+use std::process::ExitStatus;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use farcall::spawn::{self as engine, SpawnOptions};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::client::RPCClient;
+use crate::convert::{to_py, Ownership};
+use crate::errors::IntoPyResult;
+
+/// Live children, stopped at interpreter exit (`farcall` registers
+/// `_stop_children` with atexit).
+static CHILDREN: Mutex<Vec<Weak<engine::ProcessSpawner>>> = Mutex::new(Vec::new());
+
+/// How long `stop()` and interpreter exit wait before killing a child.
+const STOP_TIMEOUT: f64 = 3.0;
+
+/// Starts a child Python process running a farcall server and connects to
+/// it: `proc.client._import('numpy')`. The child exits if this process
+/// dies; children still running at interpreter exit are stopped.
+#[pyclass(module = "farcall", name = "ProcessSpawner", frozen, weakref)]
+pub struct ProcessSpawner {
+    child: Arc<engine::ProcessSpawner>,
+}
+
+fn returncode(status: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| -status.signal().unwrap_or(0))
+}
+
+#[pymethods]
+impl ProcessSpawner {
+    /// Starts `executable -m farcall.bootstrap` (default: this Python) with
+    /// a server on `address` (default: a fresh native Unix socket).
+    #[new]
+    #[pyo3(signature = (name=None, address=None, log_addr=None, log_level=None, executable=None, start_timeout=10.0))]
+    fn new(
+        py: Python<'_>,
+        name: Option<String>,
+        address: Option<&Bound<'_, PyAny>>,
+        log_addr: Option<&Bound<'_, PyAny>>,
+        log_level: Option<&Bound<'_, PyAny>>,
+        executable: Option<String>,
+        start_timeout: f64,
+    ) -> PyResult<Self> {
+        let executable = match executable {
+            Some(e) => e,
+            None => PyModule::import(py, "sys")?
+                .getattr("executable")?
+                .extract()?,
+        };
+        let mut options = SpawnOptions::python()
+            .start_timeout(Duration::from_secs_f64(start_timeout));
+        options.program = executable.into();
+        if let Some(name) = name {
+            options = options.name(name);
+        }
+        if let Some(address) = address {
+            options = options.address(crate::server::address_arg(address)?);
+        }
+        let mut extra = serde_json::Map::new();
+        if let Some(log_addr) = log_addr {
+            extra.insert(
+                "log_addr".into(),
+                crate::server::address_arg(log_addr)?.into(),
+            );
+        }
+        if let Some(level) = log_level {
+            let level: serde_json::Value = match level.extract::<i64>() {
+                Ok(n) => n.into(),
+                Err(_) => level.extract::<String>()?.into(),
+            };
+            extra.insert("log_level".into(), level);
+        }
+        options = options.extra(serde_json::Value::Object(extra));
+        let child = py
+            .allow_threads(|| engine::ProcessSpawner::spawn(options))
+            .py(py)?;
+        let child = Arc::new(child);
+        let mut children = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
+        children.retain(|c| c.strong_count() > 0);
+        children.push(Arc::downgrade(&child));
+        Ok(ProcessSpawner { child })
+    }
+
+    /// This thread's client of the child's server.
+    #[getter]
+    fn client(&self, py: Python<'_>) -> PyResult<RPCClient> {
+        RPCClient::for_address(py, self.child.address())
+    }
+
+    /// The address of the child's server.
+    #[getter]
+    fn address(&self) -> &str {
+        self.child.address()
+    }
+
+    /// The child's process id.
+    #[getter]
+    fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    /// The name given at start, or None.
+    #[getter]
+    fn name(&self) -> Option<&str> {
+        self.child.name()
+    }
+
+    /// The process handle (`poll`, `wait`, `kill`, `pid`), like a Popen.
+    #[getter]
+    fn proc<'py>(slf: &Bound<'py, Self>) -> Bound<'py, Self> {
+        slf.clone()
+    }
+
+    /// The exit code if the child has exited (negative: killed by that
+    /// signal), else None.
+    fn poll(&self, py: Python<'_>) -> PyResult<Option<i32>> {
+        Ok(self.child.poll().py(py)?.map(returncode))
+    }
+
+    /// Waits for the child to exit and returns its exit code; raises
+    /// `subprocess.TimeoutExpired` after `timeout` seconds.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<i32> {
+        let child = &self.child;
+        let status = py
+            .allow_threads(|| child.wait(timeout.map(Duration::from_secs_f64)))
+            .py(py)?;
+        match status {
+            Some(s) => Ok(returncode(s)),
+            None => {
+                let expired = PyModule::import(py, "subprocess")?.getattr("TimeoutExpired")?;
+                Err(PyErr::from_value(
+                    expired.call1((format!("farcall child {}", child.pid()), timeout))?,
+                ))
+            }
+        }
+    }
+
+    /// Kills the child at once (SIGKILL).
+    fn kill(&self, py: Python<'_>) -> PyResult<()> {
+        self.child.kill().py(py)
+    }
+
+    /// Asks the child's server to close, waits up to `timeout` seconds for
+    /// the child to exit, then kills it. Returns the exit code.
+    #[pyo3(signature = (timeout=STOP_TIMEOUT))]
+    fn stop(&self, py: Python<'_>, timeout: f64) -> PyResult<i32> {
+        let child = &self.child;
+        let status = py
+            .allow_threads(|| child.stop(Duration::from_secs_f64(timeout)))
+            .py(py)?;
+        Ok(returncode(status))
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<ProcessSpawner {}pid {} at {}>",
+            self.child
+                .name()
+                .map(|n| format!("{n:?} "))
+                .unwrap_or_default(),
+            self.child.pid(),
+            self.child.address()
+        )
+    }
+}
+
+/// Stops every child still running (registered with atexit).
+#[pyfunction]
+fn _stop_children(py: Python<'_>) {
+    let children: Vec<_> = std::mem::take(&mut *CHILDREN.lock().unwrap_or_else(|p| p.into_inner()));
+    py.allow_threads(|| {
+        for child in children.iter().filter_map(Weak::upgrade) {
+            if let Ok(None) = child.poll() {
+                let _ = child.stop(Duration::from_secs_f64(STOP_TIMEOUT));
+            }
+        }
+    });
+}
+
+/// The spawn configuration, read from the bootstrap pipe (child side).
+#[pyfunction]
+fn _child_config(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let config = py.allow_threads(engine::read_child_config).py(py)?;
+    let d = PyDict::new(py);
+    d.set_item("address", config.address)?;
+    d.set_item("name", config.name)?;
+    d.set_item("parent_pid", config.parent_pid)?;
+    let extra = farcall::to_value(&config.extra).py(py)?;
+    d.set_item("extra", to_py(py, extra, Ownership::Borrowed)?)?;
+    Ok(d)
+}
+
+/// Tells the parent the server is up at `address` (child side).
+#[pyfunction]
+fn _report_ready(py: Python<'_>, address: &str) -> PyResult<()> {
+    engine::report_ready(address).py(py)
+}
+
+/// Tells the parent the child could not start (child side).
+#[pyfunction]
+fn _report_error(py: Python<'_>, message: &str) -> PyResult<()> {
+    engine::report_error(message).py(py)
+}
+
+/// Exits this process when the parent dies (child side).
+#[pyfunction]
+fn _watch_parent() {
+    engine::watch_parent();
+}
+
+/// Registers the module-level functions.
+pub fn add_functions(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(_stop_children, m)?)?;
+    m.add_function(wrap_pyfunction!(_child_config, m)?)?;
+    m.add_function(wrap_pyfunction!(_report_ready, m)?)?;
+    m.add_function(wrap_pyfunction!(_report_error, m)?)?;
+    m.add_function(wrap_pyfunction!(_watch_parent, m)?)?;
+    Ok(())
+}
