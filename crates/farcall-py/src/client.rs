@@ -89,9 +89,7 @@ impl RPCClient {
                     "return_type" => return_type = proxy::return_type(&v)?,
                     "sync" => sync = proxy::sync_mode(&v)?,
                     "timeout" => timeout = proxy::timeout(&v)?,
-                    other => {
-                        return Err(PyKeyError::new_err(format!("unknown option '{other}'")))
-                    }
+                    other => return Err(PyKeyError::new_err(format!("unknown option '{other}'"))),
                 }
             }
         }
@@ -125,9 +123,10 @@ impl RPCClient {
         }
         let format = match serializer {
             None => None,
-            Some(name) => Some(Format::from_name(name.as_bytes()).ok_or_else(|| {
-                PyValueError::new_err(format!("unknown serializer {name:?}"))
-            })?),
+            Some(name) => Some(
+                Format::from_name(name.as_bytes())
+                    .ok_or_else(|| PyValueError::new_err(format!("unknown serializer {name:?}")))?,
+            ),
         };
         let options = ClientOptions {
             format,
@@ -199,7 +198,10 @@ impl RPCClient {
     ) -> PyResult<PyObject> {
         let conv = Outgoing::new(Mode::Auto);
         let args = match args {
-            Some(a) => conv.values(&PyTuple::new(py, a.try_iter()?.collect::<PyResult<Vec<_>>>()?)?)?,
+            Some(a) => conv.values(&PyTuple::new(
+                py,
+                a.try_iter()?.collect::<PyResult<Vec<_>>>()?,
+            )?)?,
             None => Vec::new(),
         };
         let kwargs = conv.kwargs(kwargs)?;

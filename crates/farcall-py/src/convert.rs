@@ -17,8 +17,8 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{
-    PyBool, PyByteArray, PyBytes, PyDate, PyDateAccess, PyDateTime, PyDict, PyFloat, PyInt,
-    PyList, PyString, PyTimeAccess, PyTuple, PyTzInfoAccess, PyType,
+    PyBool, PyByteArray, PyBytes, PyDate, PyDateAccess, PyDateTime, PyDict, PyFloat, PyInt, PyList,
+    PyString, PyTimeAccess, PyTuple, PyType, PyTzInfoAccess,
 };
 
 use crate::buffer::{pinned_bytes, RecvBuffer};
@@ -287,8 +287,14 @@ fn numpy(py: Python<'_>) -> PyResult<&Numpy> {
     NUMPY.get_or_try_init(py, || {
         let module = PyModule::import(py, "numpy")?;
         Ok(Numpy {
-            ndarray: module.getattr("ndarray")?.downcast_into::<PyType>()?.unbind(),
-            generic: module.getattr("generic")?.downcast_into::<PyType>()?.unbind(),
+            ndarray: module
+                .getattr("ndarray")?
+                .downcast_into::<PyType>()?
+                .unbind(),
+            generic: module
+                .getattr("generic")?
+                .downcast_into::<PyType>()?
+                .unbind(),
             module: module.unbind(),
         })
     })
@@ -409,16 +415,14 @@ pub fn to_py(py: Python<'_>, value: Value, ownership: Ownership) -> PyResult<PyO
         )?
         .into_any()
         .unbind(),
-        Value::Date(d) => PyDate::new(py, d.year, d.month, d.day)?
-            .into_any()
-            .unbind(),
+        Value::Date(d) => PyDate::new(py, d.year, d.month, d.day)?.into_any().unbind(),
         Value::Array(a) => array_object(py, a)?,
         Value::Proxy(reference) => {
             if let Some(server) = Server::current() {
                 if server.address() == reference.rpc_addr {
-                    let local = server.unwrap_proxy(&reference).map_err(|e| {
-                        crate::errors::to_py(py, e)
-                    })?;
+                    let local = server
+                        .unwrap_proxy(&reference)
+                        .map_err(|e| crate::errors::to_py(py, e))?;
                     return to_py(py, local, ownership);
                 }
             }

@@ -167,6 +167,10 @@ impl RemoteObject for PyHost {
         self.with(|obj| result(&obj.getattr(name)?))
     }
 
+    fn get_attr_object(&self, name: &str) -> Result<ObjectRef> {
+        self.with(|obj| PyHost::new_ref(&obj.getattr(name)?))
+    }
+
     fn set_attr(&self, name: &str, value: Value) -> Result<()> {
         self.with(|obj| obj.setattr(name, to_py(obj.py(), value, Ownership::Borrowed)?))
     }

@@ -45,7 +45,11 @@ impl Exporter for ThreadServer {
 /// Serializes `obj` in format `name`: the message body, then out-of-band
 /// buffers (only the `farcall` format has any).
 #[pyfunction]
-fn encode<'py>(py: Python<'py>, name: &str, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+fn encode<'py>(
+    py: Python<'py>,
+    name: &str,
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyList>> {
     let value = Outgoing::new(Mode::Auto).value(obj)?;
     let encoded = codec::encode(format(name)?, &value, &mut ThreadServer).py(py)?;
     let mut frames = vec![PyBytes::new(py, &encoded.body)];

@@ -72,7 +72,9 @@ impl Options {
                 }
                 "auto_delete" | "autoDelete" => self.auto_delete = value.is_truthy()?,
                 other => {
-                    return Err(PyKeyError::new_err(format!("unknown proxy option '{other}'")))
+                    return Err(PyKeyError::new_err(format!(
+                        "unknown proxy option '{other}'"
+                    )))
                 }
             }
         }
@@ -230,9 +232,7 @@ impl ObjectProxy {
         };
         let proxy = &self.proxy;
         let out = py
-            .allow_threads(|| {
-                proxy.invoke(method, args, kwargs, sync, return_type, Some(timeout))
-            })
+            .allow_threads(|| proxy.invoke(method, args, kwargs, sync, return_type, Some(timeout)))
             .py(py)?;
         match out {
             Invoked::Value(v) => to_py(py, v, Ownership::Owned),
@@ -471,8 +471,7 @@ impl ObjectProxy {
         other: &Bound<'_, PyAny>,
         op: CompareOp,
     ) -> PyResult<PyObject> {
-        if let (Ok(other), CompareOp::Eq | CompareOp::Ne) = (other.downcast::<ObjectProxy>(), op)
-        {
+        if let (Ok(other), CompareOp::Eq | CompareOp::Ne) = (other.downcast::<ObjectProxy>(), op) {
             let same = self.identity() == other.get().identity();
             let equal = same == matches!(op, CompareOp::Eq);
             return Ok(equal.into_pyobject(py)?.to_owned().into_any().unbind());
@@ -517,7 +516,9 @@ impl ObjectProxy {
     }
 
     fn __bool__(&self, py: Python<'_>) -> PyResult<bool> {
-        self.special(py, "__bool__", &[], true)?.bind(py).is_truthy()
+        self.special(py, "__bool__", &[], true)?
+            .bind(py)
+            .is_truthy()
     }
 
     /// Iterates over a copy of the remote items, fetched in one round trip.

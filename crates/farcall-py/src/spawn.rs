@@ -56,8 +56,8 @@ impl ProcessSpawner {
                 .getattr("executable")?
                 .extract()?,
         };
-        let mut options = SpawnOptions::python()
-            .start_timeout(Duration::from_secs_f64(start_timeout));
+        let mut options =
+            SpawnOptions::python().start_timeout(Duration::from_secs_f64(start_timeout));
         options.program = executable.into();
         if let Some(name) = name {
             options = options.name(name);
@@ -138,9 +138,10 @@ impl ProcessSpawner {
             Some(s) => Ok(returncode(s)),
             None => {
                 let expired = PyModule::import(py, "subprocess")?.getattr("TimeoutExpired")?;
-                Err(PyErr::from_value(
-                    expired.call1((format!("farcall child {}", child.pid()), timeout))?,
-                ))
+                Err(PyErr::from_value(expired.call1((
+                    format!("farcall child {}", child.pid()),
+                    timeout,
+                ))?))
             }
         }
     }

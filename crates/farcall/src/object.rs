@@ -59,6 +59,17 @@ pub trait RemoteObject: Send + Sync + 'static {
         }
     }
 
+    /// Reads an attribute as an object, for walking a proxy's attribute
+    /// path (`proxy.a.b.method()`): the default hosts a plain value so its
+    /// items stay reachable; implementations override it to skip the
+    /// conversion to a value.
+    fn get_attr_object(&self, name: &str) -> Result<ObjectRef> {
+        Ok(match self.get_attr(name)? {
+            Value::Object(o) => o,
+            other => ValueObject::new_ref(other),
+        })
+    }
+
     /// Writes an attribute: `obj.name = value`.
     fn set_attr(&self, name: &str, value: Value) -> Result<()> {
         let _ = value;

@@ -827,10 +827,7 @@ impl Shared {
             return obj.call(args, kwargs);
         };
         for attr in path {
-            obj = match obj.get_attr(attr)? {
-                Value::Object(o) => o,
-                other => Arc::new(ValueHolder(other)),
-            };
+            obj = obj.get_attr_object(attr)?;
         }
         obj.call_method(method, args, kwargs)
     }
@@ -861,19 +858,14 @@ impl Shared {
     }
 
     fn resolve_proxy(&self, proxy: &ProxyRef) -> Result<Value> {
-        let mut value = Value::Object(self.object(proxy.obj_id)?);
-        for attr in &proxy.attributes {
-            value = match value {
-                Value::Object(o) => o.get_attr(attr)?,
-                other => {
-                    return Err(Error::attribute_error(format!(
-                        "'{}' object has no attribute '{attr}'",
-                        other.kind()
-                    )))
-                }
-            };
+        let mut obj = self.object(proxy.obj_id)?;
+        let Some((last, path)) = proxy.attributes.split_last() else {
+            return Ok(Value::Object(obj));
+        };
+        for attr in path {
+            obj = obj.get_attr_object(attr)?;
         }
-        Ok(value)
+        obj.get_attr(last)
     }
 
     fn lookup_name(&self, name: &str) -> Result<Value> {
@@ -947,19 +939,6 @@ fn kwargs_of(v: Value) -> Result<Kwargs> {
             "kwargs must be a dict, not {}",
             other.kind()
         ))),
-    }
-}
-
-/// A plain value met on an attribute path, so that calling a method on it
-/// fails with a clear error.
-struct ValueHolder(Value);
-
-impl RemoteObject for ValueHolder {
-    fn type_str(&self) -> String {
-        self.0.type_str()
-    }
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
     }
 }
 
