@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Builds farcall and runs the demo: a child process is spawned and driven
-# through proxies.
+# Sets up farcall (scripts/setup.sh) and runs the seed example: a child
+# Python process is spawned and driven through proxies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --quiet -p farcall --bins --examples
-exec target/debug/examples/demo
+bash scripts/setup.sh
+exec .venv/bin/python examples/seed.py

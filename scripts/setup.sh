@@ -7,5 +7,6 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/pip install --quiet --upgrade pip
-.venv/bin/pip install --quiet "maturin>=1.5,<2" "pytest>=7"
+.venv/bin/pip install --quiet "maturin>=1.5,<2" "pytest>=7" "pytest-timeout>=2" \
+    numpy pyzmq msgpack
 (. .venv/bin/activate && maturin develop --quiet)
