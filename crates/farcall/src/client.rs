@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -65,13 +66,35 @@ struct Inner {
 enum Conn {
     Native {
         stream: Stream,
-        out: Mutex<Outgoing>,
+        out: Mutex<Outbox>,
         reader: Mutex<FrameReader>,
     },
     Zmq {
         socket: Mutex<zmq::Socket>,
         fd: RawFd,
     },
+}
+
+/// Requests waiting to be written. Async requests are queued and written
+/// together (one system call for many), by the next sync call or wait,
+/// when [`CORK_BYTES`] pile up, or by the flusher thread soon after.
+#[derive(Default)]
+struct Outbox {
+    queue: Outgoing,
+    /// The flusher thread has been asked to write this queue.
+    flush_scheduled: bool,
+}
+
+/// Queued async requests are written at once past this many bytes.
+const CORK_BYTES: usize = 64 * 1024;
+
+/// When a request must reach the socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Urgency {
+    /// Before returning: the caller waits for the reply next.
+    Now,
+    /// Soon: an async or one-way request, batched with its neighbours.
+    Soon,
 }
 
 #[derive(Default)]
@@ -123,7 +146,7 @@ impl Client {
                 })?;
                 Conn::Native {
                     stream,
-                    out: Mutex::new(Outgoing::default()),
+                    out: Mutex::new(Outbox::default()),
                     reader: Mutex::new(FrameReader::new(stream::DEFAULT_MAX_MESSAGE)),
                 }
             }
@@ -190,8 +213,19 @@ impl Client {
         lock(&self.inner.state).disconnected.clone()
     }
 
-    /// Sends a request and returns a future for its reply.
+    /// Sends a request and returns a future for its reply. Requests sent
+    /// in a burst are written together, soon after (or when waited on).
     pub fn send(&self, action: Action, opts: &Value, return_type: ReturnType) -> Result<Future> {
+        self.send_with(action, opts, return_type, Urgency::Soon)
+    }
+
+    fn send_with(
+        &self,
+        action: Action,
+        opts: &Value,
+        return_type: ReturnType,
+        urgency: Urgency,
+    ) -> Result<Future> {
         let req_id = self.inner.next_req_id.fetch_add(1, Ordering::Relaxed);
         self.inner.check_connected()?;
         lock(&self.inner.state)
@@ -207,7 +241,7 @@ impl Client {
         );
         let sent = frames.and_then(|f| {
             self.inner
-                .write(f, Some(Instant::now() + self.inner.timeout))
+                .write(f, Some(Instant::now() + self.inner.timeout), urgency)
         });
         if let Err(e) = sent {
             lock(&self.inner.state).pending.remove(&req_id);
@@ -231,8 +265,11 @@ impl Client {
             opts,
             &mut ThreadExporter,
         )?;
-        self.inner
-            .write(frames, Some(Instant::now() + self.inner.timeout))
+        self.inner.write(
+            frames,
+            Some(Instant::now() + self.inner.timeout),
+            Urgency::Soon,
+        )
     }
 
     /// Sends a request and waits for its reply (`timeout`: the client's
@@ -244,7 +281,7 @@ impl Client {
         return_type: ReturnType,
         timeout: Option<Duration>,
     ) -> Result<Value> {
-        self.send(action, opts, return_type)?
+        self.send_with(action, opts, return_type, Urgency::Now)?
             .wait(Some(timeout.unwrap_or(self.inner.timeout)))
     }
 
@@ -377,8 +414,8 @@ impl Inner {
                 reader,
             } => {
                 let mut out = lock(out);
-                out.push(Kind::Hello, server::hello_frames());
-                out.flush_blocking(stream.as_raw_fd(), deadline)?;
+                out.queue.push(Kind::Hello, server::hello_frames());
+                out.queue.flush_blocking(stream.as_raw_fd(), deadline)?;
                 let mut reader = lock(reader);
                 loop {
                     if let Some((kind, frames)) = reader.next_message()? {
@@ -419,12 +456,26 @@ impl Inner {
         }
     }
 
-    fn write(&self, frames: Frames, deadline: Option<Instant>) -> Result<()> {
+    fn write(
+        self: &Arc<Self>,
+        frames: Frames,
+        deadline: Option<Instant>,
+        urgency: Urgency,
+    ) -> Result<()> {
         let written = match &self.conn {
             Conn::Native { stream, out, .. } => {
                 let mut out = lock(out);
-                out.push(Kind::Request, frames);
-                out.flush_blocking(stream.as_raw_fd(), deadline)
+                out.queue.push(Kind::Request, frames);
+                if urgency == Urgency::Now || out.queue.queued_bytes() >= CORK_BYTES {
+                    out.queue.flush_blocking(stream.as_raw_fd(), deadline)
+                } else {
+                    if !out.flush_scheduled {
+                        out.flush_scheduled = true;
+                        drop(out);
+                        schedule_flush(self);
+                    }
+                    Ok(())
+                }
             }
             Conn::Zmq { socket, .. } => {
                 let socket = lock(socket);
@@ -443,6 +494,23 @@ impl Inner {
             )));
         }
         written
+    }
+
+    /// Writes the queued async requests now (before waiting for a reply).
+    fn flush_queued(&self) {
+        let Conn::Native { stream, out, .. } = &self.conn else {
+            return;
+        };
+        let mut out = lock(out);
+        out.flush_scheduled = false;
+        if out.queue.is_empty() {
+            return;
+        }
+        let deadline = Some(Instant::now() + self.timeout);
+        if let Err(e) = out.queue.flush_blocking(stream.as_raw_fd(), deadline) {
+            drop(out);
+            self.fail_all(format!("connection to {} lost: {e}", self.address));
+        }
     }
 
     /// Marks the client disconnected and fails every pending call.
@@ -521,11 +589,21 @@ impl Inner {
             Conn::Native { .. } => deadline,
         };
         stream::poll_fds(&mut fds, deadline)?;
+        if fds[0].revents != 0 {
+            self.mark_readable();
+        }
         if fds.len() > 1 && fds[1].revents != 0 {
             return Ok(Turn::ServerReady(server.expect("pushed above")));
         }
         self.drain()?;
         Ok(Turn::Progress)
+    }
+
+    /// Lets the next drain read from the socket again.
+    fn mark_readable(&self) {
+        if let Conn::Native { reader, .. } = &self.conn {
+            lock(reader).mark_readable();
+        }
     }
 
     fn poll_fd(&self) -> RawFd {
@@ -583,6 +661,7 @@ impl Inner {
     /// Waits for the reply to `req_id` until `deadline`; `None` when the
     /// deadline passes first (the call stays pending).
     fn wait(&self, req_id: i64, deadline: Option<Instant>) -> Result<Option<Result<Value>>> {
+        self.flush_queued();
         loop {
             if let Some(r) = self.take_done(&mut lock(&self.state), req_id) {
                 return Ok(Some(r));
@@ -661,6 +740,7 @@ impl Inner {
                     return;
                 }
             }
+            self.flush_queued();
             let role = lock(&self.reading);
             let turn = self.read_turn(Some(Instant::now() + Duration::from_millis(50)));
             drop(role);
@@ -673,6 +753,29 @@ impl Inner {
 }
 
 const ZMQ_SLICE: Duration = Duration::from_millis(10);
+
+/// Asks the flusher thread to write `inner`'s queued requests. The thread
+/// wakes at once; requests queued meanwhile go out in the same write.
+fn schedule_flush(inner: &Arc<Inner>) {
+    static FLUSHER: OnceLock<Sender<Weak<Inner>>> = OnceLock::new();
+    let flusher = FLUSHER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Weak<Inner>>();
+        std::thread::Builder::new()
+            .name("farcall-flush".into())
+            .spawn(move || {
+                for inner in rx {
+                    if let Some(inner) = inner.upgrade() {
+                        inner.flush_queued();
+                    }
+                }
+            })
+            .expect("spawning the flusher thread");
+        tx
+    });
+    if flusher.send(Arc::downgrade(inner)).is_err() {
+        inner.flush_queued();
+    }
+}
 
 /// Asks a ZeroMQ server for the farcall format. A pyacq server answers
 /// with an error (unknown action), and then the client speaks msgpack.
@@ -728,6 +831,10 @@ fn read_reply(reader: &mut FrameReader, stream: &Stream) -> Result<Option<Frames
             }
             None => {}
         }
+        if reader.drained() {
+            // Nothing more was there at the last read; poll says when.
+            return Ok(None);
+        }
         match reader.fill(stream.as_raw_fd())? {
             Fill::Data => {}
             Fill::WouldBlock => return Ok(None),
@@ -775,7 +882,9 @@ impl Future {
     /// True when the result has arrived (reads what is available now).
     pub fn is_done(&self) -> bool {
         let inner = &self.client.inner;
+        inner.flush_queued();
         if let Ok(role) = inner.reading.try_lock() {
+            inner.mark_readable();
             let _ = inner.drain();
             drop(role);
             inner.release_role();

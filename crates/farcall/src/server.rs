@@ -469,6 +469,9 @@ impl Shared {
 
     /// Reads and handles every complete message on one connection.
     fn service_conn(&self, token: Token) -> usize {
+        if let Some(conn) = lock(&self.io).conns.get_mut(&token) {
+            conn.reader.mark_readable();
+        }
         let mut handled = 0;
         loop {
             let message = {
@@ -677,6 +680,9 @@ fn read_message(conn: &mut Conn) -> Result<Option<(Kind, Frames)>> {
     loop {
         if let Some(m) = conn.reader.next_message()? {
             return Ok(Some(m));
+        }
+        if conn.reader.drained() {
+            return Ok(None);
         }
         match conn.reader.fill(conn.stream.as_raw_fd())? {
             stream::Fill::Data => continue,

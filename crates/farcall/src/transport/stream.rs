@@ -196,6 +196,7 @@ pub fn encode_header(kind: Kind, frames: &[Bytes]) -> Vec<u8> {
 #[derive(Debug, Default)]
 pub struct Outgoing {
     chunks: std::collections::VecDeque<Bytes>,
+    bytes: usize,
 }
 
 impl Outgoing {
@@ -204,6 +205,7 @@ impl Outgoing {
     pub fn push(&mut self, kind: Kind, frames: Frames) {
         let header = encode_header(kind, &frames);
         let total: usize = frames.iter().map(Bytes::len).sum();
+        self.bytes += header.len() + total;
         if total <= 16 * 1024 {
             let mut one = header;
             one.reserve(total);
@@ -219,6 +221,11 @@ impl Outgoing {
     /// True when everything has been written.
     pub fn is_empty(&self) -> bool {
         self.chunks.is_empty()
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Writes as much as the socket takes now. `Ok(true)`: all written.
@@ -242,6 +249,7 @@ impl Outgoing {
     }
 
     fn advance(&mut self, mut n: usize) {
+        self.bytes -= n;
         while n > 0 {
             let front = self.chunks.front_mut().expect("wrote more than queued");
             if n >= front.len() {
@@ -333,6 +341,10 @@ pub struct FrameReader {
     end: usize,
     partial: Option<Partial>,
     max_message: u64,
+    /// The last read returned less than it asked for (or nothing): the
+    /// socket had no more data then, so reading again before the next
+    /// readiness event would only cost a system call.
+    drained: bool,
 }
 
 /// What one `fill` call saw.
@@ -355,13 +367,28 @@ impl FrameReader {
             end: 0,
             partial: None,
             max_message,
+            drained: false,
         }
+    }
+
+    /// True when the socket was found empty by the last read: wait for
+    /// readiness before reading again.
+    pub fn drained(&self) -> bool {
+        self.drained
+    }
+
+    /// Records that the socket became readable (a poll said so).
+    pub fn mark_readable(&mut self) {
+        self.drained = false;
     }
 
     /// Reads what the socket has (one system call).
     pub fn fill(&mut self, fd: RawFd) -> io::Result<Fill> {
-        let n = match self.large_target() {
-            Some(large) => read_into_spare(fd, large)?,
+        let (n, asked) = match self.large_target() {
+            Some(large) => {
+                let asked = large.capacity() - large.len();
+                (read_into_spare(fd, large)?, asked)
+            }
             None => {
                 if self.start == self.end {
                     self.start = 0;
@@ -376,9 +403,14 @@ impl FrameReader {
                     // since frames of LARGE_FRAME or more bypass the buffer.
                     self.buf.resize(self.buf.len() * 2, 0);
                 }
-                read_fd(fd, &mut self.buf[self.end..])?.inspect(|n| self.end += n)
+                let asked = self.buf.len() - self.end;
+                let n = read_fd(fd, &mut self.buf[self.end..])?.inspect(|n| self.end += n);
+                (n, asked)
             }
         };
+        // A stream socket returns less than asked only when it has no more
+        // right now; an edge-triggered poll reports anything newer.
+        self.drained = n.is_none_or(|n| n < asked);
         Ok(match n {
             None => Fill::WouldBlock,
             Some(0) => Fill::Eof,
