@@ -11,4 +11,8 @@ echo "== cargo test"
 cargo test --workspace --exclude farcall-py --quiet
 echo "== python package"
 bash scripts/setup.sh
+echo "== python type stubs"
+(cd /tmp && "$OLDPWD/.venv/bin/python" -m mypy.stubtest farcall._native farcall.errors \
+    farcall.serializer --allowlist "$OLDPWD/python/stubtest-allowlist.txt")
+echo "== pytest"
 .venv/bin/python -m pytest -q tests

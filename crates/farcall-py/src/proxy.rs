@@ -141,7 +141,7 @@ pub fn timeout(v: &Bound<'_, PyAny>) -> PyResult<Option<Duration>> {
         return Ok(None);
     }
     let secs: f64 = v.extract()?;
-    if !(secs >= 0.0) || !secs.is_finite() {
+    if !secs.is_finite() || secs < 0.0 {
         return Err(PyValueError::new_err(format!(
             "timeout must be a non-negative number of seconds, not {secs}"
         )));
