@@ -1,0 +1,71 @@
+"""Test utilities shared by the test modules (not fixtures)."""
+
+import os
+import threading
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def stop_quietly(proc):
+    """Stops a ProcessSpawner child, killing it if stop() fails."""
+    try:
+        if proc.poll() is None:
+            proc.stop()
+    except Exception:
+        try:
+            proc.kill()
+            proc.wait(5)
+        except Exception:
+            pass
+
+
+def import_helpers(client):
+    """Imports farcall_test_helpers in the process behind ``client``."""
+    sys_ = client._import("sys")
+    if TESTS_DIR not in sys_.path:
+        sys_.path.insert(0, TESTS_DIR)
+    return client._import("farcall_test_helpers")
+
+
+def run_in_thread(fn, *args, timeout=30, **kwargs):
+    """Runs ``fn`` in a new thread and returns its result (or raises its
+    exception); bounded by ``timeout``."""
+    box = {}
+
+    def target():
+        try:
+            box["result"] = fn(*args, **kwargs)
+        except BaseException as e:
+            box["error"] = e
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise TimeoutError(f"{fn!r} still running after {timeout} s")
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def wait_until(predicate, timeout=10.0, interval=0.02):
+    """Polls ``predicate`` until it is true or ``timeout`` passes; returns
+    its last value."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def pid_gone(pid):
+    """True if ``pid`` no longer runs (absent, or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
