@@ -166,7 +166,8 @@ def build_array(np, spec):
     dt = np.dtype(dtype)
     if dt.kind in "iu":
         info = np.iinfo(dt)
-        base = np.linspace(info.min, info.max, max(count, 1)).astype(dt)[:count]
+        extremes = [int(info.min), int(info.max), 0, 1, int(info.max) // 3, int(info.min) // 7]
+        base = np.array((extremes * (count // len(extremes) + 1))[:count], dtype=dt)
     elif dt.kind == "f":
         base = (np.arange(count) * 1.25 - 3).astype(dt)
     elif dt.kind == "c":
