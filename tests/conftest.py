@@ -6,7 +6,6 @@ finalizer (``stop()`` asks politely, then kills).
 
 import os
 import sys
-import threading
 
 import pytest
 
@@ -16,8 +15,8 @@ if TESTS_DIR not in sys.path:
 
 import farcall  # noqa: E402
 import farcall_test_helpers  # noqa: E402,F401
-from farcall import ProcessSpawner, RPCServer  # noqa: E402
-from farcall_testutil import import_helpers, stop_quietly  # noqa: E402
+from farcall import ProcessSpawner  # noqa: E402
+from farcall_testutil import ThreadServer, import_helpers, stop_quietly  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -60,39 +59,6 @@ def helpers(child):
 @pytest.fixture(scope="module")
 def helpers2(child2):
     return import_helpers(child2.client)
-
-
-class ThreadServer:
-    """An RPCServer serving from a daemon thread."""
-
-    def __init__(self, address="unix://*"):
-        self.server = RPCServer(address)
-        self.address = self.server.address
-        self.ready = threading.Event()
-        self.ident = None
-        self.error = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        assert self.ready.wait(10), "server thread did not start"
-
-    def _run(self):
-        self.ident = threading.get_ident()
-        self.ready.set()
-        try:
-            self.server.run_forever()
-        except BaseException as e:  # pragma: no cover - reported by close()
-            self.error = e
-
-    def __getitem__(self, name):
-        return self.server[name]
-
-    def __setitem__(self, name, obj):
-        self.server[name] = obj
-
-    def close(self, timeout=10):
-        self.server.close()
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "run_forever did not return after close()"
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,42 @@
 import os
 import threading
 
+from farcall import RPCServer
+
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class ThreadServer:
+    """An RPCServer serving from a daemon thread."""
+
+    def __init__(self, address="unix://*"):
+        self.server = RPCServer(address)
+        self.address = self.server.address
+        self.ready = threading.Event()
+        self.ident = None
+        self.error = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        assert self.ready.wait(10), "server thread did not start"
+
+    def _run(self):
+        self.ident = threading.get_ident()
+        self.ready.set()
+        try:
+            self.server.run_forever()
+        except BaseException as e:  # pragma: no cover - reported by close()
+            self.error = e
+
+    def __getitem__(self, name):
+        return self.server[name]
+
+    def __setitem__(self, name, obj):
+        self.server[name] = obj
+
+    def close(self, timeout=10):
+        self.server.close()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "run_forever did not return after close()"
 
 
 def stop_quietly(proc):
