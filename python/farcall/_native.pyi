@@ -139,7 +139,13 @@ class RPCServer:
 
     address: str
 
-    def __new__(cls, address: Optional[Union[str, bytes]] = None) -> "RPCServer": ...
+    def __new__(
+        cls,
+        address: Optional[Union[str, bytes]] = None,
+        auth: bool = True,
+        key: Optional[Union[bytes, str]] = None,
+        allow_unauthenticated_public: bool = False,
+    ) -> "RPCServer": ...
     def __setitem__(self, name: str, obj: Any, /) -> None: ...
     def __getitem__(self, name: str, /) -> Any: ...
     def run_forever(self) -> None: ...
@@ -164,7 +170,12 @@ class RPCClient:
     default_proxy_options: Dict[str, Any]
 
     def __new__(
-        cls, address: Union[str, bytes], reentrant: bool = True, serializer: Optional[str] = None
+        cls,
+        address: Union[str, bytes],
+        reentrant: bool = True,
+        serializer: Optional[str] = None,
+        auth: bool = True,
+        key: Optional[Union[bytes, str]] = None,
     ) -> "RPCClient": ...
     @staticmethod
     def get_client(address: Union[str, bytes]) -> "RPCClient": ...

@@ -13,7 +13,7 @@ def main():
     """Runs the child's server."""
     config = _native._child_config()
     try:
-        server = RPCServer(config["address"])
+        server = RPCServer(config["address"], auth=config["auth"])
     except BaseException:
         import traceback
 

@@ -105,14 +105,18 @@ fn value(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
 impl RPCClient {
     /// Connects to `address`. `serializer`: None negotiates (farcall's own
     /// format with farcall servers, pyacq's msgpack otherwise); "msgpack"
-    /// or "json" force pyacq's formats.
+    /// or "json" force pyacq's formats. The client proves it holds `key`
+    /// (default: this process's key or the per-user key file's);
+    /// `auth=False` talks to a server that cannot authenticate (pyacq).
     #[new]
-    #[pyo3(signature = (address, reentrant=true, serializer=None))]
+    #[pyo3(signature = (address, reentrant=true, serializer=None, auth=true, key=None))]
     fn new(
         py: Python<'_>,
         address: &Bound<'_, PyAny>,
         reentrant: bool,
         serializer: Option<&str>,
+        auth: bool,
+        key: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let _ = reentrant; // waiting clients always serve their thread's server
         let address = address_arg(address)?;
@@ -130,6 +134,7 @@ impl RPCClient {
         };
         let options = ClientOptions {
             format,
+            auth: crate::server::auth_arg(py, auth, key)?,
             ..ClientOptions::default()
         };
         let client = py

@@ -8,8 +8,9 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
 
-use farcall::Server;
-use pyo3::exceptions::{PyKeyError, PyTypeError};
+use farcall::auth::Key;
+use farcall::{Auth, Server, ServerOptions};
+use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -25,6 +26,34 @@ const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
 thread_local! {
     static THREAD_SERVER: RefCell<Option<Py<RPCServer>>> = const { RefCell::new(None) };
+}
+
+/// How to authenticate, from Python's `auth=` and `key=` (32 bytes, or
+/// 64 hex digits).
+pub fn auth_arg(py: Python<'_>, auth: bool, key: Option<&Bound<'_, PyAny>>) -> PyResult<Auth> {
+    let key = match key {
+        None => None,
+        Some(k) => {
+            let raw = match k.downcast::<PyBytes>() {
+                Ok(b) => b.as_bytes().to_vec(),
+                Err(_) => {
+                    let text: String = k.extract()?;
+                    farcall::auth::decode_hex(text.trim()).ok_or_else(|| {
+                        PyValueError::new_err("a key is 32 bytes or 64 hex digits")
+                    })?
+                }
+            };
+            Some(Key::from_bytes(&raw).py(py)?)
+        }
+    };
+    Ok(match (auth, key) {
+        (false, Some(_)) => {
+            return Err(PyValueError::new_err("auth=False takes no key"));
+        }
+        (false, None) => Auth::Open,
+        (true, Some(k)) => Auth::Key(k),
+        (true, None) => Auth::ProcessKey,
+    })
 }
 
 /// An address given as `str` or (pyacq style) `bytes`.
@@ -64,14 +93,29 @@ impl RPCServer {
 impl RPCServer {
     /// Binds `address` (native `unix://`, `tcp+native://`, or ZeroMQ
     /// `tcp://`, `ipc://`, `inproc://`; `*` picks a free port or path).
+    /// Peers must prove they hold `key` (default: this process's key);
+    /// `auth=False` admits anyone, for pyacq clients.
     #[new]
-    #[pyo3(signature = (address=None))]
-    fn new(py: Python<'_>, address: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+    #[pyo3(signature = (address=None, auth=true, key=None, allow_unauthenticated_public=false))]
+    fn new(
+        py: Python<'_>,
+        address: Option<&Bound<'_, PyAny>>,
+        auth: bool,
+        key: Option<&Bound<'_, PyAny>>,
+        allow_unauthenticated_public: bool,
+    ) -> PyResult<Self> {
         let address = match address {
             Some(a) => address_arg(a)?,
             None => "tcp://127.0.0.1:*".to_string(),
         };
-        let server = py.allow_threads(|| Server::bind(&address)).py(py)?;
+        let options = ServerOptions {
+            auth: auth_arg(py, auth, key)?,
+            allow_unauthenticated_public,
+            ..ServerOptions::default()
+        };
+        let server = py
+            .allow_threads(|| Server::bind_with(&address, options))
+            .py(py)?;
         server.set_runtime(Arc::new(PyRuntime));
         Ok(RPCServer { server })
     }

@@ -196,6 +196,8 @@ fn _child_config(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("address", config.address)?;
     d.set_item("name", config.name)?;
     d.set_item("parent_pid", config.parent_pid)?;
+    // The key itself never reaches Python: it is already the process key.
+    d.set_item("auth", config.key.is_some())?;
     let extra = farcall::to_value(&config.extra).py(py)?;
     d.set_item("extra", to_py(py, extra, Ownership::Borrowed)?)?;
     Ok(d)

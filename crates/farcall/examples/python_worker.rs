@@ -8,7 +8,11 @@ use farcall::{Proxy, SpawnOptions, Value};
 
 fn main() -> farcall::Result<()> {
     let worker = farcall::ProcessSpawner::spawn(SpawnOptions::python().name("worker"))?;
-    println!("Python worker: pid {} at {}", worker.pid(), worker.address());
+    println!(
+        "Python worker: pid {} at {}",
+        worker.pid(),
+        worker.address()
+    );
     let client = worker.client();
 
     // Modules come back as proxies; calls on them run in the worker.

@@ -22,8 +22,9 @@ use bytes::Bytes;
 
 use crate::codec::Format;
 use crate::error::{Error, Result};
+use crate::handshake::{self, Auth, ClientHandshake, Hello};
 use crate::protocol::{self, Action, Frames, Reply, ReturnType};
-use crate::server::{self, Server, ThreadExporter};
+use crate::server::{Server, ThreadExporter};
 use crate::transport::stream::{self, Fill, FrameReader, Kind, Outgoing, Stream};
 use crate::transport::{self, Address};
 use crate::value::{ProxyRef, Value};
@@ -41,6 +42,9 @@ pub struct ClientOptions {
     pub format: Option<Format>,
     /// Default timeout of sync calls (default 10 s).
     pub timeout: Option<Duration>,
+    /// How to authenticate (default: with this process's key, or the
+    /// per-user key file's).
+    pub auth: Auth,
 }
 
 /// A connection to one server. Cheap to clone; usable from any thread.
@@ -162,7 +166,7 @@ impl Client {
             reading: Mutex::new(()),
             driver_running: AtomicBool::new(false),
         };
-        inner.handshake(options.format)?;
+        inner.handshake(options.format, &options.auth)?;
         Ok(Client {
             inner: Arc::new(inner),
         })
@@ -402,11 +406,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Inner {
-    /// The connection handshake: native peers exchange hello messages;
-    /// over ZeroMQ the client asks for the farcall format and falls back
-    /// to msgpack when the server is a pyacq one.
-    fn handshake(&mut self, forced: Option<Format>) -> Result<()> {
+    /// The connection handshake (see `handshake`): both sides prove they
+    /// hold the key before any request. Over ZeroMQ it also picks the
+    /// format: farcall's own with farcall servers; with a pyacq server
+    /// (an explicit `Auth::Open`), msgpack.
+    fn handshake(&mut self, forced: Option<Format>, auth: &Auth) -> Result<()> {
         let deadline = Some(Instant::now() + CONNECT_TIMEOUT);
+        let hs = ClientHandshake::new(&self.address, auth)?;
         match &self.conn {
             Conn::Native {
                 stream,
@@ -414,37 +420,69 @@ impl Inner {
                 reader,
             } => {
                 let mut out = lock(out);
-                out.queue.push(Kind::Hello, server::hello_frames());
-                out.queue.flush_blocking(stream.as_raw_fd(), deadline)?;
                 let mut reader = lock(reader);
-                loop {
-                    if let Some((kind, frames)) = reader.next_message()? {
-                        if kind != Kind::Hello {
-                            return Err(Error::Protocol("expected a hello".into()));
-                        }
-                        return server::check_hello(&frames);
-                    }
-                    match reader.fill(stream.as_raw_fd())? {
-                        Fill::Data => {}
-                        Fill::Eof => {
-                            return Err(Error::Disconnected(format!(
-                                "{} refused the connection",
-                                self.address
-                            )))
-                        }
-                        Fill::WouldBlock => {
-                            if !stream::wait_fd(stream.as_raw_fd(), libc::POLLIN, deadline)? {
-                                return Err(Error::Timeout(CONNECT_TIMEOUT));
-                            }
-                        }
-                    }
+                let mut say = |hello: Hello| {
+                    out.queue.push(Kind::Hello, hello.to_frames());
+                    out.queue.flush_blocking(stream.as_raw_fd(), deadline)
+                };
+                say(Hello::Hello(*hs.nonce()))?;
+                let Hello::Challenge(challenge) = read_hello(&mut reader, stream, deadline)? else {
+                    return Err(Error::Protocol("expected the server's challenge".into()));
+                };
+                let Some(proof) = hs.answer(&challenge)? else {
+                    return Ok(());
+                };
+                say(Hello::Proof(proof))?;
+                match read_hello(&mut reader, stream, deadline)? {
+                    Hello::Verdict(Ok(())) => Ok(()),
+                    Hello::Verdict(Err(why)) => Err(Error::exception(
+                        "PermissionError",
+                        format!("{} refused us: {why}", self.address),
+                    )),
+                    _ => Err(Error::Protocol("expected the server's verdict".into())),
                 }
             }
             Conn::Zmq { socket, fd } => {
-                if forced.is_none() {
-                    self.format = zmq_hello(&lock(socket), *fd, deadline)?;
+                let socket = lock(socket);
+                let nonce = Value::Bytes(Bytes::copy_from_slice(hs.nonce()));
+                let hello = zmq_handshake_call(
+                    &socket,
+                    *fd,
+                    Action::Hello,
+                    Value::map([("nonce", nonce)]),
+                    deadline,
+                )?;
+                let challenge = match hello {
+                    Ok(v) => handshake::challenge_from_value(&v)?,
+                    // A pyacq server does not know the action.
+                    Err(_) if matches!(auth, Auth::Open) => {
+                        self.format = forced.unwrap_or(Format::Msgpack);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        return Err(Error::exception(
+                            "PermissionError",
+                            format!(
+                                "{} did not authenticate (a pyacq server? connect with \
+                                 auth=False): {e}",
+                                self.address
+                            ),
+                        ))
+                    }
+                };
+                self.format = forced.unwrap_or(Format::Farcall);
+                let Some(proof) = hs.answer(&challenge)? else {
+                    return Ok(());
+                };
+                let proof = Value::Bytes(Bytes::copy_from_slice(&proof));
+                let opts = Value::map([("proof", proof)]);
+                match zmq_handshake_call(&socket, *fd, Action::Auth, opts, deadline)? {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(Error::exception(
+                        "PermissionError",
+                        format!("{} refused us: {e}", self.address),
+                    )),
                 }
-                Ok(())
             }
         }
     }
@@ -777,35 +815,31 @@ fn schedule_flush(inner: &Arc<Inner>) {
     }
 }
 
-/// Asks a ZeroMQ server for the farcall format. A pyacq server answers
-/// with an error (unknown action), and then the client speaks msgpack.
-fn zmq_hello(socket: &zmq::Socket, fd: RawFd, deadline: Option<Instant>) -> Result<Format> {
-    let hello = protocol::request_frames(
+/// One handshake request over ZeroMQ (msgpack, which every server reads),
+/// waiting for its reply until `deadline`.
+fn zmq_handshake_call(
+    socket: &zmq::Socket,
+    fd: RawFd,
+    action: Action,
+    opts: Value,
+    deadline: Option<Instant>,
+) -> Result<Result<Value>> {
+    let request = protocol::request_frames(
         0,
-        Action::Hello,
+        action,
         ReturnType::Auto,
         Format::Msgpack,
-        &Value::None,
+        &opts,
         &mut crate::codec::NoExport,
     )?;
-    transport::zmq::send(socket, &hello)?;
+    transport::zmq::send(socket, &request)?;
     loop {
         while transport::zmq::readable(socket)? {
             let Some(frames) = transport::zmq::try_recv(socket)? else {
                 break;
             };
-            match Reply::parse(Format::Msgpack, &frames)? {
-                Reply::Return { req_id: 0, result } => {
-                    let farcall = result.is_ok_and(|v| {
-                        v.get("format").and_then(Value::as_str) == Some(Format::Farcall.name())
-                    });
-                    return Ok(if farcall {
-                        Format::Farcall
-                    } else {
-                        Format::Msgpack
-                    });
-                }
-                _ => continue,
+            if let Reply::Return { req_id: 0, result } = Reply::parse(Format::Msgpack, &frames)? {
+                return Ok(result);
             }
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -817,6 +851,34 @@ fn zmq_hello(socket: &zmq::Socket, fd: RawFd, deadline: Option<Instant>) -> Resu
             libc::POLLIN,
             Some(deadline.map_or(slice, |d| d.min(slice))),
         )?;
+    }
+}
+
+/// Reads one native hello message, waiting until `deadline`.
+fn read_hello(
+    reader: &mut FrameReader,
+    stream: &Stream,
+    deadline: Option<Instant>,
+) -> Result<Hello> {
+    loop {
+        match reader.next_message()? {
+            Some((Kind::Hello, frames)) => return Hello::parse(&frames),
+            Some(_) => return Err(Error::Protocol("expected a handshake message".into())),
+            None => {}
+        }
+        match reader.fill(stream.as_raw_fd())? {
+            Fill::Data => {}
+            Fill::Eof => {
+                return Err(Error::Disconnected(
+                    "the server closed the connection during the handshake".into(),
+                ))
+            }
+            Fill::WouldBlock => {
+                if !stream::wait_fd(stream.as_raw_fd(), libc::POLLIN, deadline)? {
+                    return Err(Error::Timeout(CONNECT_TIMEOUT));
+                }
+            }
+        }
     }
 }
 

@@ -7,16 +7,20 @@
 //! - [`codec`]: values to bytes (pyacq's msgpack and json, farcall's own).
 //! - [`protocol`]: requests and replies, parsed from frames in one place.
 //! - [`transport`]: moving frames (native Unix/TCP streams, ZeroMQ).
+//! - [`handshake`]: admitting a peer before any request runs, and
+//!   [`auth`]: the keys and proofs it uses.
 //! - [`server`]: hosts objects and answers requests.
 //! - [`client`]: sends requests and waits for replies.
 //! - [`proxy`]: a handle to a remote object.
 //! - [`object`]: what a server can host ([`RemoteObject`]).
 //! - [`spawn`]: starting a child process that serves ([`ProcessSpawner`]).
 
+pub mod auth;
 pub mod client;
 pub mod codec;
 pub mod convert;
 pub mod error;
+pub mod handshake;
 pub mod object;
 pub mod protocol;
 pub mod proxy;
@@ -30,6 +34,7 @@ pub use client::{Client, ClientOptions, Future};
 pub use convert::{Args, FromValue};
 pub use error::{Error, Result};
 pub use farcall_macros::remote;
+pub use handshake::Auth;
 pub use object::{object, BoundMethod, Hosted, Kwargs, Remote, RemoteFields, RemoteObject};
 pub use protocol::{ReturnType, SyncMode};
 pub use proxy::{Invoked, Proxy};

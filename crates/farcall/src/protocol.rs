@@ -38,8 +38,11 @@ pub enum Action {
     Ping,
     /// Close the server.
     Close,
-    /// farcall's connection handshake (format negotiation over ZeroMQ).
+    /// farcall's connection handshake over ZeroMQ: format negotiation and
+    /// the server's challenge.
     Hello,
+    /// farcall's handshake over ZeroMQ: the client's proof.
+    Auth,
 }
 
 impl Action {
@@ -55,6 +58,7 @@ impl Action {
             Action::Ping => "ping",
             Action::Close => "close",
             Action::Hello => "farcall_hello",
+            Action::Auth => "farcall_auth",
         }
     }
 
@@ -70,6 +74,7 @@ impl Action {
             b"ping" => Action::Ping,
             b"close" => Action::Close,
             b"farcall_hello" => Action::Hello,
+            b"farcall_auth" => Action::Auth,
             _ => return None,
         })
     }

@@ -24,6 +24,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::codec::{Exporter, Format};
 use crate::error::{Error, Result};
+use crate::handshake::{self, Auth, Gate, Hello, PeerState};
 use crate::object::{Kwargs, RemoteObject, ValueObject};
 use crate::protocol::{self, Action, Frames, Request, ReturnType};
 use crate::transport::stream::{self, FrameReader, Kind, Listener, Outgoing, Stream};
@@ -58,17 +59,31 @@ struct Timer {
 /// Options for binding a server.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
-    /// Largest message accepted from a peer, in bytes.
+    /// Largest message accepted from an admitted peer, in bytes.
     pub max_message: u64,
+    /// How peers authenticate (default: with this process's key).
+    pub auth: Auth,
+    /// Allow [`Auth::Open`] on an address other hosts can reach. Without
+    /// it, binding one unauthenticated is refused.
+    pub allow_unauthenticated_public: bool,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
             max_message: stream::DEFAULT_MAX_MESSAGE,
+            auth: Auth::ProcessKey,
+            allow_unauthenticated_public: false,
         }
     }
 }
+
+/// Largest message a peer may send before it is admitted: handshakes are
+/// small, and nobody unauthenticated gets to make us allocate more.
+const HANDSHAKE_MAX_MESSAGE: u64 = 4096;
+/// Most ZeroMQ peers kept mid-handshake; past it the oldest are forgotten
+/// (they can start again), so strangers cannot grow the table.
+const MAX_ZMQ_CHALLENGES: usize = 4096;
 
 /// A handle to a server. Cheap to clone; usable from any thread.
 #[derive(Clone)]
@@ -90,6 +105,10 @@ struct Shared {
     max_message: u64,
     /// True for a ZeroMQ endpoint (whose socket needs draining every poll).
     zmq: bool,
+    /// Who may send requests.
+    gate: Gate,
+    /// ZeroMQ peers' handshake state, by routing id.
+    zmq_admission: Mutex<HashMap<Bytes, PeerState>>,
 }
 
 struct Io {
@@ -112,7 +131,7 @@ struct Conn {
     stream: Stream,
     reader: FrameReader,
     out: Outgoing,
-    greeted: bool,
+    peer: PeerState,
     format: Format,
     wants_write: bool,
 }
@@ -137,10 +156,23 @@ impl Server {
     /// Binds `address` with explicit options.
     pub fn bind_with(address: &str, options: ServerOptions) -> Result<Server> {
         let parsed = Address::parse(address)?;
+        let gate = Gate::new(&options.auth)?;
+        if !gate.authenticates() {
+            if !parsed.is_local() && !options.allow_unauthenticated_public {
+                return Err(Error::exception(
+                    "PermissionError",
+                    format!(
+                        "refusing to serve {address} without authentication: other hosts \
+                         can reach it (allow_unauthenticated_public=True to insist)"
+                    ),
+                ));
+            }
+            log::warn!("serving {address} without authentication (auth=False)");
+        }
         let poll = Poll::new()?;
         let (endpoint, bound) = match &parsed {
             Address::Zmq(ep) => {
-                let (router, bound) = transport::zmq::bind_router(ep)?;
+                let (router, bound) = transport::zmq::bind_router(ep, options.max_message)?;
                 let fd = transport::zmq::poll_fd(&router.socket)?;
                 poll.registry()
                     .register(&mut SourceFd(&fd), ENDPOINT, Interest::READABLE)?;
@@ -179,6 +211,8 @@ impl Server {
             closed: AtomicBool::new(false),
             max_message: options.max_message,
             zmq: parsed.is_zmq(),
+            gate,
+            zmq_admission: Mutex::new(HashMap::new()),
         });
         Ok(Server { shared }.publish_self())
     }
@@ -431,9 +465,9 @@ impl Shared {
             }
             let conn = Conn {
                 stream,
-                reader: FrameReader::new(self.max_message),
+                reader: FrameReader::new(HANDSHAKE_MAX_MESSAGE),
                 out: Outgoing::default(),
-                greeted: false,
+                peer: PeerState::New,
                 format: Format::Farcall,
                 wants_write: false,
             };
@@ -479,14 +513,14 @@ impl Shared {
                 let Some(conn) = io.conns.get_mut(&token) else {
                     return handled;
                 };
-                let greeted = conn.greeted;
+                let admitted = conn.peer.admitted();
                 let next = read_message(conn);
                 if let Ok(None) = next {
                     // Replies to a batch of requests go out in one write.
                     self.flush_queued(&mut io, token);
                 }
                 match next {
-                    Ok(Some((kind, _))) if kind != Kind::Hello && !greeted => {
+                    Ok(Some((kind, _))) if kind != Kind::Hello && !admitted => {
                         log::warn!(
                             "a message before the handshake on {}; dropping",
                             self.address
@@ -520,24 +554,47 @@ impl Shared {
         }
     }
 
-    /// The connection handshake: the one place a connection is accepted
-    /// before any request on it runs.
+    /// The connection handshake (see `handshake`): the one place a
+    /// connection is admitted before any request on it runs.
     fn greet(&self, token: Token, frames: Frames) {
         let mut io = lock(&self.io);
         let Some(conn) = io.conns.get_mut(&token) else {
             return;
         };
-        if conn.greeted || frames.first().map(|f| &f[..]) != Some(HELLO_MAGIC) {
-            log::warn!("bad handshake on {}; dropping connection", self.address);
-            drop_conn(&mut io, token);
-            return;
+        let step = match (Hello::parse(&frames), &conn.peer) {
+            (Ok(Hello::Hello(nonce)), PeerState::New) => self
+                .gate
+                .challenge(&self.address, &nonce)
+                .map(|(challenge, state)| (Hello::Challenge(challenge), state)),
+            (Ok(Hello::Proof(proof)), state @ PeerState::Challenged { .. }) => {
+                if self.gate.admits(state, &proof) {
+                    Ok((Hello::Verdict(Ok(())), PeerState::Admitted))
+                } else {
+                    Err(Error::exception("PermissionError", "wrong key"))
+                }
+            }
+            (Ok(_), _) => Err(Error::Protocol("unexpected handshake message".into())),
+            (Err(e), _) => Err(e),
+        };
+        match step {
+            Ok((reply, state)) => {
+                if state.admitted() {
+                    conn.reader.set_max_message(self.max_message);
+                }
+                conn.peer = state;
+                self.queue(&mut io, token, Kind::Hello, reply.to_frames());
+            }
+            Err(e) => {
+                log::warn!(
+                    "handshake refused on {}: {e}; dropping connection",
+                    self.address
+                );
+                let denied = Hello::Verdict(Err(e.to_string()));
+                conn.out.push(Kind::Hello, denied.to_frames());
+                let _ = conn.out.flush(conn.stream.as_raw_fd());
+                drop_conn(&mut io, token);
+            }
         }
-        conn.greeted = true;
-        let reply = vec![
-            Bytes::from_static(HELLO_MAGIC),
-            Bytes::from(self.address.clone()),
-        ];
-        self.queue(&mut io, token, Kind::Hello, reply);
     }
 
     fn flush_conn(&self, token: Token) {
@@ -661,21 +718,6 @@ impl Shared {
     }
 }
 
-const HELLO_MAGIC: &[u8] = b"farcall/1";
-
-/// The hello frames a client sends first on a native connection.
-pub(crate) fn hello_frames() -> Frames {
-    vec![Bytes::from_static(HELLO_MAGIC)]
-}
-
-/// Checks a server's hello reply.
-pub(crate) fn check_hello(frames: &[Bytes]) -> Result<()> {
-    match frames.first() {
-        Some(magic) if &magic[..] == HELLO_MAGIC => Ok(()),
-        _ => Err(Error::Protocol("the peer is not a farcall server".into())),
-    }
-}
-
 fn read_message(conn: &mut Conn) -> Result<Option<(Kind, Frames)>> {
     loop {
         if let Some(m) = conn.reader.next_message()? {
@@ -715,7 +757,7 @@ impl Shared {
         };
         // An unknown serializer is answered in msgpack, pyacq's default.
         let (format, result) = match request.format() {
-            Ok(f) => (f, self.run(&request, f)),
+            Ok(f) => (f, self.admit_and_run(&peer, &request, f)),
             Err(e) => (Format::Msgpack, Err(e)),
         };
         let closing = matches!(request.action(), Ok(Action::Close)) && result.is_ok();
@@ -745,6 +787,60 @@ impl Shared {
             log::error!("cannot encode a reply on {}: {e}", self.address);
         }
         self.send(peer, format, frames.ok());
+    }
+
+    /// Runs a request if its peer is admitted; over ZeroMQ, the handshake
+    /// actions admit peers (a native connection is admitted by `greet`).
+    fn admit_and_run(&self, peer: &Peer, request: &Request, format: Format) -> Result<Value> {
+        let Peer::Zmq(identity) = peer else {
+            return self.run(request, format);
+        };
+        match request.action() {
+            Ok(Action::Hello) => {
+                let nonce = request.decode_opts(format).and_then(|opts| {
+                    handshake::opts_bytes(&opts, "nonce").or_else(|e| {
+                        // A pyacq-style hello with no nonce suits an open server.
+                        if self.gate.authenticates() {
+                            Err(e)
+                        } else {
+                            Ok(Bytes::new())
+                        }
+                    })
+                })?;
+                let (challenge, state) = self.gate.challenge(&self.address, &nonce)?;
+                let mut admission = lock(&self.zmq_admission);
+                if admission.len() >= MAX_ZMQ_CHALLENGES {
+                    admission.retain(|_, s| s.admitted());
+                }
+                admission.insert(identity.clone(), state);
+                Ok(handshake::challenge_value(&challenge))
+            }
+            Ok(Action::Auth) => {
+                let proof = handshake::opts_bytes(&request.decode_opts(format)?, "proof")?;
+                let mut admission = lock(&self.zmq_admission);
+                let state = admission.get(identity).cloned().unwrap_or_default();
+                if self.gate.admits(&state, &proof) {
+                    admission.insert(identity.clone(), PeerState::Admitted);
+                    Ok(Value::from("ok"))
+                } else {
+                    admission.remove(identity);
+                    log::warn!("a ZeroMQ peer of {} failed to authenticate", self.address);
+                    Err(Error::exception("PermissionError", "wrong key"))
+                }
+            }
+            _ if self.gate.authenticates()
+                && !lock(&self.zmq_admission)
+                    .get(identity)
+                    .is_some_and(PeerState::admitted) =>
+            {
+                Err(Error::exception(
+                    "PermissionError",
+                    "this server requires authentication: farcall clients do it when they \
+                     connect; pyacq clients need a server started with auth=False",
+                ))
+            }
+            _ => self.run(request, format),
+        }
     }
 
     fn run(&self, request: &Request, format: Format) -> Result<Value> {
@@ -806,10 +902,9 @@ impl Shared {
             }
             Action::Ping => Ok(Value::from("pong")),
             Action::Close => Ok(Value::Bool(true)),
-            Action::Hello => Ok(Value::map([
-                ("format", Value::from(Format::Farcall.name())),
-                ("version", Value::from(crate::VERSION)),
-            ])),
+            Action::Hello | Action::Auth => Err(Error::Protocol(
+                "handshake actions are for ZeroMQ peers; native connections say hello first".into(),
+            )),
         }
     }
 

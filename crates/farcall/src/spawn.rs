@@ -31,10 +31,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value as Json};
 
-use crate::client::Client;
+use crate::auth::{self, Key};
+use crate::client::{Client, ClientOptions};
 use crate::error::{Error, Result};
+use crate::handshake::Auth;
 use crate::protocol::{Action, ReturnType};
-use crate::server::Server;
+use crate::server::{Server, ServerOptions};
 use crate::transport::stream::wait_fd;
 use crate::value::Value;
 
@@ -76,6 +78,10 @@ pub struct SpawnOptions {
     pub start_timeout: Duration,
     /// Environment variables set for the child, on top of ours.
     pub env: Vec<(OsString, OsString)>,
+    /// The key the child's server requires (default: this process's key,
+    /// sent on the lifeline, never in arguments or the environment);
+    /// [`Auth::Open`] starts it without authentication.
+    pub auth: Auth,
 }
 
 impl SpawnOptions {
@@ -98,7 +104,14 @@ impl SpawnOptions {
             extra: Json::Object(Default::default()),
             start_timeout: DEFAULT_START_TIMEOUT,
             env: Vec::new(),
+            auth: Auth::ProcessKey,
         }
+    }
+
+    /// Sets how the child's server authenticates.
+    pub fn auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// Appends one argument.
@@ -219,10 +232,16 @@ impl ProcessSpawner {
             stderr: stderr.clone(),
         };
 
+        let key = match &options.auth {
+            Auth::ProcessKey => Some(auth::process_key()?),
+            Auth::Key(k) => Some(k.clone()),
+            Auth::Open => None,
+        };
         let config = json!({
             "address": options.address,
             "name": options.name,
             "parent_pid": std::process::id(),
+            "key": key.as_ref().map(|k| auth::encode_hex(k.as_bytes())),
             "extra": extra,
         });
         let mut line = serde_json::to_vec(&config)
@@ -249,7 +268,11 @@ impl ProcessSpawner {
             Ok(Reply::Error(text)) => return Err(starting.fail_reported(&text)),
             Err(e) => return Err(starting.fail(e)),
         };
-        let client = match Client::connect(&address) {
+        let client_options = ClientOptions {
+            auth: key.map_or(Auth::Open, Auth::Key),
+            ..ClientOptions::default()
+        };
+        let client = match Client::connect_with(&address, client_options) {
             Ok(c) => c,
             Err(e) => return Err(starting.fail(e)),
         };
@@ -681,6 +704,20 @@ pub struct ChildConfig {
     pub parent_pid: u32,
     /// The JSON object the parent passed as `extra` (`{}` by default).
     pub extra: Json,
+    /// The key to require, if the parent wants authentication (it is
+    /// also made this process's key by [`read_child_config`]).
+    pub key: Option<Key>,
+}
+
+impl ChildConfig {
+    /// How the child's server authenticates: with the parent's key, or not
+    /// at all if the parent asked for an open server.
+    pub fn server_auth(&self) -> Auth {
+        match &self.key {
+            Some(_) => Auth::ProcessKey,
+            None => Auth::Open,
+        }
+    }
 }
 
 /// True when stdin is a socket, as it is in a child started by a
@@ -729,7 +766,11 @@ pub fn read_child_config() -> Result<ChildConfig> {
             }
         }
     };
-    parse_config(&buf[..end])
+    let config = parse_config(&buf[..end])?;
+    if let Some(key) = &config.key {
+        auth::set_process_key(key.clone());
+    }
+    Ok(config)
 }
 
 fn parse_config(line: &[u8]) -> Result<ChildConfig> {
@@ -760,11 +801,21 @@ fn parse_config(line: &[u8]) -> Result<ChildConfig> {
         Some(e @ Json::Object(_)) => e.clone(),
         Some(_) => return Err(bad("extra is not an object")),
     };
+    let key = match map.get("key") {
+        None | Some(Json::Null) => None,
+        Some(Json::String(hex)) => Some(
+            auth::decode_hex(hex)
+                .and_then(|raw| Key::from_bytes(&raw).ok())
+                .ok_or_else(|| bad("key is not 64 hex digits"))?,
+        ),
+        Some(_) => return Err(bad("key is not a string")),
+    };
     Ok(ChildConfig {
         address,
         name,
         parent_pid,
         extra,
+        key,
     })
 }
 
@@ -850,7 +901,11 @@ pub fn serve_as_child(setup: impl FnOnce(&Server, &ChildConfig) -> Result<()>) -
             return Err(e);
         }
     };
-    let server = match Server::bind(&config.address).and_then(|server| {
+    let options = ServerOptions {
+        auth: config.server_auth(),
+        ..ServerOptions::default()
+    };
+    let server = match Server::bind_with(&config.address, options).and_then(|server| {
         setup(&server, &config)?;
         Ok(server)
     }) {

@@ -8,8 +8,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use farcall::client::ClientOptions;
 use farcall::protocol::{Action, Frames, ReturnType};
-use farcall::{Client, Error, Proxy, ProxyRef, Server, ServerOptions, Value};
+use farcall::{Auth, Client, Error, Proxy, ProxyRef, Server, ServerOptions, Value};
 
 #[farcall::remote]
 pub struct Counter {
@@ -560,7 +561,12 @@ fn reply_error(frames: &Frames) -> String {
 
 #[test]
 fn bad_requests_get_error_replies_over_zeromq() {
-    let running = serve("tcp://127.0.0.1:*");
+    // An open server (as for pyacq peers), so raw frames reach dispatch.
+    let open = ServerOptions {
+        auth: Auth::Open,
+        ..ServerOptions::default()
+    };
+    let running = serve_with("tcp://127.0.0.1:*", open);
     let addr = running.address();
     let reply = raw_zmq(&addr, &[b"1", b"explode", b"auto", b"msgpack", b""]).unwrap();
     assert!(reply_error(&reply).contains("Invalid RPC action 'explode'"));
@@ -578,7 +584,11 @@ fn bad_requests_get_error_replies_over_zeromq() {
         raw_zmq(&addr, &[b"garbage"]).is_none(),
         "no id: dropped, not answered"
     );
-    let client = Client::connect(&addr).unwrap();
+    let options = ClientOptions {
+        auth: Auth::Open,
+        ..ClientOptions::default()
+    };
+    let client = Client::connect_with(&addr, options).unwrap();
     assert_eq!(client.ping().unwrap(), Value::from("pong"));
 }
 
@@ -634,6 +644,7 @@ fn oversized_messages_are_refused() {
         "unix://*",
         ServerOptions {
             max_message: 1 << 20,
+            ..ServerOptions::default()
         },
     );
     let big = Client::connect(&running.address()).unwrap();

@@ -64,6 +64,19 @@ impl Address {
         matches!(self, Address::Zmq(_))
     }
 
+    /// True when only this machine can reach the address: Unix sockets,
+    /// `ipc://`, `inproc://`, and TCP on a loopback host.
+    pub fn is_local(&self) -> bool {
+        match self {
+            Address::Unix(_) => true,
+            Address::Tcp(hostport) => is_loopback_host(hostport),
+            Address::Zmq(ep) => match ep.strip_prefix("tcp://") {
+                Some(hostport) => is_loopback_host(hostport),
+                None => true,
+            },
+        }
+    }
+
     /// The address as a string, in the syntax `parse` reads.
     pub fn to_url(&self) -> String {
         match self {
@@ -72,6 +85,16 @@ impl Address {
             Address::Tcp(hp) => format!("{NATIVE_TCP}{hp}"),
         }
     }
+}
+
+/// True when `host:port` names a loopback host.
+fn is_loopback_host(hostport: &str) -> bool {
+    let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A fresh socket path in the per-user runtime directory (or the temp

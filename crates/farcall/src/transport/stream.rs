@@ -377,6 +377,11 @@ impl FrameReader {
         self.drained
     }
 
+    /// Changes the message size limit (raised once a peer is admitted).
+    pub fn set_max_message(&mut self, max_message: u64) {
+        self.max_message = max_message;
+    }
+
     /// Records that the socket became readable (a poll said so).
     pub fn mark_readable(&mut self) {
         self.drained = false;

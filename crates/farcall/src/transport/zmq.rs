@@ -35,7 +35,7 @@ pub struct Router {
 }
 
 /// Binds a ROUTER socket; returns it with the endpoint it really got.
-pub fn bind_router(endpoint: &str) -> Result<(Router, String)> {
+pub fn bind_router(endpoint: &str, max_message: u64) -> Result<(Router, String)> {
     let own_context = (!endpoint.starts_with("inproc://")).then(zmq::Context::new);
     let socket = own_context
         .as_ref()
@@ -44,6 +44,8 @@ pub fn bind_router(endpoint: &str) -> Result<(Router, String)> {
     // Let queued replies and notices out after close, but never hold the
     // process for long.
     socket.set_linger(1000)?;
+    // libzmq drops a peer that sends more, before we ever see the bytes.
+    socket.set_maxmsgsize(i64::try_from(max_message).unwrap_or(i64::MAX))?;
     socket.bind(endpoint)?;
     let bound = socket
         .get_last_endpoint()?
@@ -59,6 +61,11 @@ pub fn bind_router(endpoint: &str) -> Result<(Router, String)> {
 pub fn connect_dealer(endpoint: &str) -> Result<zmq::Socket> {
     let socket = context().socket(zmq::DEALER)?;
     socket.set_linger(0)?;
+    // A random routing id: the server admits a peer by it after the
+    // handshake, so it must not be guessable (libzmq's own are sequential).
+    let mut id = crate::auth::random::<16>()?;
+    id[0] |= 1; // ids starting with a zero byte are libzmq's
+    socket.set_identity(&id)?;
     socket.connect(endpoint)?;
     Ok(socket)
 }
