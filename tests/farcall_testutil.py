@@ -11,8 +11,8 @@ TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 class ThreadServer:
     """An RPCServer serving from a daemon thread."""
 
-    def __init__(self, address="unix://*"):
-        self.server = RPCServer(address)
+    def __init__(self, address="unix://*", **kwargs):
+        self.server = RPCServer(address, **kwargs)
         self.address = self.server.address
         self.ready = threading.Event()
         self.ident = None

@@ -1,5 +1,8 @@
 """pyacq wire compatibility, spoken with plain pyzmq + msgpack/json.
 
+pyacq peers cannot authenticate, so both sides opt in explicitly:
+``RPCServer(address, auth=False)`` and ``RPCClient(address, auth=False)``.
+
 A pyacq client is a DEALER sending ``[req_id, action, return_type,
 ser_type, opts]``; the server (a ROUTER) answers one serialized map
 ``{action: "return", req_id, rval, error}``. Proxies travel as maps tagged
@@ -84,7 +87,8 @@ class PyacqClient:
 
 @pytest.fixture(scope="module")
 def zmq_server():
-    ts = ThreadServer("tcp://127.0.0.1:*")
+    # pyacq peers cannot authenticate: talking to them is an explicit opt-in.
+    ts = ThreadServer("tcp://127.0.0.1:*", auth=False)
     assert ts.address.startswith("tcp://127.0.0.1:")
     ts["counter"] = Counter(5)
     ts["plain"] = [1, 2, 3]
@@ -368,7 +372,7 @@ def fake_server():
 
 def test_farcall_client_falls_back_to_msgpack(fake_server):
     def body():
-        c = RPCClient(fake_server.address)
+        c = RPCClient(fake_server.address, auth=False)
         try:
             assert c.serializer.type == "msgpack"
             assert c.ping() == "pong"
@@ -404,7 +408,7 @@ def test_farcall_client_falls_back_to_msgpack(fake_server):
 
 def test_farcall_client_releases_pyacq_proxies(fake_server):
     def body():
-        c = RPCClient(fake_server.address)
+        c = RPCClient(fake_server.address, auth=False)
         try:
             adder = c["adder"]
             assert adder.add(2, 2) == 4
@@ -422,7 +426,7 @@ def test_farcall_client_releases_pyacq_proxies(fake_server):
 
 def test_farcall_client_with_json_to_a_pyacq_server(fake_server):
     def body():
-        c = RPCClient(fake_server.address, serializer="json")
+        c = RPCClient(fake_server.address, serializer="json", auth=False)
         try:
             assert c.serializer.type == "json"
             assert c.ping() == "pong"
@@ -441,7 +445,7 @@ def test_farcall_client_to_pyacq_server_timeout(fake_server):
     """A pyacq server that never answers: the call times out, not hangs."""
 
     def body():
-        c = RPCClient(fake_server.address)
+        c = RPCClient(fake_server.address, auth=False)
         try:
             adder = c["adder"]
             fake_server.stop.set()  # stop answering
