@@ -136,13 +136,13 @@ impl<'py> Outgoing<'_, 'py> {
             date_value(obj.downcast::<PyDate>()?)?
         } else if let Some(np) = numpy_if_loaded(obj.py())? {
             if obj.get_type().is(np.ndarray(obj.py())) {
-                match array_value(obj)? {
+                match array_value(obj, false)? {
                     Some(v) => v,
                     None => return Ok(None),
                 }
             } else if obj.is_instance(np.generic(obj.py()))? {
                 let arr = np.module(obj.py()).call_method1("asarray", (obj,))?;
-                match array_value(&arr)? {
+                match array_value(&arr, true)? {
                     Some(v) => v,
                     None => return Ok(None),
                 }
@@ -185,7 +185,7 @@ impl<'py> Outgoing<'_, 'py> {
             if !obj.is_instance(np.ndarray(obj.py()))? {
                 return Ok(None);
             }
-            match array_value(obj)? {
+            match array_value(obj, false)? {
                 Some(v) => v,
                 None => return Ok(None),
             }
@@ -303,9 +303,10 @@ fn numpy(py: Python<'_>) -> PyResult<&Numpy> {
 /// Arrays of at least this many bytes are sent from their own memory.
 const PINNED_ARRAY_MIN: usize = 64 * 1024;
 
-/// An array by value: dtype, shape and C-ordered data. `None` for object
-/// arrays, which can only travel by proxy.
-fn array_value(arr: &Bound<'_, PyAny>) -> PyResult<Option<Value>> {
+/// An array by value: dtype, shape and C-ordered data (`scalar`: it
+/// stands for a numpy scalar). `None` for object arrays, which can only
+/// travel by proxy.
+fn array_value(arr: &Bound<'_, PyAny>, scalar: bool) -> PyResult<Option<Value>> {
     let dtype = arr.getattr("dtype")?;
     if dtype.getattr("hasobject")?.is_truthy()? {
         return Ok(None);
@@ -323,10 +324,11 @@ fn array_value(arr: &Bound<'_, PyAny>) -> PyResult<Option<Value>> {
         dtype: dtype_str,
         shape,
         data,
+        scalar,
     })))
 }
 
-/// A received array (or numpy scalar, for a 0-d array) over its buffer.
+/// A received array (or numpy scalar) over its buffer.
 fn array_object(py: Python<'_>, a: Array) -> PyResult<PyObject> {
     let np = numpy(py)?.module(py);
     // np.dtype parses the string; nothing is ever evaluated.
@@ -348,8 +350,7 @@ fn array_object(py: Python<'_>, a: Array) -> PyResult<PyObject> {
         np.call_method1("frombuffer", (buffer, dtype))?
             .call_method1("reshape", (shape,))?
     };
-    if a.shape.is_empty() {
-        // A 0-d array stands for a numpy scalar.
+    if a.scalar {
         return Ok(arr.get_item(PyTuple::empty(py))?.unbind());
     }
     Ok(arr.unbind())

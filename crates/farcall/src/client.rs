@@ -166,7 +166,13 @@ impl Client {
             reading: Mutex::new(()),
             driver_running: AtomicBool::new(false),
         };
-        inner.handshake(options.format, &options.auth)?;
+        inner
+            .handshake(options.format, &options.auth)
+            .map_err(|e| match e {
+                // The server went away mid-handshake (it closed, or died).
+                Error::Io(io) => Error::Disconnected(format!("cannot connect to {address}: {io}")),
+                other => other,
+            })?;
         Ok(Client {
             inner: Arc::new(inner),
         })
@@ -846,11 +852,7 @@ fn zmq_handshake_call(
             return Err(Error::Timeout(CONNECT_TIMEOUT));
         }
         let slice = Instant::now() + ZMQ_SLICE;
-        stream::wait_fd(
-            fd,
-            libc::POLLIN,
-            Some(deadline.map_or(slice, |d| d.min(slice))),
-        )?;
+        wait_serving(fd, Some(deadline.map_or(slice, |d| d.min(slice))))?;
     }
 }
 
@@ -863,6 +865,12 @@ fn read_hello(
     loop {
         match reader.next_message()? {
             Some((Kind::Hello, frames)) => return Hello::parse(&frames),
+            // The server's goodbye: it is closing.
+            Some((Kind::Reply, _)) => {
+                return Err(Error::Disconnected(
+                    "the server closed during the handshake".into(),
+                ))
+            }
             Some(_) => return Err(Error::Protocol("expected a handshake message".into())),
             None => {}
         }
@@ -874,11 +882,41 @@ fn read_hello(
                 ))
             }
             Fill::WouldBlock => {
-                if !stream::wait_fd(stream.as_raw_fd(), libc::POLLIN, deadline)? {
+                if !wait_serving(stream.as_raw_fd(), deadline)? {
                     return Err(Error::Timeout(CONNECT_TIMEOUT));
                 }
             }
         }
+    }
+}
+
+/// Waits until `fd` is readable or `deadline` passes (false), serving
+/// this thread's server meanwhile: a client connecting to the server of
+/// its own thread (`RPCServer.local_client()`) must not wait on itself.
+fn wait_serving(fd: RawFd, deadline: Option<Instant>) -> Result<bool> {
+    loop {
+        let Some(server) = Server::current() else {
+            return stream::wait_fd(fd, libc::POLLIN, deadline);
+        };
+        let mut fds = [
+            libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: server.poll_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        if stream::poll_fds(&mut fds, deadline)? == 0 {
+            return Ok(false);
+        }
+        if fds[0].revents != 0 {
+            return Ok(true);
+        }
+        server.poll_once(Some(Duration::ZERO))?;
     }
 }
 

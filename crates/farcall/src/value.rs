@@ -87,6 +87,9 @@ pub struct Array {
     pub shape: Vec<usize>,
     /// The elements, C order, `shape.product() * itemsize` bytes.
     pub data: Bytes,
+    /// A numpy scalar (`np.float32(1.5)`) rather than an array; its shape
+    /// is empty. A 0-d array has an empty shape too, and this false.
+    pub scalar: bool,
 }
 
 /// What a proxy carries: where the object lives and which one it is.

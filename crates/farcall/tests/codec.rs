@@ -94,6 +94,7 @@ fn f64_array() -> Value {
         dtype: "float64".into(),
         shape: vec![2],
         data: data.into(),
+        scalar: false,
     })
 }
 
@@ -106,6 +107,7 @@ fn i32_array() -> Value {
         dtype: "int32".into(),
         shape: vec![2, 2],
         data: data.into(),
+        scalar: false,
     })
 }
 
@@ -587,6 +589,7 @@ fn every_variant() -> Vec<Value> {
             dtype: "<U2".into(),
             shape: vec![],
             data: Bytes::from_static(&[0; 8]),
+            scalar: false,
         }),
         proxy(),
         Value::Proxy(ProxyRef {
@@ -684,6 +687,7 @@ fn out_of_band_buffers_are_zero_copy() {
         dtype: "uint8".into(),
         shape: vec![64 << 20],
         data: big.clone(),
+        scalar: false,
     });
     let value = tuple(vec![Value::Bytes(big.clone()), array, bytes(b"small")]);
     let encoded = encode(Format::Farcall, &value, &mut NoExport).unwrap();
@@ -882,6 +886,7 @@ fn invalid_values_are_refused_on_encode() {
         dtype: "float64".into(),
         shape: vec![3],
         data: Bytes::from_static(&[0; 8]),
+        scalar: false,
     });
     let bad_date = Value::Date(Date {
         year: 2023,

@@ -291,6 +291,7 @@ fn dates_arrays_and_proxies_read_as_strings_and_maps() {
         dtype: "uint8".into(),
         shape: vec![1, 3],
         data: Bytes::from_static(&[4, 5, 6]),
+        scalar: false,
     };
     let a: ArrayFields = from_value(Value::Array(array)).unwrap();
     assert_eq!(

@@ -543,7 +543,12 @@ pub(super) fn shape_from(v: &Value) -> Result<Vec<usize>> {
 /// Builds an array, checking the data length against dtype and shape.
 pub(super) fn array(dtype: String, shape: Vec<usize>, data: Bytes) -> Result<Array> {
     check_array(&dtype, &shape, data.len())?;
-    Ok(Array { dtype, shape, data })
+    Ok(Array {
+        dtype,
+        shape,
+        data,
+        scalar: false,
+    })
 }
 
 /// Fails when `len` bytes cannot hold `shape` elements of `dtype`

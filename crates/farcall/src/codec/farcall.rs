@@ -12,6 +12,7 @@
 //! | 4   | proxy    | `[rpc_addr, obj_id, ref_id, type_str, [attributes...]]`  |
 //! | 5   | ndarray  | `[dtype, [shape...], data]`, data a bin or buffer index  |
 //! | 6   | bytes    | a buffer index (an unsigned int)                         |
+//! | 7   | scalar   | a numpy scalar: as ndarray, with an empty shape          |
 //!
 //! Bytes and array data of [`OUT_OF_BAND_MIN`] bytes or more are not copied
 //! into the body: the `Bytes` is pushed to [`Encoded::buffers`] (sharing
@@ -38,6 +39,7 @@ const EXT_DATE: i8 = 3;
 const EXT_PROXY: i8 = 4;
 const EXT_NDARRAY: i8 = 5;
 const EXT_BUFFER: i8 = 6;
+const EXT_SCALAR: i8 = 7;
 
 /// Encodes `value`; large buffers go to [`Encoded::buffers`] uncopied.
 pub fn encode(value: &Value, exporter: &mut dyn Exporter) -> Result<Encoded> {
@@ -100,6 +102,7 @@ impl EncodeValue for Encoder<'_> {
                 out.extend_from_slice(&[0xd6, EXT_DATE as u8]);
                 out.extend_from_slice(&pack_date(d).to_be_bytes());
             }
+            Value::Array(a) if a.scalar => self.ext(EXT_SCALAR, |e| e.array(a))?,
             Value::Array(a) => self.ext(EXT_NDARRAY, |e| e.array(a))?,
             Value::Proxy(p) => self.ext(EXT_PROXY, |e| e.proxy(p))?,
             Value::Object(obj) => {
@@ -215,7 +218,7 @@ impl Dialect for Farcall<'_> {
                 unpack_datetime(bits).map(Value::DateTime)
             }
             EXT_DATE => unpack_date(u32::from_be_bytes(r.take_fixed(len)?)).map(Value::Date),
-            EXT_TUPLE | EXT_PROXY | EXT_NDARRAY | EXT_BUFFER => {
+            EXT_TUPLE | EXT_PROXY | EXT_NDARRAY | EXT_SCALAR | EXT_BUFFER => {
                 // The payload is a wrapper, not a level of nesting: a
                 // tuple's items sit one level below the tuple.
                 let payload = r.within(len, |r| r.value(self, depth))?;
@@ -223,6 +226,7 @@ impl Dialect for Farcall<'_> {
                     EXT_TUPLE => tuple(payload),
                     EXT_PROXY => proxy(payload),
                     EXT_NDARRAY => self.array(payload),
+                    EXT_SCALAR => self.array(payload).and_then(scalar),
                     _ => self.data(&payload).map(Value::Bytes),
                 }
             }
@@ -267,6 +271,14 @@ impl Farcall<'_> {
         };
         let data = self.data(&data)?;
         array(dtype, shape_from(&shape)?, data).map(Value::Array)
+    }
+}
+
+/// Marks a decoded array as a numpy scalar (which has no dimensions).
+fn scalar(v: Value) -> Result<Value> {
+    match v {
+        Value::Array(a) if a.shape.is_empty() => Ok(Value::Array(Array { scalar: true, ..a })),
+        _ => err("a numpy scalar with dimensions"),
     }
 }
 
