@@ -14,6 +14,7 @@
 //! - [`proxy`]: a handle to a remote object.
 //! - [`object`]: what a server can host ([`RemoteObject`]).
 //! - [`spawn`]: starting a child process that serves ([`ProcessSpawner`]).
+//! - [`log`]: log records of many processes in one place ([`LogServer`], [`LogSender`]).
 
 pub mod auth;
 pub mod client;
@@ -21,6 +22,7 @@ pub mod codec;
 pub mod convert;
 pub mod error;
 pub mod handshake;
+pub mod log;
 pub mod object;
 pub mod protocol;
 pub mod proxy;
@@ -35,6 +37,7 @@ pub use convert::{Args, FromValue};
 pub use error::{Error, Result};
 pub use farcall_macros::remote;
 pub use handshake::Auth;
+pub use log::{LogSender, LogServer};
 pub use object::{object, BoundMethod, Hosted, Kwargs, Remote, RemoteFields, RemoteObject};
 pub use protocol::{ReturnType, SyncMode};
 pub use proxy::{Invoked, Proxy};

@@ -682,10 +682,14 @@ impl LogSender {
         self.shared.dropped.load(Ordering::Relaxed)
     }
 
-    /// Records waiting in the queue now.
+    /// Records waiting in the queue now (at most the capacity, plus the one
+    /// the thread is sending).
     pub fn queued(&self) -> u64 {
         let handled = lock(&self.shared.progress).0;
-        self.shared.enqueued.load(Ordering::Relaxed).saturating_sub(handled)
+        self.shared
+            .enqueued
+            .load(Ordering::Relaxed)
+            .saturating_sub(handled)
     }
 
     /// Waits until every record queued before the call is sent or dropped,
@@ -778,6 +782,7 @@ fn run_sender(
     shared: &Shared,
 ) {
     let mut stuck_since: Option<Instant> = None;
+    let mut warned = false;
     loop {
         let closing = shared.closing.load(Ordering::Relaxed);
         let record = if closing {
@@ -798,15 +803,18 @@ fn run_sender(
             match socket.send(&bytes[..], zmq::DONTWAIT) {
                 Ok(()) => {
                     shared.sent.fetch_add(1, Ordering::Relaxed);
-                    if let Some(since) = stuck_since.take() {
-                        if since.elapsed() > Duration::from_secs(1) {
-                            note("the log server is reachable again");
-                        }
+                    if stuck_since.take().is_some() && warned {
+                        warned = false;
+                        note("the log server takes records again");
                     }
                     break;
                 }
                 Err(zmq::Error::EAGAIN) => {
                     let since = *stuck_since.get_or_insert_with(Instant::now);
+                    if !warned && since.elapsed() > Duration::from_secs(1) {
+                        warned = true;
+                        note("the log server takes no records; queueing, then dropping");
+                    }
                     let past_deadline = shared
                         .closing
                         .load(Ordering::Relaxed)
@@ -818,7 +826,6 @@ fn run_sender(
                         break;
                     }
                     let _ = zmq::poll(&mut [socket.as_poll_item(zmq::POLLOUT)], 100);
-                    let _ = since;
                 }
                 Err(e) => {
                     shared.dropped.fetch_add(1, Ordering::Relaxed);
@@ -836,9 +843,9 @@ fn run_sender(
     }
     // Let what ZeroMQ holds leave before the deadline: terminating the
     // context waits for it (bounded by the linger time).
-    let left = shared
-        .deadline()
-        .map_or(Duration::ZERO, |d| d.saturating_duration_since(Instant::now()));
+    let left = shared.deadline().map_or(Duration::ZERO, |d| {
+        d.saturating_duration_since(Instant::now())
+    });
     let _ = socket.set_linger(left.as_millis().min(i32::MAX as u128) as i32);
     drop(socket);
     drop(context);
@@ -1066,14 +1073,19 @@ static CAPTURE: Mutex<Option<StdioCapture>> = Mutex::new(None);
 /// captures stdout and stderr. True when logs are forwarded. Call
 /// [`shutdown`] before the process exits so the last records leave.
 pub fn init_child(config: &ChildConfig) -> Result<bool> {
-    if let Some(name) = &config.name {
+    init_forwarding(config.name.as_deref(), &config.extra)
+}
+
+/// [`init_child`] from its parts: the child's name and the `extra` object
+/// (`log_addr`, `log_level`) of its spawn configuration.
+pub fn init_forwarding(name: Option<&str>, extra: &Json) -> Result<bool> {
+    if let Some(name) = name {
         set_process_name(name);
     }
-    let Some(address) = config.extra.get("log_addr").and_then(Json::as_str) else {
+    let Some(address) = extra.get("log_addr").and_then(Json::as_str) else {
         return Ok(false);
     };
-    let levelno = config
-        .extra
+    let levelno = extra
         .get("log_level")
         .and_then(parse_level)
         .unwrap_or(level::INFO);
@@ -1162,7 +1174,8 @@ fn capture_fd(fd: RawFd, stream: &str, levelno: i64, sender: Arc<LogSender>) -> 
     let mut ends = [0 as libc::c_int; 2];
     // SAFETY: pipe2 fills two descriptors that we then own.
     cvt(unsafe { libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(ends[0]), OwnedFd::from_raw_fd(ends[1])) };
     // SAFETY: duplicating a descriptor we were given; the copy is ours.
     let saved = cvt(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) })?;
     let saved = unsafe { OwnedFd::from_raw_fd(saved) };
