@@ -628,3 +628,58 @@ def test_a_sync_call_runs_no_python_function_of_farcall(child, helpers):
         sys.setprofile(None)
     assert result == 3
     assert len(calls) <= 1, calls
+
+
+# ---- more edge cases ----------------------------------------------------------------
+
+
+def test_delattr_removes_the_remote_attribute(child, helpers):
+    c = helpers.Counter()
+    c.extra = 1
+    assert c.extra._undefer() == 1
+    del c.extra
+    with pytest.raises(RemoteCallException) as info:
+        c.extra._undefer()
+    assert info.value.type_str == "AttributeError"
+
+
+def test_values_that_cannot_travel_are_refused_locally(child, helpers):
+    loop = []
+    loop.append(loop)
+    with pytest.raises(ValueError):
+        helpers.echo(loop)
+    with pytest.raises(OverflowError):
+        helpers.echo(2**64)
+    # Nothing broke.
+    assert helpers.echo([1]) == [1]
+
+
+def test_datetimes_travel_by_copy(child, helpers):
+    import datetime
+
+    dt = datetime.datetime(2024, 2, 29, 23, 59, 58, 999999)
+    d = datetime.date(1, 1, 1)
+    assert helpers.echo(dt) == dt and type(helpers.echo(dt)) is datetime.datetime
+    assert helpers.echo(d) == d and type(helpers.echo(d)) is datetime.date
+    assert helpers.type_names(dt, d) == ["datetime", "date"]
+
+
+def test_a_proxy_from_a_zmq_child_reaches_a_native_child(fresh_child, child2, helpers2):
+    zmq_child = fresh_child(address="tcp://127.0.0.1:*")
+    h = import_helpers(zmq_child.client)
+    counter = h.Counter(7)
+    assert counter._rpc_addr.startswith("tcp://")
+    assert helpers2.call(counter.add, 2, 3) == 5
+    assert helpers2.call_method(counter, "incr", 1) == 8
+    assert counter.get() == 8
+
+
+def test_proxy_returned_by_a_third_process_is_usable_here(child, child2, helpers, helpers2):
+    """B hands back a proxy to A's object that it received: we get a proxy
+    to A's object (same identity), not a proxy to a proxy."""
+    a_counter = helpers.Counter(3)
+    back = helpers2.echo(a_counter)
+    assert isinstance(back, ObjectProxy)
+    assert back._rpc_addr == child.address
+    assert back == a_counter
+    assert back.get() == 3

@@ -87,6 +87,11 @@ def test_get_proxy_and_unwrap_proxy(thread_server):
 
 def test_unwrap_proxy_of_another_server_fails(thread_server, child, helpers):
     foreign = helpers.Counter()
+    # Make sure this server has an object under the same id as the foreign
+    # one: only the address tells them apart.
+    mine = [Counter(i) for i in range(foreign._obj_id + 5)]
+    local_proxies = [thread_server.server.get_proxy(o) for o in mine]
+    assert foreign._obj_id in {p._obj_id for p in local_proxies}
     with pytest.raises(Exception):
         thread_server.server.unwrap_proxy(foreign)
 
@@ -568,3 +573,33 @@ def test_gil_released_while_a_thread_server_runs(thread_server):
     client = RPCClient.get_client(thread_server.address)
     assert client["slow"]() == "slow"
     gc.collect()
+
+
+def test_send_with_a_timeout(child):
+    time_ = child.client._import("time")
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError):
+        child.client.call_obj(time_.sleep, [1.0], timeout=0.2)
+    assert time.monotonic() - t0 < 0.9
+    assert child.client.send("ping", timeout=10) == "pong"
+    assert child.client.ping() == "pong"
+
+
+def test_reentrant_argument_is_accepted(make_thread_server):
+    ts = make_thread_server()
+
+    def body():
+        return RPCClient(ts.address, reentrant=False).ping()
+
+    assert run_in_thread(body) == "pong"
+
+
+def test_farcall_zmq_server_negotiates_the_farcall_format(make_thread_server):
+    ts = make_thread_server("tcp://127.0.0.1:*")
+    ts["make_tuple"] = lambda: (1, (2,))
+
+    def body():
+        c = RPCClient(ts.address)
+        return c.serializer.type, c["make_tuple"]()
+
+    assert run_in_thread(body) == ("farcall", (1, (2,)))
