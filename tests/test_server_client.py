@@ -315,6 +315,25 @@ def test_client_delete(child, helpers):
     assert info.value.type_str == "KeyError"
 
 
+def test_client_delete_then_collect_sends_no_second_release(fresh_child, capfd):
+    """After client.delete(proxy) the proxy's own release (auto-delete on
+    collection) must not release the reference a second time; the child
+    would log the failed one-way delete on its stderr (forwarded here)."""
+    proc = fresh_child()
+    h = import_helpers(proc.client)
+    for _ in range(3):
+        c = h.Counter()
+        proc.client.delete(c)
+        del c
+        gc.collect()
+    proc.client.ping()
+    time.sleep(0.3)
+    proc.client.ping()
+    proc.stop()
+    err = capfd.readouterr().err
+    assert "Invalid proxy object ID" not in err, err
+
+
 def test_ping_and_ensure_connection(child):
     assert child.client.ping() == "pong"
     assert child.client.ensure_connection() is None
