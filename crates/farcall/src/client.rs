@@ -76,6 +76,8 @@ enum Conn {
     Zmq {
         socket: Mutex<zmq::Socket>,
         fd: RawFd,
+        /// Tells when the connection drops (see `transport::zmq::Dealer`).
+        monitor: Mutex<zmq::Socket>,
     },
 }
 
@@ -134,11 +136,12 @@ impl Client {
         let parsed = Address::parse(address)?;
         let conn = match &parsed {
             Address::Zmq(ep) => {
-                let socket = transport::zmq::connect_dealer(ep)?;
-                let fd = transport::zmq::poll_fd(&socket)?;
+                let dealer = transport::zmq::connect_dealer(ep)?;
+                let fd = transport::zmq::poll_fd(&dealer.socket)?;
                 Conn::Zmq {
-                    socket: Mutex::new(socket),
+                    socket: Mutex::new(dealer.socket),
                     fd,
+                    monitor: Mutex::new(dealer.monitor),
                 }
             }
             native => {
@@ -448,7 +451,7 @@ impl Inner {
                     _ => Err(Error::Protocol("expected the server's verdict".into())),
                 }
             }
-            Conn::Zmq { socket, fd } => {
+            Conn::Zmq { socket, fd, .. } => {
                 let socket = lock(socket);
                 let nonce = Value::Bytes(Bytes::copy_from_slice(hs.nonce()));
                 let hello = zmq_handshake_call(
@@ -674,9 +677,18 @@ impl Inner {
                         }
                     }
                 }
-                Conn::Zmq { socket, .. } => {
+                Conn::Zmq {
+                    socket, monitor, ..
+                } => {
                     let socket = lock(socket);
                     if !transport::zmq::readable(&socket)? {
+                        drop(socket);
+                        // Replies first: a server that answered and then
+                        // closed has still answered.
+                        if transport::zmq::dropped(&lock(monitor))? {
+                            self.fail_all(format!("connection to {} lost", self.address));
+                            return Ok(delivered + 1);
+                        }
                         return Ok(delivered);
                     }
                     match transport::zmq::try_recv(&socket)? {

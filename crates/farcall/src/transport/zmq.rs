@@ -6,6 +6,7 @@
 //! `ZMQ_EVENTS` must be checked again before sleeping on the descriptor.
 
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use bytes::Bytes;
@@ -44,6 +45,8 @@ pub fn bind_router(endpoint: &str, max_message: u64) -> Result<(Router, String)>
     // Let queued replies and notices out after close, but never hold the
     // process for long.
     socket.set_linger(1000)?;
+    socket.set_heartbeat_ivl(HEARTBEAT_IVL_MS)?;
+    socket.set_heartbeat_timeout(HEARTBEAT_TIMEOUT_MS)?;
     // libzmq drops a peer that sends more, before we ever see the bytes.
     socket.set_maxmsgsize(i64::try_from(max_message).unwrap_or(i64::MAX))?;
     socket.bind(endpoint)?;
@@ -57,17 +60,63 @@ pub fn bind_router(endpoint: &str, max_message: u64) -> Result<(Router, String)>
     Ok((router, bound))
 }
 
+/// libzmq pings a silent peer this often (ms) ...
+const HEARTBEAT_IVL_MS: i32 = 1000;
+/// ... and drops the connection when no answer comes within this (ms).
+const HEARTBEAT_TIMEOUT_MS: i32 = 5000;
+
+/// A DEALER socket connected to a server, and a monitor that reports when
+/// the connection drops (the server closed or died, or stopped answering
+/// heartbeats): libzmq would otherwise reconnect silently and leave calls
+/// waiting for their timeout.
+pub struct Dealer {
+    /// The socket requests and replies go through.
+    pub socket: zmq::Socket,
+    /// Receives libzmq's `DISCONNECTED` events for `socket`.
+    pub monitor: zmq::Socket,
+}
+
 /// Connects a DEALER socket to `endpoint`.
-pub fn connect_dealer(endpoint: &str) -> Result<zmq::Socket> {
+pub fn connect_dealer(endpoint: &str) -> Result<Dealer> {
+    static NEXT_MONITOR: AtomicU64 = AtomicU64::new(0);
     let socket = context().socket(zmq::DEALER)?;
     socket.set_linger(0)?;
+    socket.set_heartbeat_ivl(HEARTBEAT_IVL_MS)?;
+    socket.set_heartbeat_timeout(HEARTBEAT_TIMEOUT_MS)?;
     // A random routing id: the server admits a peer by it after the
     // handshake, so it must not be guessable (libzmq's own are sequential).
     let mut id = crate::auth::random::<16>()?;
     id[0] |= 1; // ids starting with a zero byte are libzmq's
     socket.set_identity(&id)?;
+    let monitor_endpoint = format!(
+        "inproc://farcall-monitor-{}-{}",
+        std::process::id(),
+        NEXT_MONITOR.fetch_add(1, Ordering::Relaxed)
+    );
+    socket.monitor(&monitor_endpoint, zmq::SocketEvent::DISCONNECTED as i32)?;
+    let monitor = context().socket(zmq::PAIR)?;
+    monitor.set_linger(0)?;
+    monitor.connect(&monitor_endpoint)?;
     socket.connect(endpoint)?;
-    Ok(socket)
+    Ok(Dealer { socket, monitor })
+}
+
+/// True when the monitor has reported that the connection dropped
+/// (reads the events waiting, never blocks).
+pub fn dropped(monitor: &zmq::Socket) -> Result<bool> {
+    let mut dropped = false;
+    while readable(monitor)? {
+        let Some(event) = try_recv(monitor)? else {
+            break;
+        };
+        // Frame 0: u16 event id, u32 value (little-endian); frame 1: endpoint.
+        let id = event
+            .first()
+            .filter(|f| f.len() >= 2)
+            .map(|f| u16::from_le_bytes([f[0], f[1]]));
+        dropped |= id == Some(zmq::SocketEvent::DISCONNECTED as u16);
+    }
+    Ok(dropped)
 }
 
 /// The descriptor to poll for a socket's readiness.
