@@ -458,3 +458,38 @@ def test_farcall_client_to_pyacq_server_timeout(fake_server):
             c.close()
 
     assert run_in_thread(body) < 3.0
+
+
+def test_a_silent_server_does_not_stall_other_releases(fake_server, fresh_child):
+    """Dropping a proxy of a server that stopped answering must not hold
+    up the release of other servers' proxies (releases are queued and sent
+    by the I/O side, with timeouts; one stalled peer must not block the
+    rest)."""
+    from farcall_testutil import import_helpers
+
+    proc = fresh_child()
+    h = import_helpers(proc.client)
+    server = proc.client["self"]
+    gc.collect()
+    server.object_count()
+    base = server.object_count()
+
+    def body():
+        c = RPCClient(fake_server.address, auth=False)
+        adder = c["adder"]
+        fake_server.stop.set()  # the pyacq server stops answering
+        fake_server.thread.join(10)
+        del adder
+        gc.collect()
+        return True
+
+    assert run_in_thread(body)
+    objs = [h.Counter(i) for i in range(10)]
+    assert server.object_count() >= base + 10
+    del objs
+    gc.collect()
+    t0 = time.monotonic()
+    released = wait_until(lambda: server.object_count() <= base, timeout=15)
+    elapsed = time.monotonic() - t0
+    assert released
+    assert elapsed < 2.0, f"releases to a healthy server waited {elapsed:.1f} s"

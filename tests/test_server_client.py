@@ -19,7 +19,7 @@ from farcall import (
     RPCServer,
 )
 from farcall_test_helpers import Counter
-from farcall_testutil import import_helpers, run_in_thread
+from farcall_testutil import import_helpers, run_in_thread, wait_until
 
 
 # ---- publishing ----------------------------------------------------------------
@@ -85,15 +85,16 @@ def test_get_proxy_and_unwrap_proxy(thread_server):
     assert counter.value == 3
 
 
-def test_unwrap_proxy_of_another_server_fails(thread_server, child, helpers):
+def test_unwrap_proxy_of_another_server_fails(make_thread_server, child, helpers):
+    ts = make_thread_server()
     foreign = helpers.Counter()
     # Make sure this server has an object under the same id as the foreign
     # one: only the address tells them apart.
     mine = [Counter(i) for i in range(foreign._obj_id + 5)]
-    local_proxies = [thread_server.server.get_proxy(o) for o in mine]
+    local_proxies = [ts.server.get_proxy(o) for o in mine]
     assert foreign._obj_id in {p._obj_id for p in local_proxies}
     with pytest.raises(Exception):
-        thread_server.server.unwrap_proxy(foreign)
+        ts.server.unwrap_proxy(foreign)
 
 
 def test_get_server_and_local_client(thread_server):
@@ -321,13 +322,19 @@ def test_client_delete_then_collect_sends_no_second_release(fresh_child, capfd):
     would log the failed one-way delete on its stderr (forwarded here)."""
     proc = fresh_child()
     h = import_helpers(proc.client)
+    server = proc.client["self"]
     for _ in range(3):
         c = h.Counter()
         proc.client.delete(c)
         del c
         gc.collect()
-    proc.client.ping()
-    time.sleep(0.3)
+    # Releases are sent in order by one queue: once a later one has been
+    # served, the earlier ones have been too.
+    sentinel = h.Counter()
+    count = server.object_count()
+    del sentinel
+    gc.collect()
+    assert wait_until(lambda: server.object_count() < count, timeout=10)
     proc.client.ping()
     proc.stop()
     err = capfd.readouterr().err
