@@ -13,6 +13,6 @@ echo "== python package"
 bash scripts/setup.sh
 echo "== python type stubs"
 (cd /tmp && "$OLDPWD/.venv/bin/python" -m mypy.stubtest farcall._native farcall.errors \
-    farcall.serializer --allowlist "$OLDPWD/python/stubtest-allowlist.txt")
+    farcall.serializer farcall.log --allowlist "$OLDPWD/python/stubtest-allowlist.txt")
 echo "== pytest"
 .venv/bin/python -m pytest -q tests

@@ -18,6 +18,7 @@ mod convert;
 mod errors;
 mod future;
 mod host;
+mod log;
 mod proxy;
 mod server;
 mod spawn;
@@ -79,5 +80,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode, m)?)?;
     m.add_function(wrap_pyfunction!(decode, m)?)?;
     spawn::add_functions(m)?;
+    log::register(m)?;
     Ok(())
 }

@@ -1,0 +1,630 @@
+"""Log records of many processes in one place (pyacq's ``pyacq.core.rpc.log``).
+
+Records travel on their own ZeroMQ channel, never as RPC calls: a
+:class:`LogSender` (a ``logging.Handler``) queues them and a Rust thread sends
+them, so logging never blocks; a :class:`LogServer` receives them from any
+number of processes and hands them to a Python logger as real
+``logging.LogRecord`` objects carrying ``host_name``, ``process_name`` and
+``thread_name``::
+
+    import logging
+    from farcall import ProcessSpawner
+    from farcall.log import RPCLogHandler, start_log_server
+
+    logger = logging.getLogger()
+    logger.setLevel(logging.INFO)
+    logger.addHandler(RPCLogHandler())      # time-sorted, coloured by source
+    start_log_server(logger)
+    child = ProcessSpawner(name="camera")   # its records, prints and crashes arrive here
+
+The record format (json, pyacq's field names) is in docs/protocol.md; the
+guide is docs/logging.md.
+"""
+
+from __future__ import annotations
+
+import atexit
+import heapq
+import itertools
+import logging
+import os
+import sys
+import threading
+import time
+import weakref
+from types import TracebackType
+from typing import IO, Any, Dict, List, Optional, Tuple, Type, Union
+
+from . import _native
+
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "LogSender",
+    "LogServer",
+    "RPCLogHandler",
+    "get_host_name",
+    "get_logger_address",
+    "get_process_name",
+    "get_thread_name",
+    "log_exceptions",
+    "set_host_name",
+    "set_logger_address",
+    "set_process_name",
+    "set_thread_name",
+    "start_log_server",
+]
+
+#: Where a log server binds when given no address: loopback, a free port.
+DEFAULT_ADDRESS = "tcp://127.0.0.1:*"
+
+# ---- names ------------------------------------------------------------------
+
+
+def set_host_name(name: str) -> None:
+    """Sets the name of this host used in log records (default: the host name)."""
+    _native._log_set_host_name(name)
+
+
+def get_host_name() -> str:
+    """Returns the name of this host used in log records."""
+    return _native._log_get_host_name()
+
+
+def set_process_name(name: str) -> None:
+    """Sets the name of this process used in log records (default ``process-<pid>``)."""
+    _native._log_set_process_name(name)
+
+
+def get_process_name() -> str:
+    """Returns the name of this process used in log records."""
+    return _native._log_get_process_name()
+
+
+def set_thread_name(name: str, tid: Optional[int] = None) -> None:
+    """Sets the name of thread ``tid`` (default: this thread) used in log records."""
+    _native._log_set_thread_name(name, threading.get_ident() if tid is None else tid)
+
+
+def get_thread_name(tid: Optional[int] = None) -> str:
+    """Returns the name of thread ``tid`` (default: this thread) used in log records.
+
+    A name set with :func:`set_thread_name`, else the ``threading`` name of a
+    live thread, else ``thread-<tid in hex>`` (as in pyacq).
+    """
+    if tid is None:
+        tid = threading.get_ident()
+    name = _native._log_get_thread_name(tid)
+    if name is not None:
+        return name
+    for thread in threading.enumerate():
+        if thread.ident == tid:
+            return thread.name
+    return "thread-%x" % tid
+
+
+# ---- sending ----------------------------------------------------------------
+
+_guard = threading.local()
+_exc_formatter = logging.Formatter()
+_senders: "weakref.WeakSet[LogSender]" = weakref.WeakSet()
+
+
+class LogSender(logging.Handler):
+    """A logging handler that forwards records to a :class:`LogServer`.
+
+    ``emit`` formats the message and queues the record; a Rust thread encodes
+    and sends it. It never blocks: when ``capacity`` records are waiting (a
+    slow or vanished server) new ones are dropped and counted in
+    :attr:`dropped`. A record logged while the sender itself is at work (by a
+    ``__str__`` that logs, say) is not sent again. ``logger`` (a logger or a
+    name; ``''`` is the root) attaches the handler, as in pyacq.
+    """
+
+    def __init__(
+        self,
+        address: Optional[Union[str, bytes]] = None,
+        logger: Optional[Union[str, logging.Logger]] = None,
+        capacity: int = 10000,
+    ) -> None:
+        super().__init__()
+        self._native: Optional[_native._LogSender] = None
+        self._capacity = capacity
+        if address is not None:
+            self.connect(address)
+        if isinstance(logger, str):
+            logger = logging.getLogger(logger)
+        if logger is not None:
+            logger.addHandler(self)
+        _senders.add(self)
+
+    def connect(self, address: Union[str, bytes]) -> None:
+        """Sends to the log server at ``address`` from now on."""
+        old, self._native = self._native, _native._LogSender(address, self._capacity)
+        if old is not None:
+            old.close(0.0)
+
+    @property
+    def address(self) -> Optional[str]:
+        """The log server's address, or None before :meth:`connect`."""
+        return None if self._native is None else self._native.address
+
+    @property
+    def sent(self) -> int:
+        """Records handed to the transport so far."""
+        return 0 if self._native is None else self._native.sent
+
+    @property
+    def dropped(self) -> int:
+        """Records dropped so far because the queue was full or the sender closed."""
+        return 0 if self._native is None else self._native.dropped
+
+    def handle(self, record: logging.LogRecord) -> Any:
+        """Filters and queues the record (no handler lock: the queue is thread-safe)."""
+        rv = self.filter(record)
+        if isinstance(rv, logging.LogRecord):
+            record = rv
+        if rv:
+            self.emit(record)
+        return rv
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Queues one record for sending; never blocks."""
+        native = self._native
+        if native is None or getattr(_guard, "active", False):
+            return
+        # A record our own process's server received from this very
+        # address would loop forever.
+        if getattr(record, "_farcall_received_by", None) == native.address:
+            return
+        _guard.active = True
+        try:
+            msg = record.getMessage()
+            if record.exc_info and not record.exc_text:
+                record.exc_text = _exc_formatter.formatException(record.exc_info)
+            native.send(record, msg, record.exc_text)
+        except Exception:
+            self.handleError(record)
+        finally:
+            _guard.active = False
+
+    def flush(self, timeout: float = 1.0) -> bool:  # type: ignore[override]
+        """Waits at most ``timeout`` seconds until queued records are sent."""
+        return True if self._native is None else self._native.flush(timeout)
+
+    def close(self, timeout: float = 1.0) -> None:  # type: ignore[override]
+        """Sends what is queued (for at most ``timeout`` seconds) and stops."""
+        if self._native is not None and not self._native.closed:
+            self._native.close(timeout)
+        super().close()
+
+
+# ---- receiving --------------------------------------------------------------
+
+
+class LogServer(threading.Thread):
+    """A thread that receives log records from any number of processes.
+
+    Binds a ZeroMQ PULL socket at ``address`` (default: loopback, a free
+    port; :attr:`address` says which) when created; :meth:`start` begins
+    handing each record to ``logger`` as a ``logging.LogRecord`` (records
+    below the logger's effective level are skipped). Senders are
+    :class:`LogSender`, pyacq's LogSender, or Rust's ``farcall::log``.
+    """
+
+    def __init__(
+        self,
+        logger: Union[str, logging.Logger],
+        address: Optional[Union[str, bytes]] = None,
+        sort: bool = True,
+    ) -> None:
+        super().__init__(daemon=True, name="farcall-log-server")
+        if isinstance(logger, str):
+            logger = logging.getLogger(logger)
+        self.logger = logger
+        self._receiver = _native._LogReceiver(address)
+        #: The address senders connect to.
+        self.address: str = self._receiver.address
+        #: Records received so far.
+        self.received = 0
+        self._closing = threading.Event()
+
+    @property
+    def rejected(self) -> int:
+        """Messages that were not log records, dropped so far."""
+        return self._receiver.rejected
+
+    def run(self) -> None:
+        """Receives records and hands them to the logger until closed."""
+        make = logging.makeLogRecord
+        receiver, logger, address = self._receiver, self.logger, self.address
+        while not self._closing.is_set():
+            for attrs in receiver.recv(0.1, 1000):
+                self.received += 1
+                record = make(attrs)
+                if not logger.isEnabledFor(record.levelno):
+                    continue
+                record._farcall_received_by = address  # type: ignore[attr-defined]
+                try:
+                    logger.handle(record)
+                except Exception:
+                    pass  # handlers report their own errors; a filter's must not stop us
+        receiver.close()
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Stops receiving (waiting at most ``timeout`` seconds) and unbinds."""
+        self._closing.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)
+        elif not self.is_alive():
+            self._receiver.close()
+
+    def __enter__(self) -> "LogServer":
+        if not self.is_alive():
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---- the process-wide server and sender -------------------------------------
+
+_lock = threading.Lock()
+_server: Optional[LogServer] = None
+_sender: Optional[LogSender] = None
+
+
+def start_log_server(
+    logger: Union[str, logging.Logger], address: Optional[Union[str, bytes]] = None
+) -> LogServer:
+    """Starts this process's log server, handing records to ``logger``.
+
+    :func:`get_logger_address` then returns its address, and processes spawned
+    afterwards send their records to it. Raises RuntimeError if one is running.
+    """
+    global _server
+    with _lock:
+        if _server is not None and _server.is_alive():
+            raise RuntimeError("a log server is already running in this process")
+        _server = LogServer(logger, address)
+        _server.start()
+        return _server
+
+
+def set_logger_address(address: Union[str, bytes]) -> LogSender:
+    """Forwards this process's records to the log server at ``address``.
+
+    Attaches a :class:`LogSender` to the root logger (one per process; a new
+    address reconnects it); the engine's own records go there too.
+    """
+    global _sender
+    if isinstance(address, bytes):
+        address = address.decode()
+    with _lock:
+        if _sender is None:
+            _sender = LogSender(address, "")
+        elif _sender.address != address:
+            _sender.connect(address)
+        assert _sender._native is not None
+        _native._log_set_engine_sender(_sender._native)
+        return _sender
+
+
+def get_logger_address() -> Optional[str]:
+    """The address of this process's log server, else of the server set with
+    :func:`set_logger_address`, else None."""
+    if _server is not None and _server.is_alive():
+        return _server.address
+    return None if _sender is None else _sender.address
+
+
+def _level_number(level: Union[int, str, None]) -> Optional[int]:
+    if level is None:
+        return None
+    if isinstance(level, int):
+        return level
+    number = logging.getLevelName(str(level).upper())
+    if isinstance(number, int):
+        return number
+    try:
+        return int(level)
+    except ValueError:
+        raise ValueError("unknown log level %r" % (level,)) from None
+
+
+def _child_log_options(
+    log_addr: Optional[str], log_level: Union[int, str, None]
+) -> Tuple[Optional[str], Optional[int]]:
+    """What a new child is told: the given address, else this process's log
+    server (or the one it sends to); the given level, else the effective level
+    of the logger that receives the records (pyacq passed the parent's level)."""
+    if log_addr is None:
+        log_addr = get_logger_address()
+    level = _level_number(log_level)
+    if level is None and log_addr is not None:
+        server = _server
+        logger = server.logger if server is not None and server.address == log_addr else None
+        level = (logger or logging.getLogger()).getEffectiveLevel()
+    return log_addr, level
+
+
+# ---- unhandled exceptions -----------------------------------------------------
+
+_hooks: Dict[str, Any] = {}
+
+
+def log_exceptions(
+    logger: Optional[logging.Logger] = None,
+    log_level: int = logging.ERROR,
+    call_orig_hook: bool = False,
+) -> None:
+    """Makes unhandled exceptions, in the main thread and in other threads,
+    log records of ``logger`` (default: the root logger) at ``log_level``.
+
+    ``call_orig_hook`` also runs the hooks that were installed before (which
+    print the traceback to stderr). Calling it again replaces the settings.
+    """
+    target = logger if logger is not None else logging.getLogger()
+
+    def excepthook(
+        exc_type: Type[BaseException],
+        exc: BaseException,
+        tb: Optional[TracebackType],
+    ) -> None:
+        if issubclass(exc_type, KeyboardInterrupt):
+            _hooks["sys"](exc_type, exc, tb)
+            return
+        target.log(
+            log_level,
+            "Unhandled exception: %s",
+            exc_type.__name__,
+            exc_info=(exc_type, exc, tb),
+        )
+        if call_orig_hook:
+            _hooks["sys"](exc_type, exc, tb)
+
+    def thread_excepthook(args: Any) -> None:
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "?"
+        target.log(
+            log_level,
+            "Unhandled exception in thread %s: %s",
+            name,
+            args.exc_type.__name__,
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        )
+        if call_orig_hook:
+            _hooks["threading"](args)
+
+    if "sys" not in _hooks:
+        _hooks["sys"] = sys.excepthook
+        _hooks["threading"] = threading.excepthook
+    sys.excepthook = excepthook
+    threading.excepthook = thread_excepthook
+
+
+# ---- the terminal handler ---------------------------------------------------
+
+_RESET = "\x1b[0m"
+_LEVEL_COLORS = [
+    (logging.CRITICAL, "\x1b[97;41m"),
+    (logging.ERROR, "\x1b[1;31m"),
+    (logging.WARNING, "\x1b[33m"),
+    (logging.INFO, ""),
+    (0, "\x1b[2m"),
+]
+_SOURCE_COLORS = [
+    "\x1b[32m",
+    "\x1b[36m",
+    "\x1b[35m",
+    "\x1b[34m",
+    "\x1b[92m",
+    "\x1b[96m",
+    "\x1b[95m",
+    "\x1b[94m",
+    "\x1b[1;32m",
+    "\x1b[1;36m",
+    "\x1b[1;35m",
+    "\x1b[1;34m",
+]
+_handlers: "weakref.WeakSet[RPCLogHandler]" = weakref.WeakSet()
+
+
+class RPCLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler for records from many processes.
+
+    Holds each record ``delay`` seconds and writes them in order of creation
+    time, so records of different processes interleave as they happened.
+    Lines read ``12:00:01.250 [process:thread] LEVEL logger: message`` (the
+    host too when it is not this one); the source is coloured per process and
+    the rest per level. ``color=None`` colours only when the stream is a
+    terminal (and ``NO_COLOR`` is unset). The formatter formats the part after
+    the source (default ``%(levelname)s %(name)s: %(message)s``).
+    """
+
+    def __init__(
+        self,
+        stream: Optional[IO[str]] = None,
+        delay: float = 0.3,
+        color: Optional[bool] = None,
+    ) -> None:
+        super().__init__(stream if stream is not None else sys.stderr)
+        self.delay = delay
+        self.color = color
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        self._pending: List[Tuple[float, int, float, logging.LogRecord]] = []
+        self._order = itertools.count()
+        self._ready = threading.Condition(threading.Lock())
+        self._sources: Dict[Tuple[str, str], str] = {}
+        self._local_host = get_host_name()
+        self._closed = False
+        self._writer = threading.Thread(
+            target=self._write_when_due, daemon=True, name="farcall-log-sorter"
+        )
+        self._writer.start()
+        _handlers.add(self)
+
+    def _use_color(self) -> bool:
+        if self.color is not None:
+            return self.color
+        if os.environ.get("NO_COLOR"):
+            return False
+        isatty = getattr(self.stream, "isatty", None)
+        return bool(isatty and isatty())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Queues the record; it is written ``delay`` seconds after it arrived."""
+        if self.delay <= 0 or self._closed:
+            self._write(record)
+            return
+        with self._ready:
+            due = time.monotonic() + self.delay
+            heapq.heappush(self._pending, (record.created, next(self._order), due, record))
+            self._ready.notify()
+
+    def _write(self, record: logging.LogRecord) -> None:
+        # Not StreamHandler.emit: it calls self.flush(), which writes
+        # everything held.
+        try:
+            text = self.format(record) + self.terminator
+            with self.lock:  # type: ignore[union-attr]
+                self.stream.write(text)
+                self.stream.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def _write_when_due(self) -> None:
+        while True:
+            with self._ready:
+                due: List[logging.LogRecord] = []
+                now = time.monotonic()
+                while self._pending and self._pending[0][2] <= now:
+                    due.append(heapq.heappop(self._pending)[3])
+                if not due:
+                    if self._closed:
+                        return
+                    wait = self._pending[0][2] - now if self._pending else None
+                    self._ready.wait(wait)
+                    continue
+            for record in due:
+                self._write(record)
+
+    def flush(self) -> None:
+        """Writes every record held now, in order, then flushes the stream."""
+        with self._ready:
+            pending = [heapq.heappop(self._pending)[3] for _ in range(len(self._pending))]
+        for record in pending:
+            self._write(record)
+        super().flush()
+
+    def close(self) -> None:
+        """Writes what is held and stops the sorting thread."""
+        self.flush()
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+        super().close()
+
+    def source(self, record: logging.LogRecord) -> str:
+        """``[host:process:thread]`` of a record (host only when not this one)."""
+        host = getattr(record, "host_name", None) or self._local_host
+        process = getattr(record, "process_name", None) or get_process_name()
+        thread = getattr(record, "thread_name", None)
+        if not thread:
+            thread = _native._log_get_thread_name(record.thread or 0) or record.threadName
+        if host == self._local_host:
+            return "[%s:%s]" % (process, thread)
+        return "[%s:%s:%s]" % (host, process, thread)
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as printed: time, source, then the formatter's text."""
+        body = super().format(record)
+        source = self.source(record)
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        stamp = "%s.%03d" % (stamp, int(record.msecs))
+        if not self._use_color():
+            return "%s %s %s" % (stamp, source, body)
+        key = (
+            getattr(record, "host_name", None) or self._local_host,
+            getattr(record, "process_name", None) or get_process_name(),
+        )
+        color = self._sources.get(key)
+        if color is None:
+            color = _SOURCE_COLORS[len(self._sources) % len(_SOURCE_COLORS)]
+            self._sources[key] = color
+        level = next(c for n, c in _LEVEL_COLORS if record.levelno >= n)
+        if level:
+            body = level + body + _RESET
+        return "%s %s%s%s %s" % (stamp, color, source, _RESET, body)
+
+
+def _flush_at_exit() -> None:
+    for handler in list(_handlers):
+        handler.flush()
+    for sender in list(_senders):
+        if sender._native is not None and not sender._native.closed:
+            sender._native.close(1.0)
+
+
+atexit.register(_flush_at_exit)
+
+
+# ---- a spawned child --------------------------------------------------------
+
+_capture: Optional[_native._StdioCapture] = None
+_crash_file: Optional[IO[str]] = None
+
+
+def _start_child_logging(
+    name: Optional[str], log_addr: Optional[str], log_level: Union[int, str, None]
+) -> None:
+    """Sets up a spawned child (called by farcall.bootstrap): its name, and
+    with a log server its records, unhandled exceptions and fds 1 and 2 go
+    there. Fatal-crash dumps (faulthandler) go to the original stderr."""
+    global _capture, _crash_file
+    if name:
+        set_process_name(name)
+    if not log_addr:
+        return
+    level = _level_number(log_level)
+    if level is None:
+        level = logging.INFO
+    logging.getLogger().setLevel(level)
+    _native._log_set_engine_level(level)
+    sender = set_logger_address(log_addr)
+    log_exceptions()
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    assert sender._native is not None
+    _capture = _native._log_capture_stdio(sender._native)
+    # A pipe makes Python's stdout block-buffered; keep print() line by line.
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(line_buffering=True)
+    saved = _capture.saved_fd(2)
+    if saved is not None:
+        import faulthandler
+
+        _crash_file = os.fdopen(saved, "w", closefd=False)
+        faulthandler.enable(file=_crash_file)
+
+
+def _finish_child_logging(timeout: float = 1.0) -> None:
+    """Sends what the child wrote and logged last (at most ``timeout`` seconds)."""
+    global _capture
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:
+            pass
+    if _capture is not None:
+        _capture.finish(timeout / 2)
+        _capture = None
+    sender = _sender
+    if sender is not None and sender._native is not None:
+        sender._native.close(timeout / 2)
