@@ -107,6 +107,7 @@ def get_thread_name(tid: Optional[int] = None) -> str:
 _guard = threading.local()
 _exc_formatter = logging.Formatter()
 _senders: "weakref.WeakSet[LogSender]" = weakref.WeakSet()
+_servers: "weakref.WeakSet[LogServer]" = weakref.WeakSet()
 
 
 class LogSender(logging.Handler):
@@ -227,6 +228,7 @@ class LogServer(threading.Thread):
         #: Records received so far.
         self.received = 0
         self._closing = threading.Event()
+        _servers.add(self)
 
     @property
     def rejected(self) -> int:
@@ -562,6 +564,15 @@ class RPCLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def _flush_at_exit() -> None:
+    # Servers first: a daemon thread still waiting in the engine when the
+    # interpreter finalizes would be ended inside native code (CPython
+    # calls pthread_exit), which aborts the process.
+    servers = [s for s in list(_servers) if s.is_alive()]
+    for server in servers:
+        server._closing.set()
+    deadline = time.monotonic() + 1.0
+    for server in servers:
+        server.join(max(0.0, deadline - time.monotonic()))
     for handler in list(_handlers):
         handler.flush()
     for sender in list(_senders):

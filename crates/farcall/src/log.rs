@@ -466,20 +466,25 @@ impl Record {
     }
 
     /// One line of text (more when there is a traceback), as `farcall logs`
-    /// prints it: `12:00:01.250 [host:process:thread] WARNING name: msg`.
-    /// With `color`, ANSI colours mark the level.
+    /// prints it: `12:00:01.250 [host:process:thread] WARNING name: msg`
+    /// (the host only when it is not this one). With `color`, ANSI colours
+    /// mark the level.
     pub fn format_line(&self, color: bool) -> String {
         let secs = self.created.floor() as libc::time_t;
         // SAFETY: localtime_r fills a plain struct from a plain value.
         let mut tm: libc::tm = unsafe { std::mem::zeroed() };
         unsafe { libc::localtime_r(&secs, &mut tm) };
+        let host = if self.host_name == *host_name() {
+            String::new()
+        } else {
+            format!("{}:", self.host_name)
+        };
         let mut out = format!(
-            "{:02}:{:02}:{:02}.{:03} [{}:{}:{}] {} {}: {}",
+            "{:02}:{:02}:{:02}.{:03} [{host}{}:{}] {} {}: {}",
             tm.tm_hour,
             tm.tm_min,
             tm.tm_sec,
             self.msecs() as u32,
-            self.host_name,
             self.process_name,
             self.thread_name,
             self.levelname,
@@ -1366,6 +1371,9 @@ mod tests {
         r.thread_name = "t".into();
         let line = r.format_line(false);
         assert!(line.ends_with(" [h:p:t] ERROR app: boom"), "{line}");
+        r.host_name = host_name().to_string();
+        let line = r.format_line(false);
+        assert!(line.ends_with(" [p:t] ERROR app: boom"), "{line}");
         assert!(r.format_line(true).starts_with("\x1b[1;31m"));
     }
 
