@@ -237,10 +237,29 @@ pub fn decode_hex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// The candidate keys a client tries, in order: an explicit one, then the
-/// process key. The server's [`KeyId`] picks among them.
-pub fn candidates(explicit: Option<&Key>) -> Vec<Key> {
-    let mut keys: Vec<Key> = explicit.cloned().into_iter().collect();
+/// Keys known to work for addresses: the keys of servers in this process,
+/// and keys that clients of this process authenticated with. A proxy's
+/// client then finds the key without being told again.
+static KNOWN: Mutex<Vec<(String, Key)>> = Mutex::new(Vec::new());
+
+/// Records that `key` is the key of the server at `address`.
+pub fn remember(address: &str, key: &Key) {
+    let mut known = KNOWN.lock().unwrap_or_else(|p| p.into_inner());
+    known.retain(|(a, _)| a != address);
+    known.push((address.to_string(), key.clone()));
+}
+
+/// The candidate keys a client tries for `address`: the key known for it,
+/// then the process key, then the per-user key file's. The server's
+/// [`KeyId`] picks among them.
+pub fn candidates(address: &str) -> Vec<Key> {
+    let mut keys: Vec<Key> = KNOWN
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|(a, _)| a == address)
+        .map(|(_, k)| k.clone())
+        .collect();
     match process_key() {
         Ok(k) => keys.push(k),
         Err(e) => log::debug!("no process key: {e}"),

@@ -74,10 +74,10 @@ enum Conn {
         reader: Mutex<FrameReader>,
     },
     Zmq {
-        socket: Mutex<zmq::Socket>,
+        /// The DEALER and its monitor (which tells when the connection
+        /// drops: see `transport::zmq::Dealer`).
+        dealer: Mutex<transport::zmq::Dealer>,
         fd: RawFd,
-        /// Tells when the connection drops (see `transport::zmq::Dealer`).
-        monitor: Mutex<zmq::Socket>,
     },
 }
 
@@ -125,6 +125,10 @@ thread_local! {
     static CLIENTS: RefCell<HashMap<String, Client>> = RefCell::new(HashMap::new());
 }
 
+/// Every client of the process, by address, for work that may use any
+/// thread's connection (releasing references).
+static ALL_CLIENTS: Mutex<Vec<(String, Weak<Inner>)>> = Mutex::new(Vec::new());
+
 impl Client {
     /// Connects to the server at `address`.
     pub fn connect(address: &str) -> Result<Client> {
@@ -139,9 +143,8 @@ impl Client {
                 let dealer = transport::zmq::connect_dealer(ep)?;
                 let fd = transport::zmq::poll_fd(&dealer.socket)?;
                 Conn::Zmq {
-                    socket: Mutex::new(dealer.socket),
+                    dealer: Mutex::new(dealer),
                     fd,
-                    monitor: Mutex::new(dealer.monitor),
                 }
             }
             native => {
@@ -176,9 +179,21 @@ impl Client {
                 Error::Io(io) => Error::Disconnected(format!("cannot connect to {address}: {io}")),
                 other => other,
             })?;
-        Ok(Client {
-            inner: Arc::new(inner),
-        })
+        let inner = Arc::new(inner);
+        let mut all = lock(&ALL_CLIENTS);
+        all.retain(|(_, c)| c.strong_count() > 0);
+        all.push((address.to_string(), Arc::downgrade(&inner)));
+        Ok(Client { inner })
+    }
+
+    /// A connected client of this process (any thread's) for `address`.
+    pub fn any_connected(address: &str) -> Option<Client> {
+        lock(&ALL_CLIENTS)
+            .iter()
+            .filter(|(a, _)| a == address)
+            .filter_map(|(_, c)| c.upgrade())
+            .map(|inner| Client { inner })
+            .find(|c| c.disconnected().is_none())
     }
 
     /// The client of this thread for `address`, connecting on first use.
@@ -434,7 +449,7 @@ impl Inner {
                     out.queue.push(Kind::Hello, hello.to_frames());
                     out.queue.flush_blocking(stream.as_raw_fd(), deadline)
                 };
-                say(Hello::Hello(*hs.nonce()))?;
+                say(Hello::Hello(*hs.nonce(), handshake::client_id()))?;
                 let Hello::Challenge(challenge) = read_hello(&mut reader, stream, deadline)? else {
                     return Err(Error::Protocol("expected the server's challenge".into()));
                 };
@@ -451,11 +466,12 @@ impl Inner {
                     _ => Err(Error::Protocol("expected the server's verdict".into())),
                 }
             }
-            Conn::Zmq { socket, fd, .. } => {
-                let socket = lock(socket);
+            Conn::Zmq { dealer, fd } => {
+                let dealer = lock(dealer);
+                let socket = &dealer.socket;
                 let nonce = Value::Bytes(Bytes::copy_from_slice(hs.nonce()));
                 let hello = zmq_handshake_call(
-                    &socket,
+                    socket,
                     *fd,
                     Action::Hello,
                     Value::map([("nonce", nonce)]),
@@ -485,7 +501,7 @@ impl Inner {
                 };
                 let proof = Value::Bytes(Bytes::copy_from_slice(&proof));
                 let opts = Value::map([("proof", proof)]);
-                match zmq_handshake_call(&socket, *fd, Action::Auth, opts, deadline)? {
+                match zmq_handshake_call(socket, *fd, Action::Auth, opts, deadline)? {
                     Ok(_) => Ok(()),
                     Err(e) => Err(Error::exception(
                         "PermissionError",
@@ -524,8 +540,8 @@ impl Inner {
                     Ok(())
                 }
             }
-            Conn::Zmq { socket, .. } => {
-                let socket = lock(socket);
+            Conn::Zmq { dealer, .. } => {
+                let socket = &lock(dealer).socket;
                 let last = frames.len() - 1;
                 frames.iter().enumerate().try_for_each(|(i, f)| {
                     let more = if i < last { zmq::SNDMORE } else { 0 };
@@ -677,21 +693,21 @@ impl Inner {
                         }
                     }
                 }
-                Conn::Zmq {
-                    socket, monitor, ..
-                } => {
-                    let socket = lock(socket);
-                    if !transport::zmq::readable(&socket)? {
-                        drop(socket);
+                Conn::Zmq { dealer, .. } => {
+                    let dealer = lock(dealer);
+                    let socket = &dealer.socket;
+                    if !transport::zmq::readable(socket)? {
                         // Replies first: a server that answered and then
                         // closed has still answered.
-                        if transport::zmq::dropped(&lock(monitor))? {
+                        let dropped = transport::zmq::dropped(&dealer.monitor)?;
+                        drop(dealer);
+                        if dropped {
                             self.fail_all(format!("connection to {} lost", self.address));
                             return Ok(delivered + 1);
                         }
                         return Ok(delivered);
                     }
-                    match transport::zmq::try_recv(&socket)? {
+                    match transport::zmq::try_recv(socket)? {
                         Some(f) => f,
                         None => return Ok(delivered),
                     }

@@ -36,6 +36,17 @@ pub enum Auth {
     Open,
 }
 
+/// Names a client process to the servers it talks to (16 random bytes,
+/// one per process): a server releases what a client held once the
+/// client's last connection is gone.
+pub type ClientId = [u8; 16];
+
+/// This process's client id.
+pub fn client_id() -> ClientId {
+    static ID: std::sync::OnceLock<ClientId> = std::sync::OnceLock::new();
+    *ID.get_or_init(|| auth::random().unwrap_or_default())
+}
+
 /// The marker that starts every native hello frame list.
 pub const MAGIC: &[u8] = b"farcall/1";
 const MODE_AUTH: &str = "auth";
@@ -114,6 +125,14 @@ impl Gate {
         self.key.as_ref().map(Key::id)
     }
 
+    /// Lets clients of this process find the key of the server at
+    /// `address` without being told.
+    pub fn publish_key(&self, address: &str) {
+        if let Some(key) = &self.key {
+            auth::remember(address, key);
+        }
+    }
+
     /// Answers a client's hello: the challenge to send and the peer's new
     /// state (admitted at once by an open server).
     pub fn challenge(&self, address: &str, client_nonce: &[u8]) -> Result<(Challenge, PeerState)> {
@@ -172,7 +191,7 @@ impl ClientHandshake {
     /// Starts a handshake with the server at `address` under `auth`.
     pub fn new(address: &str, auth: &Auth) -> Result<ClientHandshake> {
         let (keys, allow_open) = match auth {
-            Auth::ProcessKey => (auth::candidates(None), false),
+            Auth::ProcessKey => (auth::candidates(address), false),
             Auth::Key(k) => (vec![k.clone()], false),
             Auth::Open => (Vec::new(), true),
         };
@@ -238,6 +257,7 @@ impl ClientHandshake {
                 ),
             ));
         }
+        auth::remember(&self.address, key);
         Ok(Some(key.prove(Side::Client, &server.nonce, &self.nonce)))
     }
 }
@@ -247,8 +267,8 @@ impl ClientHandshake {
 /// A native hello message, by what it carries.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Hello {
-    /// Client -> server: the client's nonce.
-    Hello(Nonce),
+    /// Client -> server: the client's nonce and process id.
+    Hello(Nonce, ClientId),
     /// Server -> client.
     Challenge(Challenge),
     /// Client -> server: the client's proof.
@@ -262,9 +282,10 @@ impl Hello {
     pub fn to_frames(&self) -> Frames {
         let mut frames = vec![Bytes::from_static(MAGIC)];
         match self {
-            Hello::Hello(nonce) => {
+            Hello::Hello(nonce, client) => {
                 frames.push(Bytes::from_static(b"hello"));
                 frames.push(Bytes::copy_from_slice(nonce));
+                frames.push(Bytes::copy_from_slice(client));
             }
             Hello::Challenge(c) => {
                 frames.push(Bytes::from_static(b"challenge"));
@@ -304,7 +325,10 @@ impl Hello {
         let fixed =
             |f: &Bytes, what: &str| -> Result<[u8; 32]> { f[..].try_into().map_err(|_| bad(what)) };
         Ok(match (&kind[..], rest) {
-            (b"hello", [nonce]) => Hello::Hello(fixed(nonce, "nonce")?),
+            (b"hello", [nonce, client]) => Hello::Hello(
+                fixed(nonce, "nonce")?,
+                client[..].try_into().map_err(|_| bad("client id"))?,
+            ),
             (b"challenge", [address, mode]) if &mode[..] == MODE_OPEN.as_bytes() => {
                 Hello::Challenge(Challenge {
                     address: utf8(address)?,
@@ -397,7 +421,7 @@ mod tests {
         let key = Key::generate().unwrap();
         let gate = Gate::new(&Auth::Key(key.clone())).unwrap();
         let client = ClientHandshake::new("unix:///x", &Auth::Key(key)).unwrap();
-        let hello = Hello::Hello(*client.nonce());
+        let hello = Hello::Hello(*client.nonce(), client_id());
         assert_eq!(Hello::parse(&hello.to_frames()).unwrap(), hello);
         let (challenge, state) = gate.challenge("unix:///x", client.nonce()).unwrap();
         let sent = Hello::Challenge(challenge.clone());

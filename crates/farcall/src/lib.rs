@@ -28,6 +28,7 @@ pub mod protocol;
 pub mod proxy;
 pub mod server;
 pub mod spawn;
+mod table;
 pub mod transport;
 pub mod value;
 pub mod value_serde;

@@ -353,18 +353,13 @@ fn queue_release(reference: ProxyRef) {
 }
 
 fn release(reference: &ProxyRef) {
-    // Only servers we still talk to: connecting to a dead one just to
-    // release a reference would stall the queue.
-    let Some(client) = Client::existing(&reference.rpc_addr).or_else(|| {
-        Client::connect(&reference.rpc_addr)
-            .ok()
-            .inspect(Client::register_for_thread)
-    }) else {
+    // Through any connection this process still has to that server. With
+    // none, there is nothing to do: a server releases what a client held
+    // when the client's last connection goes, and connecting to a dead
+    // server just to say so would stall the queue.
+    let Some(client) = Client::any_connected(&reference.rpc_addr) else {
         return;
     };
-    if client.disconnected().is_some() {
-        return;
-    }
     if let Err(e) = client.delete_later(reference) {
         log::debug!("could not release {reference:?}: {e}");
     }

@@ -12,7 +12,7 @@
 //! request runs.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -24,9 +24,10 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::codec::{Exporter, Format};
 use crate::error::{Error, Result};
-use crate::handshake::{self, Auth, Gate, Hello, PeerState};
+use crate::handshake::{self, Auth, ClientId, Gate, Hello, PeerState};
 use crate::object::{Kwargs, RemoteObject, ValueObject};
 use crate::protocol::{self, Action, Frames, Request, ReturnType};
+use crate::table::ObjectTable;
 use crate::transport::stream::{self, FrameReader, Kind, Listener, Outgoing, Stream};
 use crate::transport::{self, Address};
 use crate::value::{ObjectRef, ProxyRef, Value};
@@ -66,6 +67,8 @@ pub struct ServerOptions {
     /// Allow [`Auth::Open`] on an address other hosts can reach. Without
     /// it, binding one unauthenticated is refused.
     pub allow_unauthenticated_public: bool,
+    /// How long a peer may take to complete its handshake (default 10 s).
+    pub handshake_timeout: Duration,
 }
 
 impl Default for ServerOptions {
@@ -74,6 +77,7 @@ impl Default for ServerOptions {
             max_message: stream::DEFAULT_MAX_MESSAGE,
             auth: Auth::ProcessKey,
             allow_unauthenticated_public: false,
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -84,6 +88,9 @@ const HANDSHAKE_MAX_MESSAGE: u64 = 4096;
 /// Most ZeroMQ peers kept mid-handshake; past it the oldest are forgotten
 /// (they can start again), so strangers cannot grow the table.
 const MAX_ZMQ_CHALLENGES: usize = 4096;
+/// Replies queued for a client past which its requests are not read
+/// until it reads (a client that never reads cannot grow our memory).
+const MAX_QUEUED_REPLIES: usize = 64 << 20;
 
 /// A handle to a server. Cheap to clone; usable from any thread.
 #[derive(Clone)]
@@ -107,6 +114,7 @@ struct Shared {
     zmq: bool,
     /// Who may send requests.
     gate: Gate,
+    handshake_timeout: Duration,
     /// ZeroMQ peers' handshake state, by routing id.
     zmq_admission: Mutex<HashMap<Bytes, PeerState>>,
 }
@@ -118,6 +126,8 @@ struct Io {
     conns: HashMap<Token, Conn>,
     /// ZeroMQ peers seen, with their serializer, for disconnect notices.
     zmq_peers: HashMap<Bytes, Format>,
+    /// Open connections per client process.
+    clients: HashMap<ClientId, usize>,
     next_token: usize,
 }
 
@@ -132,6 +142,10 @@ struct Conn {
     reader: FrameReader,
     out: Outgoing,
     peer: PeerState,
+    /// The client process, once its hello named it.
+    client: Option<ClientId>,
+    /// When the connection was accepted (for the handshake deadline).
+    since: Instant,
     format: Format,
     wants_write: bool,
 }
@@ -196,6 +210,7 @@ impl Server {
             endpoint: Some(endpoint),
             conns: HashMap::new(),
             zmq_peers: HashMap::new(),
+            clients: HashMap::new(),
             next_token: FIRST_CONN,
         };
         let shared = Arc::new(Shared {
@@ -212,7 +227,22 @@ impl Server {
             max_message: options.max_message,
             zmq: parsed.is_zmq(),
             gate,
+            handshake_timeout: options.handshake_timeout,
             zmq_admission: Mutex::new(HashMap::new()),
+        });
+        shared.gate.publish_key(&shared.address);
+        // Peers that connect and never finish their handshake are dropped.
+        let weak = Arc::downgrade(&shared);
+        let sweep = (options.handshake_timeout / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        lock(&shared.timers).push(Timer {
+            interval: sweep,
+            due: Instant::now() + sweep,
+            callback: Box::new(move || {
+                if let Some(shared) = weak.upgrade() {
+                    shared.drop_stale_handshakes();
+                }
+            }),
         });
         Ok(Server { shared }.publish_self())
     }
@@ -256,7 +286,7 @@ impl Server {
 
     /// A proxy reference to a local object, registered in the table.
     pub fn get_proxy(&self, obj: &ObjectRef) -> ProxyRef {
-        self.shared.export_ref(obj)
+        self.shared.export_ref(obj, None)
     }
 
     /// The local object a proxy of this server refers to (its attribute
@@ -267,7 +297,7 @@ impl Server {
 
     /// Number of objects currently held for peers.
     pub fn object_count(&self) -> usize {
-        lock(&self.shared.objects).objects.len()
+        lock(&self.shared.objects).len()
     }
 
     /// True until the server is closed.
@@ -468,6 +498,8 @@ impl Shared {
                 reader: FrameReader::new(HANDSHAKE_MAX_MESSAGE),
                 out: Outgoing::default(),
                 peer: PeerState::New,
+                client: None,
+                since: Instant::now(),
                 format: Format::Farcall,
                 wants_write: false,
             };
@@ -514,6 +546,20 @@ impl Shared {
                     return handled;
                 };
                 let admitted = conn.peer.admitted();
+                if conn.out.queued_bytes() > MAX_QUEUED_REPLIES {
+                    // The client is not reading its replies: read no more
+                    // of its requests until the socket drains (a writable
+                    // event brings us back here).
+                    self.flush_queued(&mut io, token);
+                    if io
+                        .conns
+                        .get(&token)
+                        .is_none_or(|c| c.out.queued_bytes() > MAX_QUEUED_REPLIES)
+                    {
+                        return handled;
+                    }
+                }
+                let conn = io.conns.get_mut(&token).expect("present");
                 let next = read_message(conn);
                 if let Ok(None) = next {
                     // Replies to a batch of requests go out in one write.
@@ -525,7 +571,7 @@ impl Shared {
                             "a message before the handshake on {}; dropping",
                             self.address
                         );
-                        drop_conn(&mut io, token);
+                        self.drop_conn(&mut io, token);
                         return handled;
                     }
                     Ok(Some(m)) => m,
@@ -534,7 +580,7 @@ impl Shared {
                         if !matches!(e, Error::Disconnected(_)) {
                             log::warn!("dropping connection to {}: {e}", self.address);
                         }
-                        drop_conn(&mut io, token);
+                        self.drop_conn(&mut io, token);
                         return handled;
                     }
                 }
@@ -547,7 +593,7 @@ impl Shared {
                 (Kind::Hello, frames) => self.greet(token, frames),
                 (Kind::Reply, _) => {
                     log::warn!("a client sent a reply to {}; dropping it", self.address);
-                    drop_conn(&mut lock(&self.io), token);
+                    self.drop_conn(&mut lock(&self.io), token);
                     return handled;
                 }
             }
@@ -557,15 +603,19 @@ impl Shared {
     /// The connection handshake (see `handshake`): the one place a
     /// connection is admitted before any request on it runs.
     fn greet(&self, token: Token, frames: Frames) {
-        let mut io = lock(&self.io);
+        let mut guard = lock(&self.io);
+        let io = &mut *guard;
         let Some(conn) = io.conns.get_mut(&token) else {
             return;
         };
         let step = match (Hello::parse(&frames), &conn.peer) {
-            (Ok(Hello::Hello(nonce)), PeerState::New) => self
-                .gate
-                .challenge(&self.address, &nonce)
-                .map(|(challenge, state)| (Hello::Challenge(challenge), state)),
+            (Ok(Hello::Hello(nonce, client)), PeerState::New) => {
+                conn.client = Some(client);
+                *io.clients.entry(client).or_insert(0) += 1;
+                self.gate
+                    .challenge(&self.address, &nonce)
+                    .map(|(challenge, state)| (Hello::Challenge(challenge), state))
+            }
             (Ok(Hello::Proof(proof)), state @ PeerState::Challenged { .. }) => {
                 if self.gate.admits(state, &proof) {
                     Ok((Hello::Verdict(Ok(())), PeerState::Admitted))
@@ -576,13 +626,14 @@ impl Shared {
             (Ok(_), _) => Err(Error::Protocol("unexpected handshake message".into())),
             (Err(e), _) => Err(e),
         };
+        let conn = io.conns.get_mut(&token).expect("present");
         match step {
             Ok((reply, state)) => {
                 if state.admitted() {
                     conn.reader.set_max_message(self.max_message);
                 }
                 conn.peer = state;
-                self.queue(&mut io, token, Kind::Hello, reply.to_frames());
+                self.queue(io, token, Kind::Hello, reply.to_frames());
             }
             Err(e) => {
                 log::warn!(
@@ -592,7 +643,7 @@ impl Shared {
                 let denied = Hello::Verdict(Err(e.to_string()));
                 conn.out.push(Kind::Hello, denied.to_frames());
                 let _ = conn.out.flush(conn.stream.as_raw_fd());
-                drop_conn(&mut io, token);
+                self.drop_conn(io, token);
             }
         }
     }
@@ -612,7 +663,7 @@ impl Shared {
                         .reregister(&mut SourceFd(&fd), token, Interest::READABLE);
             }
             Ok(_) => {}
-            Err(_) => drop_conn(&mut io, token),
+            Err(_) => self.drop_conn(&mut io, token),
         }
     }
 
@@ -647,7 +698,7 @@ impl Shared {
                 );
             }
             Ok(false) => {}
-            Err(_) => drop_conn(io, token),
+            Err(_) => self.drop_conn(io, token),
         }
     }
 
@@ -734,10 +785,51 @@ fn read_message(conn: &mut Conn) -> Result<Option<(Kind, Frames)>> {
     }
 }
 
-fn drop_conn(io: &mut Io, token: Token) {
-    if let Some(conn) = io.conns.remove(&token) {
+impl Shared {
+    /// Closes a connection; when it was its client's last, what that
+    /// client held is released.
+    fn drop_conn(&self, io: &mut Io, token: Token) {
+        let Some(conn) = io.conns.remove(&token) else {
+            return;
+        };
         let fd = conn.stream.as_raw_fd();
         let _ = io.poll.registry().deregister(&mut SourceFd(&fd));
+        let Some(client) = conn.client else {
+            return;
+        };
+        let count = io.clients.entry(client).or_insert(1);
+        *count -= 1;
+        if *count == 0 {
+            io.clients.remove(&client);
+            let freed = lock(&self.objects).release_client(&client);
+            if !freed.is_empty() {
+                log::debug!(
+                    "{}: released {} objects of a client that left",
+                    self.address,
+                    freed.len()
+                );
+            }
+        }
+    }
+
+    /// Drops connections that have not finished their handshake in time
+    /// (a peer that connects and says nothing holds nothing for long).
+    fn drop_stale_handshakes(&self) {
+        let mut io = lock(&self.io);
+        let now = Instant::now();
+        let stale: Vec<Token> = io
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.peer.admitted() && now - c.since > self.handshake_timeout)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in stale {
+            log::warn!(
+                "{}: a peer did not complete its handshake; dropping it",
+                self.address
+            );
+            self.drop_conn(&mut io, token);
+        }
     }
 }
 
@@ -780,7 +872,11 @@ impl Shared {
     }
 
     fn reply(&self, peer: &Peer, format: Format, req_id: i64, result: Result<Value>) {
-        let mut exporter = ServerExporter { shared: self };
+        let mut exporter = ServerExporter {
+            shared: self,
+            peer,
+            holder: None,
+        };
         let frames = protocol::reply_frames(format, req_id, result, &mut exporter)
             .or_else(|e| protocol::reply_frames(format, req_id, Err(e), &mut exporter));
         if let Err(e) = &frames {
@@ -990,8 +1086,8 @@ impl Shared {
         }
     }
 
-    fn export_ref(&self, obj: &ObjectRef) -> ProxyRef {
-        let (obj_id, ref_id) = lock(&self.objects).register(obj);
+    fn export_ref(&self, obj: &ObjectRef, holder: Option<ClientId>) -> ProxyRef {
+        let (obj_id, ref_id) = lock(&self.objects).register(obj, holder);
         ProxyRef {
             rpc_addr: self.address.clone(),
             obj_id,
@@ -1043,14 +1139,25 @@ fn kwargs_of(v: Value) -> Result<Kwargs> {
     }
 }
 
-/// Exports local objects met while encoding a reply.
+/// Exports local objects met while encoding a reply, as held by the
+/// client the reply goes to.
 struct ServerExporter<'a> {
     shared: &'a Shared,
+    peer: &'a Peer,
+    /// The peer's client id, looked up at the first export.
+    holder: Option<Option<ClientId>>,
 }
 
 impl Exporter for ServerExporter<'_> {
     fn export(&mut self, obj: &ObjectRef) -> Result<ProxyRef> {
-        Ok(self.shared.export_ref(obj))
+        let holder = *self.holder.get_or_insert_with(|| match self.peer {
+            Peer::Native(token) => lock(&self.shared.io)
+                .conns
+                .get(token)
+                .and_then(|c| c.client),
+            Peer::Zmq(_) => None,
+        });
+        Ok(self.shared.export_ref(obj, holder))
     }
 }
 
@@ -1064,88 +1171,6 @@ impl Exporter for ThreadExporter {
             Some(server) => Ok(server.get_proxy(obj)),
             None => crate::codec::NoExport.export(obj),
         }
-    }
-}
-
-// ---- the object table -------------------------------------------------
-
-/// Objects held for peers, with one reference id per proxy sent.
-#[derive(Default)]
-struct ObjectTable {
-    next_obj_id: u64,
-    next_ref_id: u64,
-    objects: HashMap<u64, Entry>,
-    by_identity: HashMap<usize, u64>,
-}
-
-struct Entry {
-    obj: ObjectRef,
-    identity: usize,
-    refs: HashSet<u64>,
-}
-
-impl ObjectTable {
-    /// Registers one more reference to `obj`; the same object keeps its id.
-    fn register(&mut self, obj: &ObjectRef) -> (u64, u64) {
-        let identity = obj.identity();
-        let obj_id = match self.by_identity.get(&identity) {
-            Some(&id) => id,
-            None => {
-                let id = self.next_obj_id;
-                self.next_obj_id += 1;
-                self.by_identity.insert(identity, id);
-                let entry = Entry {
-                    obj: obj.clone(),
-                    identity,
-                    refs: HashSet::new(),
-                };
-                self.objects.insert(id, entry);
-                id
-            }
-        };
-        let ref_id = self.next_ref_id;
-        self.next_ref_id += 1;
-        self.objects
-            .get_mut(&obj_id)
-            .expect("inserted above")
-            .refs
-            .insert(ref_id);
-        (obj_id, ref_id)
-    }
-
-    fn get(&self, obj_id: u64) -> Option<ObjectRef> {
-        self.objects.get(&obj_id).map(|e| e.obj.clone())
-    }
-
-    /// Releases one reference (all of them when `ref_id` is `None`, as
-    /// pyacq's older clients send); returns the object when it was the
-    /// last, to be dropped outside the lock.
-    fn release(&mut self, obj_id: u64, ref_id: Option<u64>) -> Result<Option<ObjectRef>> {
-        let entry = self
-            .objects
-            .get_mut(&obj_id)
-            .ok_or_else(|| Error::key_error(format!("Invalid proxy object ID {obj_id}")))?;
-        match ref_id {
-            Some(r) if !entry.refs.remove(&r) => {
-                return Err(Error::key_error(format!(
-                    "reference {r} to object {obj_id} was already released"
-                )))
-            }
-            Some(_) => {}
-            None => entry.refs.clear(),
-        }
-        if !entry.refs.is_empty() {
-            return Ok(None);
-        }
-        let entry = self.objects.remove(&obj_id).expect("present");
-        self.by_identity.remove(&entry.identity);
-        Ok(Some(entry.obj))
-    }
-
-    fn clear(&mut self) {
-        let objects = std::mem::take(&mut self.objects);
-        self.by_identity.clear();
-        drop(objects);
     }
 }
 
@@ -1179,7 +1204,7 @@ impl RemoteObject for ServerObject {
             .ok_or_else(|| Error::Disconnected("server closed".into()))?;
         match name {
             "running" => Ok(Value::Bool(!shared.closed.load(Ordering::Acquire))),
-            "object_count" => Ok(Value::from(lock(&shared.objects).objects.len())),
+            "object_count" => Ok(Value::from(lock(&shared.objects).len())),
             _ => Err(Error::attribute_error(format!(
                 "'RPCServer' object has no method '{name}'"
             ))),

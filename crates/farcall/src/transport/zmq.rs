@@ -96,9 +96,25 @@ pub fn connect_dealer(endpoint: &str) -> Result<Dealer> {
     socket.monitor(&monitor_endpoint, zmq::SocketEvent::DISCONNECTED as i32)?;
     let monitor = context().socket(zmq::PAIR)?;
     monitor.set_linger(0)?;
+    // libzmq's I/O thread blocks when a monitor's queue is full; events
+    // are rare and tiny, so let the queue grow instead.
+    monitor.set_rcvhwm(0)?;
     monitor.connect(&monitor_endpoint)?;
     socket.connect(endpoint)?;
     Ok(Dealer { socket, monitor })
+}
+
+impl Drop for Dealer {
+    fn drop(&mut self) {
+        // Stop monitoring before the sockets close: closing is finished
+        // by libzmq's I/O thread later, and an event it then sent to our
+        // closed monitor socket would block that thread (and with it
+        // every ZeroMQ socket of the process) for good.
+        // SAFETY: the socket is open (it closes after this, as a field).
+        unsafe {
+            zmq_sys::zmq_socket_monitor(self.socket.as_mut_ptr(), std::ptr::null(), 0);
+        }
+    }
 }
 
 /// True when the monitor has reported that the connection dropped

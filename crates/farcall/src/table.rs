@@ -1,0 +1,149 @@
+//! The objects a server holds for its peers.
+//!
+//! Each object gets one object id however often it is sent; each proxy
+//! sent gets a reference id, and the object lives while any reference is
+//! alive. A reference sent to a client is also recorded as held by that
+//! client (its process, named by the id it gave in its hello), so when the
+//! client's last connection goes away (it closed, or its process died) the
+//! server releases what it held instead of keeping it forever.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::error::{Error, Result};
+use crate::handshake::ClientId;
+use crate::value::ObjectRef;
+
+/// Objects held for peers, with one reference id per proxy sent.
+#[derive(Default)]
+pub(crate) struct ObjectTable {
+    next_obj_id: u64,
+    next_ref_id: u64,
+    objects: HashMap<u64, Entry>,
+    by_identity: HashMap<usize, u64>,
+    /// References held by each client, and who holds each reference.
+    held: HashMap<ClientId, HashSet<u64>>,
+    holder: HashMap<u64, (ClientId, u64)>,
+}
+
+struct Entry {
+    obj: ObjectRef,
+    identity: usize,
+    refs: HashSet<u64>,
+}
+
+impl ObjectTable {
+    /// Registers one more reference to `obj` (held by `holder`, if it is
+    /// a client we can see leave); the same object keeps its id.
+    pub(crate) fn register(&mut self, obj: &ObjectRef, holder: Option<ClientId>) -> (u64, u64) {
+        let identity = obj.identity();
+        let obj_id = match self.by_identity.get(&identity) {
+            Some(&id) => id,
+            None => {
+                let id = self.next_obj_id;
+                self.next_obj_id += 1;
+                self.by_identity.insert(identity, id);
+                let entry = Entry {
+                    obj: obj.clone(),
+                    identity,
+                    refs: HashSet::new(),
+                };
+                self.objects.insert(id, entry);
+                id
+            }
+        };
+        let ref_id = self.next_ref_id;
+        self.next_ref_id += 1;
+        self.objects
+            .get_mut(&obj_id)
+            .expect("inserted above")
+            .refs
+            .insert(ref_id);
+        if let Some(client) = holder {
+            self.held.entry(client).or_default().insert(ref_id);
+            self.holder.insert(ref_id, (client, obj_id));
+        }
+        (obj_id, ref_id)
+    }
+
+    /// The object with id `obj_id`, if it is held.
+    pub(crate) fn get(&self, obj_id: u64) -> Option<ObjectRef> {
+        self.objects.get(&obj_id).map(|e| e.obj.clone())
+    }
+
+    /// Number of objects held.
+    pub(crate) fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// Releases one reference (all of them when `ref_id` is `None`, as
+    /// pyacq's older clients send); returns the object when it was the
+    /// last, to be dropped outside the lock.
+    pub(crate) fn release(
+        &mut self,
+        obj_id: u64,
+        ref_id: Option<u64>,
+    ) -> Result<Option<ObjectRef>> {
+        let entry = self
+            .objects
+            .get_mut(&obj_id)
+            .ok_or_else(|| Error::key_error(format!("Invalid proxy object ID {obj_id}")))?;
+        match ref_id {
+            Some(r) if !entry.refs.remove(&r) => {
+                return Err(Error::key_error(format!(
+                    "reference {r} to object {obj_id} was already released"
+                )))
+            }
+            Some(r) => forget_holder(&mut self.held, &mut self.holder, r),
+            None => {
+                for r in std::mem::take(&mut entry.refs) {
+                    forget_holder(&mut self.held, &mut self.holder, r);
+                }
+            }
+        }
+        if !entry.refs.is_empty() {
+            return Ok(None);
+        }
+        let entry = self.objects.remove(&obj_id).expect("present");
+        self.by_identity.remove(&entry.identity);
+        Ok(Some(entry.obj))
+    }
+
+    /// Releases every reference `client` holds; returns the objects that
+    /// were freed, to be dropped outside the lock.
+    pub(crate) fn release_client(&mut self, client: &ClientId) -> Vec<ObjectRef> {
+        let refs = self.held.remove(client).unwrap_or_default();
+        let mut freed = Vec::new();
+        for r in refs {
+            if let Some((_, obj_id)) = self.holder.get(&r).copied() {
+                if let Ok(Some(obj)) = self.release(obj_id, Some(r)) {
+                    freed.push(obj);
+                }
+            }
+        }
+        freed
+    }
+
+    /// Forgets every object.
+    pub(crate) fn clear(&mut self) {
+        let objects = std::mem::take(&mut self.objects);
+        self.by_identity.clear();
+        self.held.clear();
+        self.holder.clear();
+        drop(objects);
+    }
+}
+
+fn forget_holder(
+    held: &mut HashMap<ClientId, HashSet<u64>>,
+    holder: &mut HashMap<u64, (ClientId, u64)>,
+    ref_id: u64,
+) {
+    if let Some((client, _)) = holder.remove(&ref_id) {
+        if let Some(refs) = held.get_mut(&client) {
+            refs.remove(&ref_id);
+            if refs.is_empty() {
+                held.remove(&client);
+            }
+        }
+    }
+}
