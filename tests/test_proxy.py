@@ -683,3 +683,24 @@ def test_proxy_returned_by_a_third_process_is_usable_here(child, child2, helpers
     assert back._rpc_addr == child.address
     assert back == a_counter
     assert back.get() == 3
+
+
+def test_a_proxy_returned_by_a_third_process_keeps_the_original_alive(
+    child, child2, helpers, helpers2
+):
+    """Dropping the proxy that came back through B must not release the
+    reference our original proxy holds."""
+    a_counter = helpers.Counter(5)
+    back = helpers2.echo(a_counter)
+    assert back == a_counter
+    del back
+    gc.collect()
+    # Let the release (if any) reach A before using the original again.
+    server = child.client["self"]
+    sentinel = helpers.Counter()
+    count = server.object_count()
+    del sentinel
+    gc.collect()
+    assert wait_until(lambda: server.object_count() < count, timeout=10)
+    assert a_counter.get() == 5
+    assert a_counter.incr() == 6
