@@ -25,6 +25,11 @@ impl Counter {
         self.count += 1;
         a + b
     }
+
+    /// A new object, returned by proxy (for create/release cycles).
+    pub fn make(&self) -> farcall::ObjectRef {
+        farcall::object(Counter { count: 0 })
+    }
 }
 
 const MSG: usize = 64;
@@ -80,6 +85,104 @@ fn main() {
     ] {
         println!("{name:<34} {:>14.0}", rate);
     }
+    scale(rounds);
+}
+
+/// Per-call latency with many live proxies or many clients, next to the
+/// same server's baseline; the server's memory over create/release cycles.
+fn scale(rounds: usize) {
+    let (mut child, address) = spawn("farcall", "unix://*");
+    let client = Client::connect(&address).unwrap();
+    let Value::Proxy(counter) = client.get_item("counter").unwrap() else {
+        panic!("counter is not a proxy")
+    };
+    let add = ProxyRef {
+        attributes: vec!["add".into()],
+        ..counter.clone()
+    };
+    let call = || {
+        let r = client
+            .call_obj(&add, vec![Value::Int(1), Value::Int(2)], vec![])
+            .unwrap();
+        assert_eq!(r, Value::Int(3));
+    };
+    let baseline = time(rounds, call);
+    println!(
+        "\n{:<34} {:>10} {:>10} {:>12}",
+        "scale (unix://)", "median", "p99", "vs baseline"
+    );
+    report("add(1, 2), baseline", &baseline, None);
+
+    // 100k live proxies held by this client (100k references on the server).
+    let proxies: Vec<farcall::Proxy> = (0..100_000)
+        .map(|_| farcall::Proxy::adopt(client.get_item("counter").unwrap()).unwrap())
+        .collect();
+    let with_proxies = time(rounds, call);
+    report(
+        "add(1, 2), 100k live proxies",
+        &with_proxies,
+        Some(&baseline),
+    );
+    drop(proxies);
+
+    // 100 other clients connected to the same server.
+    let others: Vec<Client> = (0..100)
+        .map(|_| Client::connect(&address).unwrap())
+        .collect();
+    let with_clients = time(rounds, call);
+    report(
+        "add(1, 2), 100 more clients",
+        &with_clients,
+        Some(&baseline),
+    );
+    drop(others);
+
+    // The server's memory over a million create/release cycles.
+    let make = ProxyRef {
+        attributes: vec!["make".into()],
+        ..counter
+    };
+    let opts = farcall::client::call_opts(&make, vec![], vec![]);
+    let cycle = |n: usize| {
+        for _ in 0..n / 1000 {
+            let made: Vec<_> = (0..1000)
+                .map(|_| {
+                    client
+                        .send(Action::CallObj, &opts, ReturnType::Auto)
+                        .unwrap()
+                })
+                .collect();
+            for f in made {
+                let Value::Proxy(p) = f.wait(Some(Duration::from_secs(30))).unwrap() else {
+                    panic!("make returns a proxy")
+                };
+                client.delete_later(&p).unwrap();
+            }
+        }
+        client.ping().unwrap(); // every release before it has run
+    };
+    cycle(20_000); // warm up the allocator
+    let before = rss_kib(child.id());
+    let t = Instant::now();
+    cycle(1_000_000);
+    let after = rss_kib(child.id());
+    println!(
+        "server RSS over 1M create/release cycles: {before} KiB -> {after} KiB ({:+} KiB), {:.1} s",
+        after as i64 - before as i64,
+        t.elapsed().as_secs_f64()
+    );
+    client.close_server().unwrap();
+    let _ = child.wait();
+}
+
+/// A process's resident memory, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn report(name: &str, samples: &[Duration], floor: Option<&[Duration]>) {
