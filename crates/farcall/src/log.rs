@@ -1319,6 +1319,10 @@ mod tests {
     #[test]
     fn record_round_trip() {
         let mut r = Record::new("app.io", level::WARNING, "disk at 91%");
+        // serde_json parses floats to within one ulp (no float_roundtrip
+        // feature): use times it reads back exactly.
+        r.created = 1_700_000_000.25;
+        r.relative_created = 12.5;
         r.exc_text = Some("Traceback ...".into());
         r.extra.insert("device".into(), Json::from("cam0"));
         let back = Record::from_json(&r.to_bytes()).unwrap();
