@@ -32,10 +32,15 @@ import sys
 import threading
 import time
 import weakref
-from types import TracebackType
-from typing import IO, Any, Dict, List, Optional, Tuple, Type, Union
 
 from . import _native
+
+# Annotations only (postponed by the __future__ import): a spawned child
+# imports this module, and typing costs milliseconds to import.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import IO, Any, Dict, List, Optional, Tuple, Type, Union
 
 __all__ = [
     "DEFAULT_ADDRESS",
