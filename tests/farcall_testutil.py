@@ -44,8 +44,9 @@ class ThreadServer:
 def stop_quietly(proc):
     """Stops a ProcessSpawner child, killing it if stop() fails."""
     try:
-        if proc.poll() is None:
-            proc.stop()
+        # Also for a child that is already gone: stop() reaps it and removes
+        # its socket file, which a killed child cannot do itself.
+        proc.stop()
     except Exception:
         try:
             proc.kill()
