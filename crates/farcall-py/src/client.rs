@@ -137,9 +137,16 @@ impl RPCClient {
             auth: crate::server::auth_arg(py, auth, key)?,
             ..ClientOptions::default()
         };
+        let open = matches!(options.auth, farcall::Auth::Open);
         let client = py
             .allow_threads(|| Client::connect_with(&address, options))
             .py(py)?;
+        if open {
+            crate::server::warn(
+                py,
+                &format!("RPCClient for {address} does not authenticate (auth=False)"),
+            )?;
+        }
         Ok(RPCClient::wrap(client))
     }
 

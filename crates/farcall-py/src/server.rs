@@ -56,6 +56,14 @@ pub fn auth_arg(py: Python<'_>, auth: bool, key: Option<&Bound<'_, PyAny>>) -> P
     })
 }
 
+/// Logs `message` as a warning on the `farcall` logger.
+pub fn warn(py: Python<'_>, message: &str) -> PyResult<()> {
+    PyModule::import(py, "logging")?
+        .call_method1("getLogger", ("farcall",))?
+        .call_method1("warning", (message,))?;
+    Ok(())
+}
+
 /// An address given as `str` or (pyacq style) `bytes`.
 pub fn address_arg(address: &Bound<'_, PyAny>) -> PyResult<String> {
     if let Ok(b) = address.downcast::<PyBytes>() {
@@ -113,9 +121,19 @@ impl RPCServer {
             allow_unauthenticated_public,
             ..ServerOptions::default()
         };
+        let open = matches!(options.auth, Auth::Open);
         let server = py
             .allow_threads(|| Server::bind_with(&address, options))
             .py(py)?;
+        if open {
+            warn(
+                py,
+                &format!(
+                    "RPCServer at {} accepts unauthenticated peers (auth=False)",
+                    server.address()
+                ),
+            )?;
+        }
         server.set_runtime(Arc::new(PyRuntime));
         Ok(RPCServer { server })
     }
