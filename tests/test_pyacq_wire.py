@@ -493,3 +493,44 @@ def test_a_silent_server_does_not_stall_other_releases(fake_server, fresh_child)
     elapsed = time.monotonic() - t0
     assert released
     assert elapsed < 2.0, f"releases to a healthy server waited {elapsed:.1f} s"
+
+
+def test_a_default_server_refuses_unauthenticated_pyacq_clients(make_thread_server):
+    """Without auth=False a server answers a pyacq-format request (which
+    cannot authenticate) with a PermissionError reply and runs nothing."""
+    ts = make_thread_server("tcp://127.0.0.1:*")
+    counter = Counter()
+    ts["counter"] = counter
+    for ser_type in ("msgpack", "json"):
+        c = PyacqClient(ts.address, ser_type)
+        try:
+            reply = c.request("ping")
+            assert reply["rval"] is None
+            type_name, lines = reply["error"]
+            assert type_name == "PermissionError"
+            assert "authentication" in "".join(lines)
+            reply = c.request("get_item", {"name": "counter"})
+            assert reply["error"][0] == "PermissionError"
+            assert reply["rval"] is None
+            # Forged proxies do not get a call through either.
+            for obj_id in range(10):
+                forged = {
+                    "___type_name___": "proxy",
+                    "rpc_addr": ts.address.encode(),
+                    "obj_id": obj_id,
+                    "ref_id": 0,
+                    "type_str": "",
+                    "attributes": ["incr"],
+                }
+                if ser_type == "json":
+                    forged["rpc_addr"] = {
+                        "___type_name___": "bytes",
+                        "data": base64.b64encode(ts.address.encode()).decode(),
+                    }
+                reply = c.request("call_obj", {"obj": forged, "args": [], "kwargs": {}})
+                assert reply["error"][0] == "PermissionError"
+        finally:
+            c.close()
+    assert counter.value == 0
+    # farcall clients (which authenticate) still work.
+    assert run_in_thread(lambda: RPCClient(ts.address).ping()) == "pong"
