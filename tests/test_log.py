@@ -352,7 +352,7 @@ def test_a_gone_server_never_blocks_a_sender():
             slowest = max(slowest, time.perf_counter() - t)
         total = time.perf_counter() - start
         assert total < 10.0, total
-        assert slowest < 0.1, slowest
+        assert slowest < 1.0, slowest  # preemption on a loaded machine, never a wait
         assert sender.dropped > 15000
         assert sender._native.queued <= 1001
     finally:
@@ -510,19 +510,36 @@ def _record(msg, created, level=logging.INFO, process="p1", thread="t"):
 
 def test_rpc_log_handler_sorts_by_creation_time():
     stream = io.StringIO()
-    h = flog.RPCLogHandler(stream, delay=0.3)
+    h = flog.RPCLogHandler(stream, delay=60)  # held until flushed: no timing involved
     try:
         now = time.time()
         h.handle(_record("second", now + 0.01))
         h.handle(_record("third", now + 0.02, process="p2"))
         h.handle(_record("first", now))
-        deadline = time.monotonic() + 5
-        while stream.getvalue().count("\n") < 3 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        assert stream.getvalue() == ""
+        h.flush()
         lines = stream.getvalue().splitlines()
         assert [line.rsplit(" ", 1)[1] for line in lines] == ["first", "second", "third"]
         assert "[p1:t] INFO app: first" in lines[0]
         assert "\x1b[" not in stream.getvalue()  # not a terminal: plain text
+    finally:
+        h.close()
+
+
+def test_rpc_log_handler_writes_records_after_the_delay():
+    stream = io.StringIO()
+    h = flog.RPCLogHandler(stream, delay=0.1)
+    try:
+        now = time.time()
+        h.handle(_record("b", now + 0.01))
+        h.handle(_record("a", now))
+        deadline = time.monotonic() + 10
+        while stream.getvalue().count("\n") < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sorted(line.rsplit(" ", 1)[1] for line in stream.getvalue().splitlines()) == [
+            "a",
+            "b",
+        ]
     finally:
         h.close()
 

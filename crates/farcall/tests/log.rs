@@ -132,8 +132,9 @@ fn a_gone_server_never_blocks_the_sender() {
     }
     let total = start.elapsed();
     assert!(total < Duration::from_secs(5), "100k sends took {total:?}");
+    // Generous: a loaded machine preempts; a send never waits.
     assert!(
-        slowest < Duration::from_millis(200),
+        slowest < Duration::from_secs(1),
         "one send took {slowest:?}"
     );
     assert!(sender.dropped() > 90_000, "dropped {}", sender.dropped());
