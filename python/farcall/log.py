@@ -215,6 +215,8 @@ class LogServer(threading.Thread):
     handing each record to ``logger`` as a ``logging.LogRecord`` (records
     below the logger's effective level are skipped). Senders are
     :class:`LogSender`, pyacq's LogSender, or Rust's ``farcall::log``.
+    ``sort`` is accepted for pyacq's signature; sorting by time is
+    :class:`RPCLogHandler`'s job.
     """
 
     def __init__(
