@@ -56,7 +56,7 @@ impl RPCClient {
                 let v = py
                     .allow_threads(|| client.call(action, &opts, return_type, timeout))
                     .py(py)?;
-                to_py(py, v, Ownership::Owned)
+                to_py(py, v, Ownership::Reply(self.client.address()))
             }
             SyncMode::Async => {
                 let f = py
@@ -266,6 +266,11 @@ impl RPCClient {
 
     /// Releases the server-side reference behind `proxy`.
     fn delete(&self, py: Python<'_>, proxy: &Bound<'_, ObjectProxy>) -> PyResult<()> {
+        // An owning proxy is marked released, so collecting it later sends
+        // nothing more.
+        if proxy.get().release(py)? {
+            return Ok(());
+        }
         let reference = proxy.get().reference().clone();
         let client = &self.client;
         py.allow_threads(|| client.delete(&reference)).py(py)
@@ -275,7 +280,7 @@ impl RPCClient {
     fn __getitem__(&self, py: Python<'_>, name: &str) -> PyResult<PyObject> {
         let client = &self.client;
         let v = py.allow_threads(|| client.get_item(name)).py(py)?;
-        to_py(py, v, Ownership::Owned)
+        to_py(py, v, Ownership::Reply(self.client.address()))
     }
 
     /// Publishes `obj` on the server as `name`.
@@ -289,7 +294,7 @@ impl RPCClient {
     fn ping(&self, py: Python<'_>) -> PyResult<PyObject> {
         let client = &self.client;
         let v = py.allow_threads(|| client.ping()).py(py)?;
-        to_py(py, v, Ownership::Owned)
+        to_py(py, v, Ownership::Reply(self.client.address()))
     }
 
     /// Pings until the server answers or `timeout` seconds pass.

@@ -18,7 +18,7 @@ use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDate, PyDateAccess, PyDateTime, PyDict, PyFloat, PyInt, PyList,
-    PyString, PyTimeAccess, PyTuple, PyType, PyTzInfoAccess,
+    PySlice, PyString, PyTimeAccess, PyTuple, PyType, PyTzInfoAccess,
 };
 
 use crate::buffer::{pinned_bytes, RecvBuffer};
@@ -127,6 +127,17 @@ impl<'py> Outgoing<'_, 'py> {
             Value::Bytes(pinned_bytes(obj.downcast::<PyBytes>()?))
         } else if let Ok(proxy) = obj.downcast::<ObjectProxy>() {
             Value::Proxy(proxy.get().reference().clone())
+        } else if let Ok(slice) = obj.downcast::<PySlice>() {
+            // `remote_list[1:3]`: slices are small and travel by copy, as
+            // a tagged map (the convention pyacq's formats use for types
+            // msgpack lacks).
+            let part = |name| -> PyResult<Value> { self.convert(&slice.getattr(name)?, depth + 1) };
+            Value::map([
+                (TYPE_TAG, Value::from("slice")),
+                ("start", part("start")?),
+                ("stop", part("stop")?),
+                ("step", part("step")?),
+            ])
         } else if obj.is_exact_instance_of::<PyDateTime>() {
             match datetime_value(obj.downcast::<PyDateTime>()?)? {
                 Some(v) => v,
@@ -358,11 +369,23 @@ fn array_object(py: Python<'_>, a: Array) -> PyResult<PyObject> {
 
 // ---- incoming ----------------------------------------------------------
 
+/// The key that names a tagged map's type.
+const TYPE_TAG: &str = "___type_name___";
+
+/// True for a map tagged as `type_name`.
+fn is_tagged(entries: &[(Value, Value)], type_name: &str) -> bool {
+    entries
+        .iter()
+        .any(|(k, v)| k.as_str() == Some(TYPE_TAG) && v.as_str() == Some(type_name))
+}
+
 /// Who owns the server-side references of incoming proxies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ownership {
-    /// A call's result: the new proxy owns its reference.
-    Owned,
+pub enum Ownership<'a> {
+    /// A reply from the server at this address: a proxy to one of its
+    /// objects is ours; one it passed along from elsewhere is borrowed
+    /// (see `farcall::Proxy::from_reply`).
+    Reply(&'a str),
     /// A request's argument: the sender owns it.
     Borrowed,
 }
@@ -390,6 +413,22 @@ pub fn to_py(py: Python<'_>, value: Value, ownership: Ownership) -> PyResult<PyO
                 .map(|v| to_py(py, v, ownership))
                 .collect::<PyResult<Vec<_>>>()?;
             PyTuple::new(py, items)?.into_any().unbind()
+        }
+        Value::Map(entries) if is_tagged(&entries, "slice") => {
+            let get = |key: &str| {
+                entries
+                    .iter()
+                    .find(|(k, _)| k.as_str() == Some(key))
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            let start = to_py(py, get("start"), ownership)?;
+            let stop = to_py(py, get("stop"), ownership)?;
+            let step = to_py(py, get("step"), ownership)?;
+            PyModule::import(py, "builtins")?
+                .getattr("slice")?
+                .call1((start, stop, step))?
+                .unbind()
         }
         Value::Map(entries) => {
             let dict = PyDict::new(py);
@@ -428,7 +467,7 @@ pub fn to_py(py: Python<'_>, value: Value, ownership: Ownership) -> PyResult<PyO
                 }
             }
             let proxy = match ownership {
-                Ownership::Owned => farcall::Proxy::owning(reference),
+                Ownership::Reply(server) => farcall::Proxy::from_reply(reference, server),
                 Ownership::Borrowed => farcall::Proxy::borrowed(reference),
             };
             Py::new(py, ObjectProxy::new(py, proxy))?.into_any()

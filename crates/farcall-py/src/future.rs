@@ -26,6 +26,8 @@ enum State {
 /// The result of a call made with `_sync="async"`.
 #[pyclass(module = "farcall", name = "Future", frozen, weakref)]
 pub struct PyFuture {
+    /// The server the call went to (it owns what the reply refers to).
+    server: String,
     state: Mutex<State>,
     /// Signalled when the outcome is stored.
     finished: Condvar,
@@ -36,6 +38,7 @@ impl PyFuture {
     /// Wraps an engine future.
     pub fn new(f: farcall::Future) -> Self {
         PyFuture {
+            server: f.client().address().to_string(),
             state: Mutex::new(State::Pending(Some(f))),
             finished: Condvar::new(),
             callbacks: Mutex::new(Vec::new()),
@@ -50,7 +53,7 @@ impl PyFuture {
     fn finish(slf: &Bound<'_, Self>, outcome: farcall::Result<Value>) {
         let py = slf.py();
         let converted = match outcome {
-            Ok(v) => to_py(py, v, Ownership::Owned),
+            Ok(v) => to_py(py, v, Ownership::Reply(&slf.get().server)),
             Err(e) => Err(error_to_py(py, e)),
         };
         *slf.get().state() = State::Done(converted);

@@ -64,7 +64,8 @@ fn encode<'py>(
 fn decode(py: Python<'_>, name: &str, body: &[u8], buffers: Vec<Vec<u8>>) -> PyResult<PyObject> {
     let buffers: Vec<Bytes> = buffers.into_iter().map(Bytes::from).collect();
     let value = codec::decode(format(name)?, &Bytes::copy_from_slice(body), &buffers).py(py)?;
-    convert::to_py(py, value, Ownership::Owned)
+    // Decoded outside any call: nobody handed us these references.
+    convert::to_py(py, value, Ownership::Borrowed)
 }
 
 /// The `farcall._native` extension module.

@@ -473,7 +473,6 @@ fn _log_get_thread_name(tid: Option<u64>) -> Option<String> {
 /// `log_level`, else this process's defaults (its log server or the one it
 /// sends to, and the receiving logger's level), as pyacq's ProcessSpawner
 /// did. Defaults exist only once `farcall.log` has been imported.
-#[allow(dead_code)] // for ProcessSpawner (spawn.rs); see docs/logging.md
 pub fn child_log_options<'py>(
     py: Python<'py>,
     log_addr: Option<String>,

@@ -235,7 +235,7 @@ impl ObjectProxy {
             .allow_threads(|| proxy.invoke(method, args, kwargs, sync, return_type, Some(timeout)))
             .py(py)?;
         match out {
-            Invoked::Value(v) => to_py(py, v, Ownership::Owned),
+            Invoked::Value(v) => to_py(py, v, Ownership::Reply(self.proxy.address())),
             Invoked::Future(f) => Ok(Py::new(py, PyFuture::new(f))?.into_any()),
             Invoked::Sent => Ok(py.None()),
         }
@@ -272,7 +272,18 @@ impl ObjectProxy {
         let v = py
             .allow_threads(|| proxy.fetch_as(return_type, Some(timeout)))
             .py(py)?;
-        to_py(py, v, Ownership::Owned)
+        to_py(py, v, Ownership::Reply(self.proxy.address()))
+    }
+
+    /// Releases the reference now if this proxy owns it (true); false for
+    /// a borrowed proxy.
+    pub fn release(&self, py: Python<'_>) -> PyResult<bool> {
+        if !self.proxy.owns() {
+            return Ok(false);
+        }
+        let proxy = &self.proxy;
+        py.allow_threads(|| proxy.release()).py(py)?;
+        Ok(true)
     }
 
     fn identity(&self) -> (&str, u64, &[String]) {

@@ -65,12 +65,14 @@ impl ProcessSpawner {
         if let Some(address) = address {
             options = options.address(crate::server::address_arg(address)?);
         }
+        // Without log_addr/log_level, the children log to this process's
+        // log server (if farcall.log runs one), as in pyacq.
+        let log_addr = log_addr.map(crate::server::address_arg).transpose()?;
+        let (log_addr, log_level) =
+            crate::log::child_log_options(py, log_addr, log_level.cloned())?;
         let mut extra = serde_json::Map::new();
         if let Some(log_addr) = log_addr {
-            extra.insert(
-                "log_addr".into(),
-                crate::server::address_arg(log_addr)?.into(),
-            );
+            extra.insert("log_addr".into(), log_addr.into());
         }
         if let Some(level) = log_level {
             let level: serde_json::Value = match level.extract::<i64>() {
@@ -93,7 +95,12 @@ impl ProcessSpawner {
     /// This thread's client of the child's server.
     #[getter]
     fn client(&self, py: Python<'_>) -> PyResult<RPCClient> {
-        RPCClient::for_address(py, self.child.address())
+        // This thread's client as it is, even disconnected (so that
+        // `proc.client.disconnected()` can say so after the child died).
+        match farcall::Client::existing(self.child.address()) {
+            Some(client) => Ok(RPCClient::wrap(client)),
+            None => RPCClient::for_address(py, self.child.address()),
+        }
     }
 
     /// The address of the child's server.

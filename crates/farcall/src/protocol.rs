@@ -237,6 +237,15 @@ impl Request {
         codec::decode(format, &self.opts, &self.buffers)
     }
 
+    /// Decodes the options, handing the out-of-band buffers over to the
+    /// value: with no other reference left, a receiver may reuse a buffer's
+    /// memory in place (a numpy array over the received bytes, no copy).
+    pub fn take_opts(&mut self, format: Format) -> Result<Value> {
+        let value = self.decode_opts(format);
+        self.buffers = Vec::new();
+        value
+    }
+
     /// True when the caller waits for a reply.
     pub fn wants_reply(&self) -> bool {
         self.req_id >= 0

@@ -12,9 +12,10 @@
 //! that waits on the network can deadlock). A proxy received as an
 //! argument is borrowed: the sender owns that reference.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use crate::client::{call_opts, Client, Future};
@@ -43,10 +44,29 @@ struct Owner {
 
 impl Drop for Owner {
     fn drop(&mut self) {
+        let key = (self.reference.rpc_addr.clone(), self.reference.ref_id);
+        let mut owners = lock_owners();
+        if owners.get(&key).is_some_and(|w| w.strong_count() == 0) {
+            owners.remove(&key);
+        }
+        drop(owners);
         if !self.released.swap(true, Ordering::AcqRel) {
             queue_release(self.reference.clone());
         }
     }
+}
+
+/// The references this process owns, so that one that comes back (a
+/// proxy echoed by another process) shares its owner instead of getting a
+/// second one that would release it twice.
+type Owners = HashMap<(String, u64), Weak<Owner>>;
+
+fn lock_owners() -> std::sync::MutexGuard<'static, Owners> {
+    static OWNERS: OnceLock<Mutex<Owners>> = OnceLock::new();
+    OWNERS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
 }
 
 /// What [`Proxy::invoke`] gives back, by sync mode.
@@ -61,11 +81,22 @@ pub enum Invoked {
 
 impl Proxy {
     /// A proxy that owns `reference` (released when the last clone drops).
+    /// If this process owns the reference already, the owner is shared.
     pub fn owning(reference: ProxyRef) -> Proxy {
-        let owner = Arc::new(Owner {
-            reference: reference.clone(),
-            released: AtomicBool::new(false),
-        });
+        let key = (reference.rpc_addr.clone(), reference.ref_id);
+        let mut owners = lock_owners();
+        let owner = match owners.get(&key).and_then(Weak::upgrade) {
+            Some(owner) => owner,
+            None => {
+                let owner = Arc::new(Owner {
+                    reference: reference.clone(),
+                    released: AtomicBool::new(false),
+                });
+                owners.insert(key, Arc::downgrade(&owner));
+                owner
+            }
+        };
+        drop(owners);
         Proxy {
             reference,
             owner: Some(owner),
@@ -81,6 +112,22 @@ impl Proxy {
             owner: None,
             return_type: ReturnType::Auto,
             timeout: None,
+        }
+    }
+
+    /// The proxy for a reference that a reply from the server at `server`
+    /// carried. A reference to an object of that server was made for us:
+    /// we own it. A reference to another server's object was passed along
+    /// by that server: we borrow it (the process that got it from its
+    /// owner releases it), unless we own it already (it came back to us).
+    pub fn from_reply(reference: ProxyRef, server: &str) -> Proxy {
+        let known = lock_owners()
+            .get(&(reference.rpc_addr.clone(), reference.ref_id))
+            .is_some_and(|w| w.strong_count() > 0);
+        if known || reference.rpc_addr == server {
+            Proxy::owning(reference)
+        } else {
+            Proxy::borrowed(reference)
         }
     }
 
@@ -217,6 +264,11 @@ impl Proxy {
         if let Some(owner) = &self.owner {
             owner.released.store(keep, Ordering::Release);
         }
+    }
+
+    /// True when this proxy owns its reference (it was not borrowed).
+    pub fn owns(&self) -> bool {
+        self.owner.is_some()
     }
 
     /// True when this proxy owns a reference that has been released.

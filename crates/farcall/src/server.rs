@@ -292,6 +292,12 @@ impl Server {
     /// The local object a proxy of this server refers to (its attribute
     /// path followed).
     pub fn unwrap_proxy(&self, proxy: &ProxyRef) -> Result<Value> {
+        if proxy.rpc_addr != self.shared.address {
+            return Err(Error::value_error(format!(
+                "the proxy belongs to {}, not to this server ({})",
+                proxy.rpc_addr, self.shared.address
+            )));
+        }
         self.shared.resolve_proxy(proxy)
     }
 
@@ -837,7 +843,7 @@ impl Shared {
 
 impl Shared {
     fn handle(&self, peer: Peer, frames: Frames) {
-        let request = match Request::parse(frames) {
+        let mut request = match Request::parse(frames) {
             Ok(r) => r,
             Err(bad) => {
                 log::warn!("malformed request to {}: {}", self.address, bad.error);
@@ -849,7 +855,7 @@ impl Shared {
         };
         // An unknown serializer is answered in msgpack, pyacq's default.
         let (format, result) = match request.format() {
-            Ok(f) => (f, self.admit_and_run(&peer, &request, f)),
+            Ok(f) => (f, self.admit_and_run(&peer, &mut request, f)),
             Err(e) => (Format::Msgpack, Err(e)),
         };
         let closing = matches!(request.action(), Ok(Action::Close)) && result.is_ok();
@@ -887,7 +893,7 @@ impl Shared {
 
     /// Runs a request if its peer is admitted; over ZeroMQ, the handshake
     /// actions admit peers (a native connection is admitted by `greet`).
-    fn admit_and_run(&self, peer: &Peer, request: &Request, format: Format) -> Result<Value> {
+    fn admit_and_run(&self, peer: &Peer, request: &mut Request, format: Format) -> Result<Value> {
         let Peer::Zmq(identity) = peer else {
             return self.run(request, format);
         };
@@ -939,10 +945,10 @@ impl Shared {
         }
     }
 
-    fn run(&self, request: &Request, format: Format) -> Result<Value> {
+    fn run(&self, request: &mut Request, format: Format) -> Result<Value> {
         let action = request.action()?;
         let return_type = request.return_type()?;
-        let opts = request.decode_opts(format)?;
+        let opts = request.take_opts(format)?;
         let result = self.act(action, opts)?;
         self.apply_return_type(result, return_type)
     }

@@ -106,7 +106,13 @@ fn auto_socket_path() -> PathBuf {
         .filter(|d| d.is_dir())
         .unwrap_or_else(std::env::temp_dir);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    dir.join(format!("farcall-{}-{n}.sock", std::process::id()))
+    // Random too: a killed process leaves its socket file behind, and a
+    // later process may get the same pid.
+    let salt = crate::auth::random::<4>().map_or(0, u32::from_le_bytes);
+    dir.join(format!(
+        "farcall-{}-{n}-{salt:08x}.sock",
+        std::process::id()
+    ))
 }
 
 #[cfg(test)]

@@ -479,7 +479,7 @@ impl FrameReader {
                 return Ok(None);
             }
             if len >= LARGE_FRAME {
-                partial.large = Some(BytesMut::with_capacity(len as usize));
+                partial.large = Some(large_buffer(len as usize));
                 continue;
             }
             if (avail as u64) < len {
@@ -540,6 +540,29 @@ impl FrameReader {
         });
         Ok(true)
     }
+}
+
+/// A buffer for one large frame. Huge pages are asked for: the kernel then
+/// faults the buffer in 2 MiB at a time instead of 4 KiB, which is most of
+/// the cost of receiving a fresh 64 MiB array.
+fn large_buffer(len: usize) -> BytesMut {
+    let buf = BytesMut::with_capacity(len);
+    const HUGE: usize = 2 << 20;
+    let start = buf.as_ptr() as usize;
+    let aligned = start.next_multiple_of(HUGE);
+    let end = (start + len) & !(HUGE - 1);
+    if end > aligned {
+        // SAFETY: the range lies inside the allocation just made; madvise
+        // only changes how its pages are backed. Failure is harmless.
+        unsafe {
+            libc::madvise(
+                aligned as *mut libc::c_void,
+                end - aligned,
+                libc::MADV_HUGEPAGE,
+            );
+        }
+    }
+    buf
 }
 
 fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
