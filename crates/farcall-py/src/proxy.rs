@@ -13,6 +13,7 @@ use std::time::Duration;
 use farcall::{Invoked, ProxyRef, ReturnType, SyncMode, Value};
 use pyo3::basic::CompareOp;
 use pyo3::exceptions::{PyAttributeError, PyKeyError, PyTypeError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::GILProtected;
 use pyo3::types::{PyDict, PyString, PyTuple};
@@ -302,27 +303,30 @@ struct Overrides {
 
 impl Overrides {
     /// Takes `_sync`, `_return_type` and `_timeout` (and pyacq's older
-    /// `_callSync`, `_returnType`) out of a call's keywords.
+    /// `_callSync`, `_returnType`) out of a call's keywords, in one pass
+    /// over them (this runs on every call that has keywords).
     fn take(kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Overrides> {
         let mut o = Overrides::default();
         let Some(kwargs) = kwargs else {
             return Ok(o);
         };
-        for key in ["_sync", "_callSync"] {
-            if let Some(v) = kwargs.get_item(key)? {
-                o.sync = Some(sync_mode(&v)?);
-                kwargs.del_item(key)?;
+        let mut taken = Vec::new();
+        for (key, value) in kwargs.iter() {
+            let key = key.downcast_into::<PyString>()?;
+            let name = key.to_str()?;
+            if !name.starts_with('_') {
+                continue;
             }
-        }
-        for key in ["_return_type", "_returnType"] {
-            if let Some(v) = kwargs.get_item(key)? {
-                o.return_type = Some(return_type(&v)?);
-                kwargs.del_item(key)?;
+            match name {
+                "_sync" | "_callSync" => o.sync = Some(sync_mode(&value)?),
+                "_return_type" | "_returnType" => o.return_type = Some(return_type(&value)?),
+                "_timeout" => o.timeout = Some(timeout(&value)?),
+                _ => continue,
             }
+            taken.push(key);
         }
-        if let Some(v) = kwargs.get_item("_timeout")? {
-            o.timeout = Some(timeout(&v)?);
-            kwargs.del_item("_timeout")?;
+        for key in taken {
+            kwargs.del_item(key)?;
         }
         Ok(o)
     }
@@ -353,13 +357,29 @@ impl ObjectProxy {
     }
 
     /// A deferred proxy to attribute `name` (or, with `defer_getattr` off
-    /// or for names starting with `_`, the attribute fetched now).
-    fn __getattr__(slf: &Bound<'_, Self>, name: &Bound<'_, PyString>) -> PyResult<PyObject> {
+    /// or for names starting with `_`, the attribute fetched now). The
+    /// proxy's own names (`_get_value`, `__class__`, ...) all start with
+    /// `_`; other names skip the class lookup, which `proxy.method(...)`
+    /// would otherwise pay for with an AttributeError on every call.
+    fn __getattribute__(slf: &Bound<'_, Self>, name: &Bound<'_, PyString>) -> PyResult<PyObject> {
         let py = slf.py();
         let me = slf.get();
-        let name = name.to_str()?;
-        let derived = me.derived(py, name);
-        if me.options().defer_getattr && !name.starts_with('_') {
+        let text = name.to_str()?;
+        let private = text.starts_with('_');
+        if private {
+            // SAFETY: both pointers are valid, borrowed objects.
+            let own = unsafe { ffi::PyObject_GenericGetAttr(slf.as_ptr(), name.as_ptr()) };
+            if !own.is_null() {
+                // SAFETY: GenericGetAttr returned a new reference.
+                return Ok(unsafe { PyObject::from_owned_ptr(py, own) });
+            }
+            let err = PyErr::fetch(py);
+            if !err.is_instance_of::<PyAttributeError>(py) {
+                return Err(err);
+            }
+        }
+        let derived = me.derived(py, text);
+        if !private && me.options().defer_getattr {
             return Ok(Py::new(py, derived)?.into_any());
         }
         let return_type = derived.options().return_type;
@@ -372,7 +392,7 @@ impl ObjectProxy {
                 .and_then(|t| t.extract::<String>().ok())
                 .is_some_and(|t| t == "AttributeError");
             if remote_attr_error {
-                PyAttributeError::new_err(name.to_string())
+                PyAttributeError::new_err(text.to_string())
             } else {
                 e
             }

@@ -92,7 +92,11 @@ struct Outbox {
 }
 
 /// Queued async requests are written at once past this many bytes.
-const CORK_BYTES: usize = 64 * 1024;
+const CORK_BYTES: usize = 16 * 1024;
+/// How long the flusher lets a burst of async requests pile up before it
+/// writes them. Only requests nobody waits on see it: a wait (a sync call,
+/// `result()`, an awaited future) writes the queue first.
+const FLUSH_DELAY: Duration = Duration::from_micros(100);
 
 /// When a request must reach the socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -826,8 +830,9 @@ impl Inner {
 
 const ZMQ_SLICE: Duration = Duration::from_millis(10);
 
-/// Asks the flusher thread to write `inner`'s queued requests. The thread
-/// wakes at once; requests queued meanwhile go out in the same write.
+/// Asks the flusher thread to write `inner`'s queued requests within
+/// [`FLUSH_DELAY`]; requests queued meanwhile go out in the same write, so
+/// a burst costs one wake-up per delay, not one per request.
 fn schedule_flush(inner: &Arc<Inner>) {
     static FLUSHER: OnceLock<Sender<Weak<Inner>>> = OnceLock::new();
     let flusher = FLUSHER.get_or_init(|| {
@@ -835,8 +840,11 @@ fn schedule_flush(inner: &Arc<Inner>) {
         std::thread::Builder::new()
             .name("farcall-flush".into())
             .spawn(move || {
-                for inner in rx {
-                    if let Some(inner) = inner.upgrade() {
+                while let Ok(first) = rx.recv() {
+                    std::thread::sleep(FLUSH_DELAY);
+                    let mut due = vec![first];
+                    due.extend(rx.try_iter());
+                    for inner in due.iter().filter_map(Weak::upgrade) {
                         inner.flush_queued();
                     }
                 }
