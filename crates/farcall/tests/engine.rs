@@ -743,3 +743,30 @@ fn closing_a_server_process_always_answers() {
         }
     }
 }
+
+#[test]
+fn ten_thousand_calls_in_flight_all_come_back_on_every_transport() {
+    // More than libzmq's default high-water mark (1000), past which a
+    // ROUTER drops replies unless told not to.
+    for address in addresses() {
+        let running = serve(&address);
+        let client = Client::connect(&running.address()).unwrap();
+        let counter = proxy_of(client.get_item("counter").unwrap());
+        let futures: Vec<_> = (0..10_000)
+            .map(|_| {
+                counter
+                    .attr("add")
+                    .call_async(vec![Value::Int(1)], vec![])
+                    .unwrap()
+            })
+            .collect();
+        for (i, f) in futures.into_iter().enumerate() {
+            let got = f.wait(Some(Duration::from_secs(30)));
+            assert_eq!(
+                got.unwrap(),
+                Value::Int(i as i64 + 1),
+                "{address}: call {i}"
+            );
+        }
+    }
+}

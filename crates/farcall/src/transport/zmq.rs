@@ -45,6 +45,11 @@ pub fn bind_router(endpoint: &str, max_message: u64) -> Result<(Router, String)>
     // Let queued replies and notices out after close, but never hold the
     // process for long.
     socket.set_linger(1000)?;
+    // A ROUTER drops (silently) what it cannot queue for a peer past the
+    // high-water mark: a client with more than 1000 calls in flight would
+    // lose replies. Replies are never dropped; a client's own number of
+    // calls in flight bounds the queue.
+    socket.set_sndhwm(0)?;
     socket.set_heartbeat_ivl(HEARTBEAT_IVL_MS)?;
     socket.set_heartbeat_timeout(HEARTBEAT_TIMEOUT_MS)?;
     // libzmq drops a peer that sends more, before we ever see the bytes.
@@ -81,6 +86,7 @@ pub fn connect_dealer(endpoint: &str) -> Result<Dealer> {
     static NEXT_MONITOR: AtomicU64 = AtomicU64::new(0);
     let socket = context().socket(zmq::DEALER)?;
     socket.set_linger(0)?;
+    socket.set_rcvhwm(0)?;
     socket.set_heartbeat_ivl(HEARTBEAT_IVL_MS)?;
     socket.set_heartbeat_timeout(HEARTBEAT_TIMEOUT_MS)?;
     // A random routing id: the server admits a peer by it after the
