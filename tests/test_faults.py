@@ -204,3 +204,38 @@ def test_the_parent_keeps_working_after_a_child_dies():
     finally:
         second.stop()
         farcall._stop_children()
+
+
+EXIT_SCRIPT = textwrap.dedent(
+    """
+    import threading, time
+    from farcall import ProcessSpawner, RPCServer
+    srv = RPCServer('unix://*')
+    threading.Thread(target=srv.run_forever, daemon=True).start()
+    proc = ProcessSpawner()
+    sleeper = proc.client._import('time')
+    def call():
+        from farcall import RPCClient
+        RPCClient.get_client(proc.address)._import('time').sleep(30)
+    threading.Thread(target=call, daemon=True).start()
+    future = sleeper.sleep(30, _sync='async')
+    threading.Thread(target=lambda: future.result(60), daemon=True).start()
+    time.sleep(0.3)
+    print('exiting', flush=True)
+    """
+)
+
+
+def test_exit_with_daemon_threads_inside_farcall_waits_is_clean():
+    # A daemon thread that comes back from a GIL-released wait while the
+    # interpreter finalizes must not abort the process.
+    for _ in range(5):
+        done = subprocess.run(
+            [sys.executable, "-c", EXIT_SCRIPT],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.stdout.strip() == "exiting"
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "FATAL" not in done.stderr and "Abort" not in done.stderr

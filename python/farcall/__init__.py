@@ -13,7 +13,13 @@ it with pyacq's names::
 
 import atexit as _atexit
 
-from ._native import (
+from . import _native
+
+# First registered, so it runs last at exit: from then on, threads coming
+# back from farcall waits do not take the GIL again (see gil.rs).
+_atexit.register(_native._exiting)
+
+from ._native import (  # noqa: E402
     Future,
     ObjectProxy,
     ProcessSpawner,
@@ -21,7 +27,7 @@ from ._native import (
     RPCServer,
     __version__,
 )
-from ._native import _stop_children
+from ._native import _stop_children  # noqa: E402
 from .errors import DisconnectError, OperationError, ProtocolError, RemoteCallException
 
 __all__ = [

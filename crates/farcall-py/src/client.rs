@@ -29,7 +29,7 @@ pub struct RPCClient {
 impl RPCClient {
     /// This thread's client for `address`, connecting on first use.
     pub fn for_address(py: Python<'_>, address: &str) -> PyResult<RPCClient> {
-        let client = py.allow_threads(|| Client::get(address)).py(py)?;
+        let client = crate::gil::released(py, || Client::get(address)).py(py)?;
         Ok(RPCClient { client })
     }
 
@@ -53,20 +53,18 @@ impl RPCClient {
         let client = &self.client;
         match sync {
             SyncMode::Sync => {
-                let v = py
-                    .allow_threads(|| client.call(action, &opts, return_type, timeout))
-                    .py(py)?;
+                let v =
+                    crate::gil::released(py, || client.call(action, &opts, return_type, timeout))
+                        .py(py)?;
                 to_py(py, v, Ownership::Reply(self.client.address()))
             }
             SyncMode::Async => {
-                let f = py
-                    .allow_threads(|| client.send(action, &opts, return_type))
-                    .py(py)?;
+                let f =
+                    crate::gil::released(py, || client.send(action, &opts, return_type)).py(py)?;
                 Ok(Py::new(py, PyFuture::new(f))?.into_any())
             }
             SyncMode::Off => {
-                py.allow_threads(|| client.send_off(action, &opts, return_type))
-                    .py(py)?;
+                crate::gil::released(py, || client.send_off(action, &opts, return_type)).py(py)?;
                 Ok(py.None())
             }
         }
@@ -138,9 +136,7 @@ impl RPCClient {
             ..ClientOptions::default()
         };
         let open = matches!(options.auth, farcall::Auth::Open);
-        let client = py
-            .allow_threads(|| Client::connect_with(&address, options))
-            .py(py)?;
+        let client = crate::gil::released(py, || Client::connect_with(&address, options)).py(py)?;
         if open {
             crate::server::warn(
                 py,
@@ -273,13 +269,13 @@ impl RPCClient {
         }
         let reference = proxy.get().reference().clone();
         let client = &self.client;
-        py.allow_threads(|| client.delete(&reference)).py(py)
+        crate::gil::released(py, || client.delete(&reference)).py(py)
     }
 
     /// The object published on the server as `name`.
     fn __getitem__(&self, py: Python<'_>, name: &str) -> PyResult<PyObject> {
         let client = &self.client;
-        let v = py.allow_threads(|| client.get_item(name)).py(py)?;
+        let v = crate::gil::released(py, || client.get_item(name)).py(py)?;
         to_py(py, v, Ownership::Reply(self.client.address()))
     }
 
@@ -287,13 +283,13 @@ impl RPCClient {
     fn __setitem__(&self, py: Python<'_>, name: &str, obj: &Bound<'_, PyAny>) -> PyResult<()> {
         let v = value(obj)?;
         let client = &self.client;
-        py.allow_threads(|| client.set_item(name, v)).py(py)
+        crate::gil::released(py, || client.set_item(name, v)).py(py)
     }
 
     /// Answers "pong" if the server is there.
     fn ping(&self, py: Python<'_>) -> PyResult<PyObject> {
         let client = &self.client;
-        let v = py.allow_threads(|| client.ping()).py(py)?;
+        let v = crate::gil::released(py, || client.ping()).py(py)?;
         to_py(py, v, Ownership::Reply(self.client.address()))
     }
 
@@ -302,7 +298,7 @@ impl RPCClient {
     fn ensure_connection(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
         let client = &self.client;
         let deadline = Instant::now() + Duration::from_secs_f64(timeout);
-        let r = py.allow_threads(|| {
+        let r = crate::gil::released(py, || {
             let left = deadline.saturating_duration_since(Instant::now());
             client.call(Action::Ping, &Value::None, ReturnType::Auto, Some(left))
         });
@@ -317,7 +313,7 @@ impl RPCClient {
     /// Asks the server to close; every client it knows is told.
     fn close_server(&self, py: Python<'_>) -> PyResult<()> {
         let client = &self.client;
-        py.allow_threads(|| client.close_server()).py(py)
+        crate::gil::released(py, || client.close_server()).py(py)
     }
 
     /// True once the server is known to be gone.

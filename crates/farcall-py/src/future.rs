@@ -77,7 +77,7 @@ impl PyFuture {
         };
         let Some(mut engine) = engine else {
             // Another thread waits on the engine; wait for it to finish.
-            let done = py.allow_threads(|| {
+            let done = crate::gil::released(py, || {
                 let st = me.state();
                 let (st, _) = me
                     .finished
@@ -93,7 +93,7 @@ impl PyFuture {
             }
             return Ok(done);
         };
-        let got = py.allow_threads(|| engine.wait_for(timeout));
+        let got = crate::gil::released(py, || engine.wait_for(timeout));
         match got {
             Ok(Some(outcome)) => {
                 PyFuture::finish(slf, outcome);

@@ -17,6 +17,7 @@ mod client;
 mod convert;
 mod errors;
 mod future;
+mod gil;
 mod host;
 mod log;
 mod proxy;
@@ -72,6 +73,8 @@ fn decode(py: Python<'_>, name: &str, body: &[u8], buffers: Vec<Vec<u8>>) -> PyR
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", farcall::VERSION)?;
+    gil::init();
+    m.add_function(wrap_pyfunction!(gil::_exiting, m)?)?;
     m.add_class::<server::RPCServer>()?;
     m.add_class::<client::RPCClient>()?;
     m.add_class::<proxy::ObjectProxy>()?;

@@ -210,7 +210,7 @@ impl LogSender {
     #[pyo3(signature = (timeout=1.0))]
     fn flush(&self, py: Python<'_>, timeout: f64) -> bool {
         let inner = &self.inner;
-        py.allow_threads(|| inner.flush(seconds(timeout)))
+        crate::gil::released(py, || inner.flush(seconds(timeout)))
     }
 
     /// Stops accepting records and lets the queued ones go for at most
@@ -218,7 +218,7 @@ impl LogSender {
     #[pyo3(signature = (timeout=1.0))]
     fn close(&self, py: Python<'_>, timeout: f64) -> bool {
         let inner = &self.inner;
-        py.allow_threads(|| inner.close(seconds(timeout)))
+        crate::gil::released(py, || inner.close(seconds(timeout)))
     }
 
     /// True once closed.
@@ -353,7 +353,7 @@ impl LogReceiver {
         timeout: Option<f64>,
         max: usize,
     ) -> PyResult<Bound<'py, PyList>> {
-        let records = py.allow_threads(|| {
+        let records = crate::gil::released(py, || {
             let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             match guard.as_mut() {
                 Some(r) => r.recv(timeout.map(seconds), max),
@@ -370,7 +370,7 @@ impl LogReceiver {
 
     /// Unbinds the socket (after a `recv` in progress returns).
     fn close(&self, py: Python<'_>) {
-        py.allow_threads(|| {
+        crate::gil::released(py, || {
             self.inner.lock().unwrap_or_else(|p| p.into_inner()).take();
         });
     }
@@ -400,7 +400,7 @@ impl StdioCapture {
     fn finish(&self, py: Python<'_>, timeout: f64) {
         let capture = self.inner.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(capture) = capture {
-            py.allow_threads(|| capture.finish(seconds(timeout)));
+            crate::gil::released(py, || capture.finish(seconds(timeout)));
         }
     }
 }

@@ -232,9 +232,10 @@ impl ObjectProxy {
             )
         };
         let proxy = &self.proxy;
-        let out = py
-            .allow_threads(|| proxy.invoke(method, args, kwargs, sync, return_type, Some(timeout)))
-            .py(py)?;
+        let out = crate::gil::released(py, || {
+            proxy.invoke(method, args, kwargs, sync, return_type, Some(timeout))
+        })
+        .py(py)?;
         match out {
             Invoked::Value(v) => to_py(py, v, Ownership::Reply(self.proxy.address())),
             Invoked::Future(f) => Ok(Py::new(py, PyFuture::new(f))?.into_any()),
@@ -270,9 +271,7 @@ impl ObjectProxy {
     fn fetch(&self, py: Python<'_>, return_type: ReturnType) -> PyResult<PyObject> {
         let timeout = self.options().timeout.unwrap_or(FOREVER);
         let proxy = &self.proxy;
-        let v = py
-            .allow_threads(|| proxy.fetch_as(return_type, Some(timeout)))
-            .py(py)?;
+        let v = crate::gil::released(py, || proxy.fetch_as(return_type, Some(timeout))).py(py)?;
         to_py(py, v, Ownership::Reply(self.proxy.address()))
     }
 
@@ -283,7 +282,7 @@ impl ObjectProxy {
             return Ok(false);
         }
         let proxy = &self.proxy;
-        py.allow_threads(|| proxy.release()).py(py)?;
+        crate::gil::released(py, || proxy.release()).py(py)?;
         Ok(true)
     }
 
@@ -432,7 +431,7 @@ impl ObjectProxy {
     /// Releases the remote reference now; the proxy is unusable after.
     fn _delete(&self, py: Python<'_>) -> PyResult<()> {
         let proxy = &self.proxy;
-        py.allow_threads(|| proxy.release()).py(py)
+        crate::gil::released(py, || proxy.release()).py(py)
     }
 
     /// Changes this proxy's options: `sync`, `return_type`, `timeout`,

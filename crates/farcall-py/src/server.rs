@@ -122,9 +122,7 @@ impl RPCServer {
             ..ServerOptions::default()
         };
         let open = matches!(options.auth, Auth::Open);
-        let server = py
-            .allow_threads(|| Server::bind_with(&address, options))
-            .py(py)?;
+        let server = crate::gil::released(py, || Server::bind_with(&address, options)).py(py)?;
         if open {
             warn(
                 py,
@@ -165,8 +163,7 @@ impl RPCServer {
         RPCServer::register(slf)?;
         let server = &slf.get().server;
         while server.running() {
-            py.allow_threads(|| server.poll_once(Some(SIGNAL_CHECK)))
-                .py(py)?;
+            crate::gil::released(py, || server.poll_once(Some(SIGNAL_CHECK))).py(py)?;
             py.check_signals()?;
         }
         Ok(())
@@ -183,8 +180,7 @@ impl RPCServer {
     #[pyo3(signature = (timeout=0.0))]
     fn process(&self, py: Python<'_>, timeout: f64) -> PyResult<usize> {
         let timeout = Duration::from_secs_f64(timeout.max(0.0));
-        py.allow_threads(|| self.server.poll_once(Some(timeout)))
-            .py(py)
+        crate::gil::released(py, || self.server.poll_once(Some(timeout))).py(py)
     }
 
     /// True until the server is closed.
@@ -194,7 +190,7 @@ impl RPCServer {
 
     /// Closes the server; every client it has seen is told.
     fn close(&self, py: Python<'_>) {
-        py.allow_threads(|| self.server.close());
+        crate::gil::released(py, || self.server.close());
     }
 
     /// A proxy to local object `obj`, registered with this server.

@@ -82,9 +82,7 @@ impl ProcessSpawner {
             extra.insert("log_level".into(), level);
         }
         options = options.extra(serde_json::Value::Object(extra));
-        let child = py
-            .allow_threads(|| engine::ProcessSpawner::spawn(options))
-            .py(py)?;
+        let child = crate::gil::released(py, || engine::ProcessSpawner::spawn(options)).py(py)?;
         let child = Arc::new(child);
         let mut children = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
         children.retain(|c| c.strong_count() > 0);
@@ -138,9 +136,8 @@ impl ProcessSpawner {
     #[pyo3(signature = (timeout=None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<i32> {
         let child = &self.child;
-        let status = py
-            .allow_threads(|| child.wait(timeout.map(Duration::from_secs_f64)))
-            .py(py)?;
+        let status =
+            crate::gil::released(py, || child.wait(timeout.map(Duration::from_secs_f64))).py(py)?;
         match status {
             Some(s) => Ok(returncode(s)),
             None => {
@@ -163,9 +160,8 @@ impl ProcessSpawner {
     #[pyo3(signature = (timeout=STOP_TIMEOUT))]
     fn stop(&self, py: Python<'_>, timeout: f64) -> PyResult<i32> {
         let child = &self.child;
-        let status = py
-            .allow_threads(|| child.stop(Duration::from_secs_f64(timeout)))
-            .py(py)?;
+        let status =
+            crate::gil::released(py, || child.stop(Duration::from_secs_f64(timeout))).py(py)?;
         Ok(returncode(status))
     }
 
@@ -186,7 +182,7 @@ impl ProcessSpawner {
 #[pyfunction]
 fn _stop_children(py: Python<'_>) {
     let children: Vec<_> = std::mem::take(&mut *CHILDREN.lock().unwrap_or_else(|p| p.into_inner()));
-    py.allow_threads(|| {
+    crate::gil::released(py, || {
         for child in children.iter().filter_map(Weak::upgrade) {
             if let Ok(None) = child.poll() {
                 let _ = child.stop(Duration::from_secs_f64(STOP_TIMEOUT));
@@ -198,7 +194,7 @@ fn _stop_children(py: Python<'_>) {
 /// The spawn configuration, read from the bootstrap pipe (child side).
 #[pyfunction]
 fn _child_config(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
-    let config = py.allow_threads(engine::read_child_config).py(py)?;
+    let config = crate::gil::released(py, engine::read_child_config).py(py)?;
     let d = PyDict::new(py);
     d.set_item("address", config.address)?;
     d.set_item("name", config.name)?;
