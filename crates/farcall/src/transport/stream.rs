@@ -464,6 +464,22 @@ impl FrameReader {
             return Ok(None);
         }
         let partial = self.partial.as_mut().expect("started above");
+        if partial.frames.is_empty() && partial.large.is_none() {
+            // A small message that is all here: one copy, frames sliced
+            // out of it (one allocation instead of one per frame).
+            let total: u64 = partial.lengths.iter().sum();
+            let all_small = partial.lengths.iter().all(|&l| l < LARGE_FRAME);
+            if all_small && total <= (self.end - self.start) as u64 {
+                let whole =
+                    Bytes::copy_from_slice(&self.buf[self.start..self.start + total as usize]);
+                self.start += total as usize;
+                let mut at = 0;
+                for &len in &partial.lengths {
+                    partial.frames.push(whole.slice(at..at + len as usize));
+                    at += len as usize;
+                }
+            }
+        }
         while partial.frames.len() < partial.lengths.len() {
             let len = partial.lengths[partial.frames.len()];
             let avail = self.end - self.start;
