@@ -181,7 +181,14 @@ pub fn defaults(py: Python<'_>, address: &str) -> Options {
 pub struct ObjectProxy {
     proxy: farcall::Proxy,
     options: Mutex<Options>,
+    /// Proxies to attributes read before: `proxy.method(...)` in a loop
+    /// reuses one instead of building a new proxy per call. Cleared when
+    /// the options change (children copy them).
+    children: Mutex<Vec<(String, Py<ObjectProxy>)>>,
 }
+
+/// Most attribute proxies one proxy remembers.
+const MAX_CHILDREN: usize = 16;
 
 impl ObjectProxy {
     /// A proxy with the default options for its server.
@@ -193,6 +200,7 @@ impl ObjectProxy {
         ObjectProxy {
             proxy,
             options: Mutex::new(options),
+            children: Mutex::new(Vec::new()),
         }
     }
 
@@ -210,7 +218,23 @@ impl ObjectProxy {
         ObjectProxy {
             proxy: self.proxy.attr(name),
             options: Mutex::new(self.options().clone_ref(py)),
+            children: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The deferred proxy to attribute `name`, reused when it was read
+    /// before.
+    fn child(&self, py: Python<'_>, name: &str) -> PyResult<PyObject> {
+        let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, child)) = children.iter().find(|(n, _)| n == name) {
+            return Ok(child.clone_ref(py).into_any());
+        }
+        let child = Py::new(py, self.derived(py, name))?;
+        if children.len() >= MAX_CHILDREN {
+            children.clear();
+        }
+        children.push((name.to_string(), child.clone_ref(py)));
+        Ok(child.into_any())
     }
 
     /// Runs a call on the remote object (or its method `method`) with the
@@ -377,10 +401,10 @@ impl ObjectProxy {
                 return Err(err);
             }
         }
-        let derived = me.derived(py, text);
         if !private && me.options().defer_getattr {
-            return Ok(Py::new(py, derived)?.into_any());
+            return me.child(py, text);
         }
+        let derived = me.derived(py, text);
         let return_type = derived.options().return_type;
         derived.fetch(py, return_type).map_err(|e| {
             // hasattr() and friends need a real AttributeError.
@@ -444,6 +468,11 @@ impl ObjectProxy {
         let mut o = self.options();
         o.update(kwargs)?;
         self.proxy.keep_alive(!o.auto_delete);
+        drop(o);
+        self.children
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         Ok(())
     }
 
