@@ -571,11 +571,6 @@ def test_native_server_survives_random_streams(servers, which):
     # (No count of open sockets here, unlike over ZeroMQ: see the next test.)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: a native peer whose last bytes and hang-up are read in one go is "
-    "never dropped (FrameReader::drained hides the end of the stream)",
-)
 def test_native_peer_gone_mid_message_is_released():
     """An admitted peer that sends half a request, or a one-way request,
     and closes while the server is busy: the server must still notice the

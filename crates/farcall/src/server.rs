@@ -379,7 +379,7 @@ impl Server {
             return Ok(handled);
         }
         let timeout = shared.timer_bound(timeout);
-        let ready: Vec<(Token, bool)> = {
+        let ready: Vec<(Token, bool, bool)> = {
             let mut io = lock(&shared.io);
             if shared.closed.load(Ordering::Acquire) {
                 shared.shut_down(&mut io, None);
@@ -393,18 +393,21 @@ impl Server {
             }
             events
                 .iter()
-                .map(|e| (e.token(), e.is_writable()))
+                .map(|e| {
+                    let closed = e.is_read_closed() || e.is_error();
+                    (e.token(), e.is_writable(), closed)
+                })
                 .collect()
         };
-        for (token, writable) in ready {
+        for (token, writable, closed) in ready {
             handled += match token {
                 WAKER => 0,
                 ENDPOINT => shared.service_endpoint()?,
                 conn if writable => {
                     shared.flush_conn(conn);
-                    shared.service_conn(conn)
+                    shared.service_conn(conn, closed)
                 }
-                conn => shared.service_conn(conn),
+                conn => shared.service_conn(conn, closed),
             };
         }
         shared.run_due_timers();
@@ -540,9 +543,13 @@ impl Shared {
     }
 
     /// Reads and handles every complete message on one connection.
-    fn service_conn(&self, token: Token) -> usize {
+    /// `closed`: the peer hung up (its last bytes may still be unread).
+    fn service_conn(&self, token: Token, closed: bool) -> usize {
         if let Some(conn) = lock(&self.io).conns.get_mut(&token) {
             conn.reader.mark_readable();
+            if closed {
+                conn.reader.mark_peer_closed();
+            }
         }
         let mut handled = 0;
         loop {

@@ -371,6 +371,9 @@ pub struct FrameReader {
     /// socket had no more data then, so reading again before the next
     /// readiness event would only cost a system call.
     drained: bool,
+    /// The peer hung up: read on until the end of the stream, which no
+    /// further readiness event would announce.
+    peer_closed: bool,
 }
 
 /// What one `fill` call saw.
@@ -394,13 +397,19 @@ impl FrameReader {
             partial: None,
             max_message,
             drained: false,
+            peer_closed: false,
         }
     }
 
     /// True when the socket was found empty by the last read: wait for
     /// readiness before reading again.
     pub fn drained(&self) -> bool {
-        self.drained
+        self.drained && !self.peer_closed
+    }
+
+    /// Records that the peer hung up, so reading goes on to the end.
+    pub fn mark_peer_closed(&mut self) {
+        self.peer_closed = true;
     }
 
     /// Changes the message size limit (raised once a peer is admitted).
