@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds everything and runs every check: formatting, lints, Rust tests,
-# Python tests.
+# the Python type stubs, Python tests, and every fuzz target for a bounded
+# time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== cargo fmt"
@@ -16,3 +17,5 @@ echo "== python type stubs"
     farcall.serializer farcall.log --allowlist "$OLDPWD/python/stubtest-allowlist.txt")
 echo "== pytest"
 .venv/bin/python -m pytest -q tests
+echo "== fuzzing (bounded: FUZZ_SECONDS per target)"
+FUZZ_SECONDS="${FUZZ_SECONDS:-30}" bash scripts/fuzz.sh
