@@ -813,6 +813,17 @@ mod tests {
     /// file that fails (a known bug's input fails until it is fixed).
     #[test]
     fn corpus_replays() {
+        // Inputs nest 512 deep; unoptimized recursion needs more than a
+        // test thread's default 2 MiB of stack.
+        std::thread::Builder::new()
+            .stack_size(256 << 20)
+            .spawn(replay_corpus)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    fn replay_corpus() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
         let mut failed = Vec::new();
         for (name, check) in TARGETS {

@@ -208,8 +208,9 @@ pub(super) trait Dialect {
     /// in `r` (the length is already checked against the input).
     fn ext(&mut self, r: &mut Reader<'_>, ty: i8, len: usize, depth: usize) -> Result<Value>;
 
-    /// Turns a decoded map into a value (pyacq's tagged maps, or as is).
-    fn map(&mut self, entries: Vec<(Value, Value)>) -> Result<Value>;
+    /// Turns a decoded map at nesting `depth` into a value (pyacq's
+    /// tagged maps, or as is).
+    fn map(&mut self, entries: Vec<(Value, Value)>, depth: usize) -> Result<Value>;
 }
 
 /// A bounds-checked cursor over a message; slices share the message.
@@ -379,7 +380,7 @@ impl<'a> Reader<'a> {
             let k = self.value(d, depth + 1)?;
             entries.push((k, self.value(d, depth + 1)?));
         }
-        d.map(entries)
+        d.map(entries, depth)
     }
 
     fn ext<D: Dialect>(&mut self, d: &mut D, len: usize, depth: usize) -> Result<Value> {
@@ -395,7 +396,19 @@ impl<'a> Reader<'a> {
 
 /// Turns a map tagged `___type_name___` back into the value it stands
 /// for; other maps (and unknown tags) stay maps.
-pub(super) fn untag(entries: Vec<(Value, Value)>) -> Result<Value> {
+/// The value a map at nesting `depth` stands for: a tagged map becomes
+/// the value it tags. A proxy or an array is written back as a tagged map
+/// holding a list one level deeper, so it must leave room for that level:
+/// whatever decodes must encode and decode again.
+pub(super) fn untag(entries: Vec<(Value, Value)>, depth: usize) -> Result<Value> {
+    let value = untag_at(entries)?;
+    if matches!(value, Value::Proxy(_) | Value::Array(_)) {
+        check_depth(depth + 2)?;
+    }
+    Ok(value)
+}
+
+fn untag_at(entries: Vec<(Value, Value)>) -> Result<Value> {
     let tag = entries.iter().find_map(|(k, v)| match (k, v) {
         (Value::Str(k), Value::Str(v)) if k == TYPE_KEY => Some(v.as_str()),
         _ => None,

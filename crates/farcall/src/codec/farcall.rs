@@ -234,7 +234,7 @@ impl Dialect for Farcall<'_> {
         }
     }
 
-    fn map(&mut self, entries: Vec<(Value, Value)>) -> Result<Value> {
+    fn map(&mut self, entries: Vec<(Value, Value)>, _depth: usize) -> Result<Value> {
         Ok(Value::Map(entries))
     }
 }

@@ -462,7 +462,7 @@ impl Parser<'_> {
             Ok(())
         })?;
         // Like Python's object_hook: inner maps are untagged first.
-        untag(entries)
+        untag(entries, depth)
     }
 
     fn string(&mut self) -> Result<String> {

@@ -49,8 +49,8 @@ impl Dialect for Pyacq {
         )))
     }
 
-    fn map(&mut self, entries: Vec<(Value, Value)>) -> Result<Value> {
-        untag(entries)
+    fn map(&mut self, entries: Vec<(Value, Value)>, depth: usize) -> Result<Value> {
+        untag(entries, depth)
     }
 }
 
