@@ -182,3 +182,14 @@ def test_asyncio_example(child, helpers):
     assert keys == ["x"]
     assert slept is None
     assert ticks >= 5, "the event loop was blocked during the remote call"
+
+
+def test_done_turns_true_by_polling_alone(child):
+    # Nobody waits on the future: done() itself must read the reply.
+    remote_time = child.client._import("time")
+    future = remote_time.sleep(0.05, _sync="async")
+    deadline = time.monotonic() + 10
+    while not future.done():
+        assert time.monotonic() < deadline, "done() never became true"
+        time.sleep(0.005)
+    assert future.result(0) is None
