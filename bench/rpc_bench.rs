@@ -104,6 +104,9 @@ fn main() {
 /// Per-call latency with many live proxies or many clients, next to the
 /// same server's baseline; the server's memory over create/release cycles.
 fn scale(rounds: usize) {
+    // Pinned like the round trips above (see there), so the three latency
+    // lines compare like with like.
+    set_affinity(&[0]);
     let (mut child, address) = spawn("farcall", "unix://*");
     let client = Client::connect(&address).unwrap();
     let Value::Proxy(counter) = client.get_item("counter").unwrap() else {
