@@ -93,14 +93,7 @@ impl PyFuture {
             }
             return Ok(done);
         };
-        // A zero wait (done(), a waker) reads what has arrived first: the
-        // engine's wait gives up before reading when its time is already up.
-        let got = crate::gil::released(py, || {
-            if timeout == Some(Duration::ZERO) && !engine.is_done() {
-                return Ok(None);
-            }
-            engine.wait_for(timeout)
-        });
+        let got = crate::gil::released(py, || engine.wait_for(timeout));
         match got {
             Ok(Some(outcome)) => {
                 PyFuture::finish(slf, outcome);

@@ -738,12 +738,20 @@ impl Inner {
     /// deadline passes first (the call stays pending).
     fn wait(&self, req_id: i64, deadline: Option<Instant>) -> Result<Option<Result<Value>>> {
         self.flush_queued();
+        let mut read_at_deadline = false;
         loop {
             if let Some(r) = self.take_done(&mut lock(&self.state), req_id) {
                 return Ok(Some(r));
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok(None);
+                // Time is up, but what has arrived counts: read it once
+                // (a zero timeout polls).
+                if read_at_deadline {
+                    return Ok(None);
+                }
+                read_at_deadline = true;
+                self.read_available();
+                continue;
             }
             let turn = match self.reading.try_lock() {
                 Ok(role) => {
@@ -760,6 +768,16 @@ impl Inner {
             if let Turn::ServerReady(server) = turn {
                 server.poll_once(Some(Duration::ZERO))?;
             }
+        }
+    }
+
+    /// Delivers what can be read now, unless another thread is reading.
+    fn read_available(&self) {
+        if let Ok(role) = self.reading.try_lock() {
+            self.mark_readable();
+            let _ = self.drain();
+            drop(role);
+            self.release_role();
         }
     }
 
@@ -1019,12 +1037,7 @@ impl Future {
     pub fn is_done(&self) -> bool {
         let inner = &self.client.inner;
         inner.flush_queued();
-        if let Ok(role) = inner.reading.try_lock() {
-            inner.mark_readable();
-            let _ = inner.drain();
-            drop(role);
-            inner.release_role();
-        }
+        inner.read_available();
         !matches!(
             lock(&inner.state).pending.get(&self.req_id),
             Some(Slot::Waiting(_))
