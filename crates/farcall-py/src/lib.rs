@@ -6,8 +6,8 @@
 //! [`errors`]. The `farcall` package re-exports what users need.
 
 use bytes::Bytes;
-use farcall::codec::{self, Exporter, Format};
-use farcall::{ObjectRef, ProxyRef, Server};
+use farcall::codec::{self, Format};
+use farcall::server::ThreadExporter;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
@@ -32,18 +32,6 @@ fn format(name: &str) -> PyResult<Format> {
         .ok_or_else(|| PyValueError::new_err(format!("unknown serializer {name:?}")))
 }
 
-/// Exports local objects through this thread's server, if it has one.
-struct ThreadServer;
-
-impl Exporter for ThreadServer {
-    fn export(&mut self, obj: &ObjectRef) -> farcall::Result<ProxyRef> {
-        match Server::current() {
-            Some(server) => Ok(server.get_proxy(obj)),
-            None => codec::NoExport.export(obj),
-        }
-    }
-}
-
 /// Serializes `obj` in format `name`: the message body, then out-of-band
 /// buffers (only the `farcall` format has any).
 #[pyfunction]
@@ -53,7 +41,7 @@ fn encode<'py>(
     obj: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyList>> {
     let value = Outgoing::new(Mode::Auto).value(obj)?;
-    let encoded = codec::encode(format(name)?, &value, &mut ThreadServer).py(py)?;
+    let encoded = codec::encode(format(name)?, &value, &mut ThreadExporter).py(py)?;
     let mut frames = vec![PyBytes::new(py, &encoded.body)];
     frames.extend(encoded.buffers.iter().map(|b| PyBytes::new(py, b)));
     PyList::new(py, frames)

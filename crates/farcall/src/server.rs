@@ -1175,8 +1175,8 @@ impl Exporter for ServerExporter<'_> {
 }
 
 /// Exports objects through whichever server this thread has, for clients
-/// that pass local objects as arguments.
-pub(crate) struct ThreadExporter;
+/// that pass local objects as arguments (and for encoding outside a call).
+pub struct ThreadExporter;
 
 impl Exporter for ThreadExporter {
     fn export(&mut self, obj: &ObjectRef) -> Result<ProxyRef> {
