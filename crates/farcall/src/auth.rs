@@ -163,15 +163,33 @@ pub fn user_key_path() -> Result<PathBuf> {
     Ok(config.join("farcall").join("key"))
 }
 
+/// The per-user key once read (the file is created once and never
+/// rewritten, so connecting need not read it again).
+static USER_KEY: Mutex<Option<Key>> = Mutex::new(None);
+
 /// The per-user key, read from [`user_key_path`] or created there (mode
 /// 0600, directory 0700). A file that others can read is refused.
 pub fn user_key() -> Result<Key> {
-    let path = user_key_path()?;
-    match read_key_file(&path) {
-        Ok(key) => Ok(key),
-        Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => create_key_file(&path),
-        Err(e) => Err(e),
+    if let Some(key) = existing_user_key() {
+        return Ok(key);
     }
+    let path = user_key_path()?;
+    let key = match read_key_file(&path) {
+        Ok(key) => key,
+        Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => create_key_file(&path)?,
+        Err(e) => return Err(e),
+    };
+    *USER_KEY.lock().unwrap_or_else(|p| p.into_inner()) = Some(key.clone());
+    Ok(key)
+}
+
+/// The per-user key if the file exists (never creates it).
+fn existing_user_key() -> Option<Key> {
+    let mut cached = USER_KEY.lock().unwrap_or_else(|p| p.into_inner());
+    if cached.is_none() {
+        *cached = user_key_path().and_then(|p| read_key_file(&p)).ok();
+    }
+    cached.clone()
 }
 
 /// Reads a key file, refusing one that others than its owner can read.
@@ -264,9 +282,7 @@ pub fn candidates(address: &str) -> Vec<Key> {
         Ok(k) => keys.push(k),
         Err(e) => log::debug!("no process key: {e}"),
     }
-    if let Ok(user) = user_key_path().and_then(|p| read_key_file(&p)) {
-        keys.push(user);
-    }
+    keys.extend(existing_user_key());
     keys
 }
 
