@@ -259,10 +259,14 @@ impl Client {
         urgency: Urgency,
     ) -> Result<Future> {
         let req_id = self.inner.next_req_id.fetch_add(1, Ordering::Relaxed);
-        self.inner.check_connected()?;
-        lock(&self.inner.state)
-            .pending
-            .insert(req_id, Slot::Waiting(None));
+        {
+            // One lock: a client that is gone takes no more calls.
+            let mut st = lock(&self.inner.state);
+            if let Some(why) = &st.disconnected {
+                return Err(Error::Disconnected(why.clone()));
+            }
+            st.pending.insert(req_id, Slot::Waiting(None));
+        }
         let frames = protocol::request_frames(
             req_id,
             action,
