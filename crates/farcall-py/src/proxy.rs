@@ -310,6 +310,20 @@ impl ObjectProxy {
         Ok(true)
     }
 
+    /// `__pow__`/`__rpow__`: three-argument pow is not forwarded.
+    fn pow(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        other: &Bound<'_, PyAny>,
+        modulo: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyObject> {
+        if modulo.is_some() {
+            return Err(PyTypeError::new_err("pow() with a modulo is not forwarded"));
+        }
+        self.special(py, name, &[other], false)
+    }
+
     fn identity(&self) -> (&str, u64, &[String]) {
         let r = self.proxy.reference();
         (&r.rpc_addr, r.obj_id, &r.attributes)
@@ -717,10 +731,7 @@ impl ObjectProxy {
         other: &Bound<'_, PyAny>,
         modulo: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyObject> {
-        if modulo.is_some() {
-            return Err(PyTypeError::new_err("pow() with a modulo is not forwarded"));
-        }
-        self.special(py, "__pow__", &[other], false)
+        self.pow(py, "__pow__", other, modulo)
     }
 
     fn __rpow__(
@@ -729,10 +740,7 @@ impl ObjectProxy {
         other: &Bound<'_, PyAny>,
         modulo: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyObject> {
-        if modulo.is_some() {
-            return Err(PyTypeError::new_err("pow() with a modulo is not forwarded"));
-        }
-        self.special(py, "__rpow__", &[other], false)
+        self.pow(py, "__rpow__", other, modulo)
     }
 
     fn __ipow__(
