@@ -4,109 +4,17 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use farcall::client::ClientOptions;
 use farcall::protocol::{Action, Frames, ReturnType};
-use farcall::{Auth, Client, Error, Proxy, ProxyRef, Server, ServerOptions, Value};
+use farcall::{Auth, Client, Error, Proxy, ProxyRef, ServerOptions, Value};
 
-#[farcall::remote]
-pub struct Counter {
-    pub count: i64,
-}
+mod support;
 
-#[farcall::remote]
-impl Counter {
-    pub fn add(&mut self, x: i64) -> i64 {
-        self.count += x;
-        self.count
-    }
-
-    pub fn sleep_ms(&self, ms: u64) -> i64 {
-        thread::sleep(Duration::from_millis(ms));
-        self.count
-    }
-
-    pub fn fail(&self) -> farcall::Result<i64> {
-        Err(Error::exception("ZeroDivisionError", "division by zero"))
-    }
-
-    /// Returns a new counter, which stays remote (by proxy).
-    pub fn spawn_child(&self) -> Value {
-        Value::Object(farcall::object(Counter { count: 100 }))
-    }
-
-    /// Calls `value()` on whatever proxy it is given (a third server).
-    pub fn call_value(&self, other: Proxy) -> farcall::Result<Value> {
-        other.call_method("value", vec![])
-    }
-
-    /// Asks `relayer` (on another server) to call `ping` (back here).
-    pub fn bounce(&self, relayer: Proxy, ping: Proxy) -> farcall::Result<Value> {
-        relayer.call_method("relay", vec![ping.into()])
-    }
-
-    /// True when the argument arrived as a local object (a proxy that
-    /// came home).
-    pub fn is_local(&self, v: Value) -> bool {
-        matches!(v, Value::Object(_))
-    }
-}
-
-#[farcall::remote]
-pub struct Pinger {}
-
-#[farcall::remote]
-impl Pinger {
-    pub fn value(&self) -> i64 {
-        42
-    }
-
-    pub fn relay(&self, ping: Proxy) -> farcall::Result<Value> {
-        ping.call_method("value", vec![])
-    }
-}
-
-/// A server in its own thread, serving until closed.
-struct Running {
-    server: Server,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Running {
-    fn address(&self) -> String {
-        self.server.address().to_string()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.server.close();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve(address: &str) -> Running {
-    serve_with(address, ServerOptions::default())
-}
-
-fn serve_with(address: &str, options: ServerOptions) -> Running {
-    let server = Server::bind_with(address, options).expect("bind");
-    server.publish("counter", farcall::object(Counter { count: 0 }));
-    server.publish("ping", farcall::object(Pinger {}));
-    server.publish("numbers", Value::List(vec![Value::Int(1), Value::Int(2)]));
-    server.add_module("math", farcall::object(Pinger {}));
-    let s = server.clone();
-    let thread = thread::spawn(move || s.run_forever().expect("serve"));
-    Running {
-        server,
-        thread: Some(thread),
-    }
-}
+use support::{serve, serve_with};
 
 /// One address per transport: native Unix, native TCP, ZeroMQ tcp and ipc.
 fn addresses() -> Vec<String> {

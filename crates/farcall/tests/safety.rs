@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,61 +13,9 @@ use farcall::client::ClientOptions;
 use farcall::transport::stream::{encode_header, Kind};
 use farcall::{Auth, Client, Error, Proxy, Server, ServerOptions, Value};
 
-#[farcall::remote]
-pub struct Counter {
-    pub count: i64,
-}
+mod support;
 
-#[farcall::remote]
-impl Counter {
-    pub fn add(&mut self, x: i64) -> i64 {
-        self.count += x;
-        self.count
-    }
-
-    /// A reply of `n` bytes.
-    pub fn blob(&self, n: usize) -> Bytes {
-        Bytes::from(vec![7u8; n])
-    }
-}
-
-struct Running {
-    server: Server,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Running {
-    fn address(&self) -> String {
-        self.server.address().to_string()
-    }
-
-    fn count(&self) -> i64 {
-        let Some(Value::Object(counter)) = self.server.published("counter") else {
-            panic!("counter is published")
-        };
-        counter.get_attr("count").unwrap().as_i64().unwrap()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.server.close();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve(address: &str, options: ServerOptions) -> Running {
-    let server = Server::bind_with(address, options).expect("bind");
-    server.publish("counter", farcall::object(Counter { count: 0 }));
-    let s = server.clone();
-    let thread = thread::spawn(move || s.run_forever().expect("serve"));
-    Running {
-        server,
-        thread: Some(thread),
-    }
-}
+use support::serve_with as serve;
 
 fn keyed(key: &Key) -> ServerOptions {
     ServerOptions {
