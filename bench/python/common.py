@@ -41,6 +41,17 @@ READY_TIMEOUT = 20.0  # seconds for a server child to report its address
 STOP_TIMEOUT = 5.0  # seconds for a child to exit before it is killed
 
 
+def add_call(obj):
+    """A function calling ``obj.add(1, 2)`` (checked once): the call every
+    system is measured on."""
+
+    def call():
+        return obj.add(1, 2)
+
+    assert call() == 3
+    return call
+
+
 def round_trips(fn, *args, rounds=None, seconds=None, warmup=None):
     """Times ``fn(*args)`` one call at a time; returns the samples in ns."""
     for _ in range(CONFIG["warmup"] if warmup is None else warmup):

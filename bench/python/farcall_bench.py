@@ -11,7 +11,7 @@ import time
 import farcall
 from farcall import ProcessSpawner
 
-from common import CONFIG, attempt, count_python_calls, interleaved_round_trips, median_seconds
+from common import CONFIG, add_call, attempt, count_python_calls, interleaved_round_trips, median_seconds
 
 DEFAULT = None  # ProcessSpawner's default: the native Unix-socket transport
 TRANSPORTS = {
@@ -38,14 +38,6 @@ class Child:
 
     def __exit__(self, *exc):
         self.proc.stop()
-
-
-def add_call(obj):
-    def call():
-        return obj.add(1, 2)
-
-    assert call() == 3
-    return call
 
 
 def round_trip_targets(stack):

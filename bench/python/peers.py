@@ -17,7 +17,7 @@ import time
 from multiprocessing.managers import BaseManager
 
 from bench_objects import Adder
-from common import CONFIG, attempt, count_python_calls, exit_with_parent, interleaved_round_trips
+from common import CONFIG, add_call, attempt, count_python_calls, exit_with_parent, interleaved_round_trips
 from common import median_seconds, serve_ready, spawn_server, stop_child
 
 PYRO_BATCH = 256
@@ -28,14 +28,6 @@ class BenchManager(BaseManager):
 
 
 BenchManager.register("Adder", Adder)
-
-
-def add_call(obj):
-    def call():
-        return obj.add(1, 2)
-
-    assert call() == 3
-    return call
 
 
 def spawn_median(start_and_call):
