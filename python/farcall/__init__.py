@@ -13,13 +13,7 @@ it with pyacq's names::
 
 import atexit as _atexit
 
-from . import _native
-
-# First registered, so it runs last at exit: from then on, threads coming
-# back from farcall waits do not take the GIL again (see gil.rs).
-_atexit.register(_native._exiting)
-
-from ._native import (  # noqa: E402
+from ._native import (
     Future,
     ObjectProxy,
     ProcessSpawner,
@@ -27,7 +21,7 @@ from ._native import (  # noqa: E402
     RPCServer,
     __version__,
 )
-from ._native import _stop_children  # noqa: E402
+from ._native import _exiting, _stop_children
 from .errors import DisconnectError, OperationError, ProtocolError, RemoteCallException
 
 __all__ = [
@@ -43,6 +37,18 @@ __all__ = [
     "RPCServer",
 ]
 
-# Children still running when the interpreter exits are stopped politely
-# (their lifeline would end them anyway, but without a chance to clean up).
-_atexit.register(_stop_children)
+
+def _at_exit() -> None:
+    """Stops the children still running, after parking the waiters they wake.
+
+    Threads coming back from a farcall wait from now on park instead of
+    taking the GIL again (see gil.rs): stopping a child wakes every thread
+    waiting on it, and those must not run Python code while the interpreter
+    finalizes. Children are stopped politely; their lifeline would end them
+    anyway, but without a chance to clean up.
+    """
+    _exiting()
+    _stop_children()
+
+
+_atexit.register(_at_exit)

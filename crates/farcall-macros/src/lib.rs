@@ -27,19 +27,8 @@ use syn::{
 /// `&mut self` becomes a method peers can call with positional or keyword
 /// arguments. Put it on both to host the type with `farcall::object`.
 ///
-/// ```ignore
-/// #[farcall::remote]
-/// pub struct Counter { pub count: i64 }
-///
-/// #[farcall::remote]
-/// impl Counter {
-///     pub fn add(&mut self, x: i64) -> i64 { self.count += x; self.count }
-///     #[farcall(name = "value")]
-///     pub fn current(&self) -> i64 { self.count }
-///     #[farcall(skip)]
-///     pub fn local_only(&self) {}
-/// }
-/// ```
+/// See the crate-level example of `farcall` (a tested doctest there, since
+/// this crate cannot depend on the one its expansion refers to).
 ///
 /// Helper attributes, on methods and fields: `#[farcall(skip)]` hides the
 /// item from peers; `#[farcall(name = "other")]` exposes it under another

@@ -49,7 +49,7 @@ impl RPCClient {
         return_type: ReturnType,
         sync: SyncMode,
         timeout: Option<Duration>,
-    ) -> PyResult<PyObject> {
+    ) -> PyResult<Py<PyAny>> {
         let client = &self.client;
         match sync {
             SyncMode::Sync => {
@@ -77,7 +77,7 @@ impl RPCClient {
         action: Action,
         opts: Value,
         kwds: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<PyObject> {
+    ) -> PyResult<Py<PyAny>> {
         let mut return_type = ReturnType::Auto;
         let mut sync = SyncMode::Sync;
         let mut timeout = Some(self.client.timeout());
@@ -160,7 +160,7 @@ impl RPCClient {
 
     /// The serializer in use (`.type` is its name).
     #[getter]
-    fn serializer(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn serializer(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let module = PyModule::import(py, "farcall.serializer")?;
         let class = module
             .getattr("all_serializers")?
@@ -179,7 +179,7 @@ impl RPCClient {
         return_type: &str,
         sync: &str,
         timeout: Option<f64>,
-    ) -> PyResult<PyObject> {
+    ) -> PyResult<Py<PyAny>> {
         let action = Action::from_name(action.as_bytes())
             .ok_or_else(|| PyValueError::new_err(format!("unknown action {action:?}")))?;
         let opts = match opts {
@@ -203,7 +203,7 @@ impl RPCClient {
         args: Option<&Bound<'_, PyAny>>,
         kwargs: Option<&Bound<'_, PyDict>>,
         kwds: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<PyObject> {
+    ) -> PyResult<Py<PyAny>> {
         let conv = Outgoing::new(Mode::Auto);
         let args = match args {
             Some(a) => conv.values(&PyTuple::new(
@@ -224,7 +224,7 @@ impl RPCClient {
         py: Python<'_>,
         obj: &Bound<'_, PyAny>,
         kwds: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<PyObject> {
+    ) -> PyResult<Py<PyAny>> {
         let opts = Value::map([("obj", value(obj)?)]);
         self.request_kw(py, Action::GetObj, opts, kwds)
     }
@@ -236,7 +236,7 @@ impl RPCClient {
         py: Python<'_>,
         obj: &Bound<'_, PyAny>,
         kwds: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<PyObject> {
+    ) -> PyResult<Py<PyAny>> {
         let opts = Value::map([("obj", Outgoing::new(Mode::Copy).value(obj)?)]);
         let kw = PyDict::new(py);
         if let Some(kwds) = kwds {
@@ -255,7 +255,7 @@ impl RPCClient {
         py: Python<'_>,
         module: &str,
         kwds: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<PyObject> {
+    ) -> PyResult<Py<PyAny>> {
         let opts = Value::map([("module", Value::from(module))]);
         self.request_kw(py, Action::Import, opts, kwds)
     }
@@ -273,7 +273,7 @@ impl RPCClient {
     }
 
     /// The object published on the server as `name`.
-    fn __getitem__(&self, py: Python<'_>, name: &str) -> PyResult<PyObject> {
+    fn __getitem__(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
         let client = &self.client;
         let v = crate::gil::released(py, || client.get_item(name)).py(py)?;
         to_py(py, v, Ownership::Reply(self.client.address()))
@@ -287,7 +287,7 @@ impl RPCClient {
     }
 
     /// Answers "pong" if the server is there.
-    fn ping(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn ping(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let client = &self.client;
         let v = crate::gil::released(py, || client.ping()).py(py)?;
         to_py(py, v, Ownership::Reply(self.client.address()))
@@ -362,7 +362,7 @@ impl RPCClient {
 
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
         other
-            .downcast::<RPCClient>()
+            .cast::<RPCClient>()
             .is_ok_and(|o| o.get().client.same_as(&self.client))
     }
 

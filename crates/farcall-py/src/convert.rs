@@ -15,7 +15,7 @@ use bytes::Bytes;
 use farcall::{Array, Date, DateTime, ObjectRef, Server, Value};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::sync::GILOnceCell;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDate, PyDateAccess, PyDateTime, PyDict, PyFloat, PyInt, PyList,
     PySlice, PyString, PyTimeAccess, PyTuple, PyType, PyTzInfoAccess,
@@ -110,9 +110,9 @@ impl<'py> Outgoing<'_, 'py> {
         Ok(Some(if obj.is_exact_instance_of::<PyInt>() {
             int_value(obj)?
         } else if obj.is_exact_instance_of::<PyString>() {
-            Value::Str(obj.downcast::<PyString>()?.to_str()?.to_owned())
+            Value::Str(obj.cast::<PyString>()?.to_str()?.to_owned())
         } else if obj.is_exact_instance_of::<PyFloat>() {
-            Value::Float(obj.downcast::<PyFloat>()?.value())
+            Value::Float(obj.cast::<PyFloat>()?.value())
         } else if obj.is_none() {
             Value::None
         } else if obj.is_exact_instance_of::<PyBool>() {
@@ -122,12 +122,12 @@ impl<'py> Outgoing<'_, 'py> {
         } else if obj.is_exact_instance_of::<PyTuple>() {
             Value::Tuple(self.items(obj, depth)?)
         } else if obj.is_exact_instance_of::<PyDict>() {
-            self.dict(obj.downcast::<PyDict>()?, depth)?
+            self.dict(obj.cast::<PyDict>()?, depth)?
         } else if obj.is_exact_instance_of::<PyBytes>() {
-            Value::Bytes(pinned_bytes(obj.downcast::<PyBytes>()?))
-        } else if let Ok(proxy) = obj.downcast::<ObjectProxy>() {
+            Value::Bytes(pinned_bytes(obj.cast::<PyBytes>()?))
+        } else if let Ok(proxy) = obj.cast::<ObjectProxy>() {
             Value::Proxy(proxy.get().reference().clone())
-        } else if let Ok(slice) = obj.downcast::<PySlice>() {
+        } else if let Ok(slice) = obj.cast::<PySlice>() {
             // `remote_list[1:3]`: slices are small and travel by copy, as
             // a tagged map (the convention pyacq's formats use for types
             // msgpack lacks).
@@ -139,12 +139,12 @@ impl<'py> Outgoing<'_, 'py> {
                 ("step", part("step")?),
             ])
         } else if obj.is_exact_instance_of::<PyDateTime>() {
-            match datetime_value(obj.downcast::<PyDateTime>()?)? {
+            match datetime_value(obj.cast::<PyDateTime>()?)? {
                 Some(v) => v,
                 None => return Ok(None),
             }
         } else if obj.is_exact_instance_of::<PyDate>() {
-            date_value(obj.downcast::<PyDate>()?)?
+            date_value(obj.cast::<PyDate>()?)?
         } else if let Some(np) = numpy_if_loaded(obj.py())? {
             if obj.get_type().is(np.ndarray(obj.py())) {
                 match array_value(obj, false)? {
@@ -167,7 +167,7 @@ impl<'py> Outgoing<'_, 'py> {
 
     /// Instances of subclasses of carried types, copied as the base type.
     fn subclass(&self, obj: &Bound<'py, PyAny>, depth: usize) -> PyResult<Option<Value>> {
-        Ok(Some(if let Ok(d) = obj.downcast::<PyDict>() {
+        Ok(Some(if let Ok(d) = obj.cast::<PyDict>() {
             self.dict(d, depth)?
         } else if obj.is_instance_of::<PyList>() {
             Value::List(self.items(obj, depth)?)
@@ -177,20 +177,20 @@ impl<'py> Outgoing<'_, 'py> {
             Value::Bool(obj.is_truthy()?)
         } else if obj.is_instance_of::<PyInt>() {
             int_value(obj)?
-        } else if let Ok(f) = obj.downcast::<PyFloat>() {
+        } else if let Ok(f) = obj.cast::<PyFloat>() {
             Value::Float(f.value())
-        } else if let Ok(s) = obj.downcast::<PyString>() {
+        } else if let Ok(s) = obj.cast::<PyString>() {
             Value::Str(s.to_str()?.to_owned())
-        } else if let Ok(b) = obj.downcast::<PyBytes>() {
+        } else if let Ok(b) = obj.cast::<PyBytes>() {
             Value::Bytes(Bytes::copy_from_slice(b.as_bytes()))
-        } else if let Ok(b) = obj.downcast::<PyByteArray>() {
+        } else if let Ok(b) = obj.cast::<PyByteArray>() {
             Value::Bytes(Bytes::from(b.to_vec()))
-        } else if let Ok(dt) = obj.downcast::<PyDateTime>() {
+        } else if let Ok(dt) = obj.cast::<PyDateTime>() {
             match datetime_value(dt)? {
                 Some(v) => v,
                 None => return Ok(None),
             }
-        } else if let Ok(d) = obj.downcast::<PyDate>() {
+        } else if let Ok(d) = obj.cast::<PyDate>() {
             date_value(d)?
         } else if let Some(np) = numpy_if_loaded(obj.py())? {
             if !obj.is_instance(np.ndarray(obj.py()))? {
@@ -278,7 +278,7 @@ impl Numpy {
     }
 }
 
-static NUMPY: GILOnceCell<Numpy> = GILOnceCell::new();
+static NUMPY: PyOnceLock<Numpy> = PyOnceLock::new();
 
 /// numpy, if the program has imported it (an object cannot be an array
 /// otherwise, and we never import numpy just to find out).
@@ -298,14 +298,8 @@ fn numpy(py: Python<'_>) -> PyResult<&Numpy> {
     NUMPY.get_or_try_init(py, || {
         let module = PyModule::import(py, "numpy")?;
         Ok(Numpy {
-            ndarray: module
-                .getattr("ndarray")?
-                .downcast_into::<PyType>()?
-                .unbind(),
-            generic: module
-                .getattr("generic")?
-                .downcast_into::<PyType>()?
-                .unbind(),
+            ndarray: module.getattr("ndarray")?.cast_into::<PyType>()?.unbind(),
+            generic: module.getattr("generic")?.cast_into::<PyType>()?.unbind(),
             module: module.unbind(),
         })
     })
@@ -327,7 +321,7 @@ fn array_value(arr: &Bound<'_, PyAny>, scalar: bool) -> PyResult<Option<Value>> 
     let nbytes: usize = arr.getattr("nbytes")?.extract()?;
     let data = if nbytes < PINNED_ARRAY_MIN {
         let bytes = arr.call_method1("tobytes", ())?;
-        pinned_bytes(bytes.downcast::<PyBytes>()?)
+        pinned_bytes(bytes.cast::<PyBytes>()?)
     } else {
         crate::buffer::pinned_array(arr, nbytes)?
     };
@@ -340,7 +334,7 @@ fn array_value(arr: &Bound<'_, PyAny>, scalar: bool) -> PyResult<Option<Value>> 
 }
 
 /// A received array (or numpy scalar) over its buffer.
-fn array_object(py: Python<'_>, a: Array) -> PyResult<PyObject> {
+fn array_object(py: Python<'_>, a: Array) -> PyResult<Py<PyAny>> {
     let np = numpy(py)?.module(py);
     // np.dtype parses the string; nothing is ever evaluated.
     let dtype = np.call_method1("dtype", (a.dtype.as_str(),))?;
@@ -391,7 +385,7 @@ pub enum Ownership<'a> {
 }
 
 /// Converts a received value to a Python object.
-pub fn to_py(py: Python<'_>, value: Value, ownership: Ownership) -> PyResult<PyObject> {
+pub fn to_py(py: Python<'_>, value: Value, ownership: Ownership) -> PyResult<Py<PyAny>> {
     Ok(match value {
         Value::None => py.None(),
         Value::Bool(b) => PyBool::new(py, b).to_owned().into_any().unbind(),
@@ -477,7 +471,7 @@ pub fn to_py(py: Python<'_>, value: Value, ownership: Ownership) -> PyResult<PyO
 }
 
 /// A local object: the Python object itself, or a proxy to a Rust one.
-fn object_to_py(py: Python<'_>, obj: ObjectRef) -> PyResult<PyObject> {
+fn object_to_py(py: Python<'_>, obj: ObjectRef) -> PyResult<Py<PyAny>> {
     if let Some(host) = obj.as_any().downcast_ref::<PyHost>() {
         return Ok(host.object().clone_ref(py));
     }

@@ -12,17 +12,17 @@ use pyo3::exceptions::{
     PyTimeoutError, PyTypeError, PyValueError,
 };
 use pyo3::prelude::*;
-use pyo3::sync::GILOnceCell;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyList, PyType};
 
-static ERRORS: GILOnceCell<Py<PyModule>> = GILOnceCell::new();
+static ERRORS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
 /// The class `name` of `farcall.errors`.
 pub fn error_class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyType>> {
     let module = ERRORS.get_or_try_init(py, || {
         PyModule::import(py, "farcall.errors").map(Bound::unbind)
     })?;
-    Ok(module.bind(py).getattr(name)?.downcast_into::<PyType>()?)
+    Ok(module.bind(py).getattr(name)?.cast_into::<PyType>()?)
 }
 
 /// Turns an engine error into the Python exception DESIGN.md names.
@@ -109,5 +109,5 @@ fn format_exception(py: Python<'_>, err: &PyErr) -> PyResult<Vec<String>> {
         err.value(py),
         err.traceback(py),
     ))?;
-    lines.downcast::<PyList>()?.extract()
+    lines.cast::<PyList>()?.extract()
 }

@@ -20,7 +20,7 @@ enum State {
     /// Waiting; `None` while a thread waits on the engine future.
     Pending(Option<farcall::Future>),
     /// The converted outcome.
-    Done(Result<PyObject, PyErr>),
+    Done(Result<Py<PyAny>, PyErr>),
 }
 
 /// The result of a call made with `_sync="async"`.
@@ -31,7 +31,7 @@ pub struct PyFuture {
     state: Mutex<State>,
     /// Signalled when the outcome is stored.
     finished: Condvar,
-    callbacks: Mutex<Vec<PyObject>>,
+    callbacks: Mutex<Vec<Py<PyAny>>>,
 }
 
 impl PyFuture {
@@ -111,7 +111,7 @@ impl PyFuture {
         }
     }
 
-    fn outcome(&self, py: Python<'_>) -> Option<Result<PyObject, PyErr>> {
+    fn outcome(&self, py: Python<'_>) -> Option<Result<Py<PyAny>, PyErr>> {
         match &*self.state() {
             State::Done(Ok(v)) => Some(Ok(v.clone_ref(py))),
             State::Done(Err(e)) => Some(Err(e.clone_ref(py))),
@@ -125,7 +125,7 @@ struct Completer(Py<PyFuture>);
 
 impl Wake for Completer {
     fn wake(self: Arc<Self>) {
-        Python::with_gil(|py| {
+        Python::attach(|py| {
             let _ = PyFuture::wait(self.0.bind(py), Some(Duration::ZERO));
         });
     }
@@ -142,7 +142,7 @@ impl PyFuture {
     /// Raises TimeoutError if `timeout` seconds pass first; the call stays
     /// pending.
     #[pyo3(signature = (timeout=None))]
-    fn result(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<PyObject> {
+    fn result(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
         let timeout = timeout.map(Duration::from_secs_f64);
         if !PyFuture::wait(slf, timeout)? {
             return Err(PyTimeoutError::new_err("the call has not finished yet"));
@@ -152,7 +152,7 @@ impl PyFuture {
 
     /// Waits like `result` and returns the exception, or None on success.
     #[pyo3(signature = (timeout=None))]
-    fn exception(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Option<PyObject>> {
+    fn exception(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<Option<Py<PyAny>>> {
         let timeout = timeout.map(Duration::from_secs_f64);
         if !PyFuture::wait(slf, timeout)? {
             return Err(PyTimeoutError::new_err("the call has not finished yet"));
@@ -165,7 +165,7 @@ impl PyFuture {
     }
 
     /// Calls `fn(future)` once the future is done (at once if it is).
-    fn add_done_callback(slf: &Bound<'_, Self>, r#fn: PyObject) -> PyResult<()> {
+    fn add_done_callback(slf: &Bound<'_, Self>, r#fn: Py<PyAny>) -> PyResult<()> {
         let py = slf.py();
         let me = slf.get();
         let waker = {
@@ -219,7 +219,7 @@ impl PyFuture {
     }
 
     /// Makes the future awaitable from asyncio.
-    fn __await__(slf: &Bound<'_, Self>) -> PyResult<PyObject> {
+    fn __await__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let wrapped = PyModule::import(py, "farcall._aio")?
             .getattr("wrap")?

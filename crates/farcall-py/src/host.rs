@@ -37,7 +37,7 @@ impl PyHost {
     /// Runs `f` with the GIL and the object, turning a Python exception
     /// into the error sent back to the caller.
     fn with<T>(&self, f: impl FnOnce(&Bound<'_, PyAny>) -> PyResult<T>) -> Result<T> {
-        Python::with_gil(|py| f(self.obj.bind(py)).map_err(|e| from_py(py, e)))
+        Python::attach(|py| f(self.obj.bind(py)).map_err(|e| from_py(py, e)))
     }
 }
 
@@ -207,20 +207,20 @@ pub struct PyRuntime;
 
 impl Runtime for PyRuntime {
     fn import(&self, module: &str) -> Result<Value> {
-        Python::with_gil(|py| {
+        Python::attach(|py| {
             let m = PyModule::import(py, "importlib")?
                 .getattr("import_module")?
                 .call1((module,))?;
             Ok(Value::Object(PyHost::new_ref(&m)?))
         })
-        .map_err(|e: PyErr| Python::with_gil(|py| from_py(py, e)))
+        .map_err(|e: PyErr| Python::attach(|py| from_py(py, e)))
     }
 
     fn host_value(&self, value: Value) -> Result<ObjectRef> {
-        Python::with_gil(|py| {
+        Python::attach(|py| {
             let obj = to_py(py, value, Ownership::Borrowed)?;
             PyHost::new_ref(obj.bind(py))
         })
-        .map_err(|e: PyErr| Python::with_gil(|py| from_py(py, e)))
+        .map_err(|e: PyErr| Python::attach(|py| from_py(py, e)))
     }
 }

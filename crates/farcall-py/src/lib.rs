@@ -50,7 +50,7 @@ fn encode<'py>(
 /// Deserializes a body (and out-of-band buffers) in format `name`.
 #[pyfunction]
 #[pyo3(signature = (name, body, buffers=Vec::new()))]
-fn decode(py: Python<'_>, name: &str, body: &[u8], buffers: Vec<Vec<u8>>) -> PyResult<PyObject> {
+fn decode(py: Python<'_>, name: &str, body: &[u8], buffers: Vec<Vec<u8>>) -> PyResult<Py<PyAny>> {
     let buffers: Vec<Bytes> = buffers.into_iter().map(Bytes::from).collect();
     let value = codec::decode(format(name)?, &Bytes::copy_from_slice(body), &buffers).py(py)?;
     // Decoded outside any call: nobody handed us these references.

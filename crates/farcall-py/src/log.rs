@@ -26,7 +26,7 @@ fn seconds(timeout: f64) -> Duration {
 }
 
 fn text(v: &Bound<'_, PyAny>) -> String {
-    match v.downcast::<PyString>() {
+    match v.cast::<PyString>() {
         Ok(s) => s.to_string_lossy().into_owned(),
         Err(_) => v
             .str()
@@ -43,23 +43,23 @@ fn opt_text(v: &Bound<'_, PyAny>) -> Option<String> {
 fn to_json(v: &Bound<'_, PyAny>, depth: usize) -> Json {
     if v.is_none() {
         Json::Null
-    } else if let Ok(b) = v.downcast::<PyBool>() {
+    } else if let Ok(b) = v.cast::<PyBool>() {
         Json::Bool(b.is_true())
     } else if v.is_instance_of::<PyInt>() {
         match v.extract::<i64>() {
             Ok(i) => i.into(),
             Err(_) => Json::String(text(v)),
         }
-    } else if let Ok(f) = v.downcast::<PyFloat>() {
+    } else if let Ok(f) = v.cast::<PyFloat>() {
         serde_json::Number::from_f64(f.value()).map_or(Json::Null, Json::Number)
-    } else if let Ok(s) = v.downcast::<PyString>() {
+    } else if let Ok(s) = v.cast::<PyString>() {
         Json::String(s.to_string_lossy().into_owned())
     } else if depth < 8 && (v.is_instance_of::<PyList>() || v.is_instance_of::<PyTuple>()) {
         match v.try_iter() {
             Ok(items) => Json::Array(items.flatten().map(|i| to_json(&i, depth + 1)).collect()),
             Err(_) => Json::String(text(v)),
         }
-    } else if let (true, Ok(d)) = (depth < 8, v.downcast::<PyDict>()) {
+    } else if let (true, Ok(d)) = (depth < 8, v.cast::<PyDict>()) {
         Json::Object(
             d.iter()
                 .map(|(k, v)| (text(&k), to_json(&v, depth + 1)))
@@ -76,7 +76,7 @@ fn to_json(v: &Bound<'_, PyAny>, depth: usize) -> Json {
 fn record_of(record: &Bound<'_, PyAny>, msg: String, exc_text: Option<String>) -> PyResult<Record> {
     let py = record.py();
     let dict = record.getattr(intern!(py, "__dict__"))?;
-    let dict = dict.downcast::<PyDict>()?;
+    let dict = dict.cast::<PyDict>()?;
     let mut r = Record {
         name: "root".into(),
         msg,
@@ -101,7 +101,7 @@ fn record_of(record: &Bound<'_, PyAny>, msg: String, exc_text: Option<String>) -
         extra: Map::new(),
     };
     for (k, v) in dict.iter() {
-        let Ok(key) = k.downcast::<PyString>() else {
+        let Ok(key) = k.cast::<PyString>() else {
             continue;
         };
         let key = key.to_str()?;
@@ -237,7 +237,7 @@ impl LogSender {
     }
 }
 
-fn json_to_py(py: Python<'_>, v: &Json) -> PyResult<PyObject> {
+fn json_to_py(py: Python<'_>, v: &Json) -> PyResult<Py<PyAny>> {
     Ok(match v {
         Json::Null => py.None(),
         Json::Bool(b) => b.into_pyobject(py)?.to_owned().into_any().unbind(),

@@ -15,9 +15,7 @@ use pyo3::basic::CompareOp;
 use pyo3::exceptions::{PyAttributeError, PyKeyError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::sync::GILProtected;
 use pyo3::types::{PyDict, PyString, PyTuple};
-use std::cell::RefCell;
 
 use crate::convert::{to_py, Mode, Outgoing, Ownership};
 use crate::errors::{error_class, IntoPyResult};
@@ -151,20 +149,21 @@ pub fn timeout(v: &Bound<'_, PyAny>) -> PyResult<Option<Duration>> {
 }
 
 /// Default proxy options per server address (`RPCClient.set_proxy_options`).
-static DEFAULTS: GILProtected<RefCell<Option<HashMap<String, Options>>>> =
-    GILProtected::new(RefCell::new(None));
+static DEFAULTS: Mutex<Option<HashMap<String, Options>>> = Mutex::new(None);
 
 /// Sets the default options of new proxies to objects of `address`.
 pub fn set_defaults(py: Python<'_>, address: &str, kwargs: &Bound<'_, PyDict>) -> PyResult<()> {
-    let mut map = DEFAULTS.get(py).borrow_mut();
-    let map = map.get_or_insert_with(HashMap::new);
-    let options = map.entry(address.to_string()).or_default();
-    options.update(kwargs)
+    let mut options = defaults(py, address);
+    options.update(kwargs)?;
+    let mut map = DEFAULTS.lock().unwrap_or_else(|e| e.into_inner());
+    map.get_or_insert_with(HashMap::new)
+        .insert(address.to_string(), options);
+    Ok(())
 }
 
 /// The default options of new proxies to objects of `address`.
 pub fn defaults(py: Python<'_>, address: &str) -> Options {
-    match &*DEFAULTS.get(py).borrow() {
+    match &*DEFAULTS.lock().unwrap_or_else(|e| e.into_inner()) {
         Some(map) => map
             .get(address)
             .map_or_else(Options::default, |o| o.clone_ref(py)),
@@ -224,7 +223,7 @@ impl ObjectProxy {
 
     /// The deferred proxy to attribute `name`, reused when it was read
     /// before.
-    fn child(&self, py: Python<'_>, name: &str) -> PyResult<PyObject> {
+    fn child(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
         let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, child)) = children.iter().find(|(n, _)| n == name) {
             return Ok(child.clone_ref(py).into_any());
@@ -246,7 +245,7 @@ impl ObjectProxy {
         args: Vec<Value>,
         kwargs: Vec<(String, Value)>,
         overrides: Overrides,
-    ) -> PyResult<PyObject> {
+    ) -> PyResult<Py<PyAny>> {
         let (sync, return_type, timeout) = {
             let o = self.options();
             (
@@ -274,7 +273,7 @@ impl ObjectProxy {
         name: &str,
         args: &[&Bound<'_, PyAny>],
         force_sync: bool,
-    ) -> PyResult<PyObject> {
+    ) -> PyResult<Py<PyAny>> {
         let values = {
             let o = self.options();
             let conv = Outgoing {
@@ -292,7 +291,7 @@ impl ObjectProxy {
         self.invoke(py, Some(name), values, Vec::new(), overrides)
     }
 
-    fn fetch(&self, py: Python<'_>, return_type: ReturnType) -> PyResult<PyObject> {
+    fn fetch(&self, py: Python<'_>, return_type: ReturnType) -> PyResult<Py<PyAny>> {
         let timeout = self.options().timeout.unwrap_or(FOREVER);
         let proxy = &self.proxy;
         let v = crate::gil::released(py, || proxy.fetch_as(return_type, Some(timeout))).py(py)?;
@@ -317,7 +316,7 @@ impl ObjectProxy {
         name: &str,
         other: &Bound<'_, PyAny>,
         modulo: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<PyObject> {
+    ) -> PyResult<Py<PyAny>> {
         if modulo.is_some() {
             return Err(PyTypeError::new_err("pow() with a modulo is not forwarded"));
         }
@@ -349,7 +348,7 @@ impl Overrides {
         };
         let mut taken = Vec::new();
         for (key, value) in kwargs.iter() {
-            let key = key.downcast_into::<PyString>()?;
+            let key = key.cast_into::<PyString>()?;
             let name = key.to_str()?;
             if !name.starts_with('_') {
                 continue;
@@ -380,7 +379,7 @@ impl ObjectProxy {
         py: Python<'_>,
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<PyObject> {
+    ) -> PyResult<Py<PyAny>> {
         let overrides = Overrides::take(kwargs)?;
         let (args, kwargs) = {
             let o = self.options();
@@ -398,7 +397,7 @@ impl ObjectProxy {
     /// proxy's own names (`_get_value`, `__class__`, ...) all start with
     /// `_`; other names skip the class lookup, which `proxy.method(...)`
     /// would otherwise pay for with an AttributeError on every call.
-    fn __getattribute__(slf: &Bound<'_, Self>, name: &Bound<'_, PyString>) -> PyResult<PyObject> {
+    fn __getattribute__(slf: &Bound<'_, Self>, name: &Bound<'_, PyString>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let me = slf.get();
         let text = name.to_str()?;
@@ -408,7 +407,7 @@ impl ObjectProxy {
             let own = unsafe { ffi::PyObject_GenericGetAttr(slf.as_ptr(), name.as_ptr()) };
             if !own.is_null() {
                 // SAFETY: GenericGetAttr returned a new reference.
-                return Ok(unsafe { PyObject::from_owned_ptr(py, own) });
+                return Ok(unsafe { Bound::from_owned_ptr(py, own) }.unbind());
             }
             let err = PyErr::fetch(py);
             if !err.is_instance_of::<PyAttributeError>(py) {
@@ -452,7 +451,7 @@ impl ObjectProxy {
 
     /// The remote object itself: fetched by proxy or value per the options.
     /// A proxy without deferred attributes is returned as it is.
-    fn _undefer(slf: &Bound<'_, Self>) -> PyResult<PyObject> {
+    fn _undefer(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let me = slf.get();
         if me.proxy.reference().attributes.is_empty() {
             return Ok(slf.clone().into_any().unbind());
@@ -462,7 +461,7 @@ impl ObjectProxy {
     }
 
     /// A copy of the remote object (an error if it cannot be copied).
-    fn _get_value(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn _get_value(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.fetch(py, ReturnType::Value)
     }
 
@@ -543,8 +542,8 @@ impl ObjectProxy {
         py: Python<'_>,
         other: &Bound<'_, PyAny>,
         op: CompareOp,
-    ) -> PyResult<PyObject> {
-        if let (Ok(other), CompareOp::Eq | CompareOp::Ne) = (other.downcast::<ObjectProxy>(), op) {
+    ) -> PyResult<Py<PyAny>> {
+        if let (Ok(other), CompareOp::Eq | CompareOp::Ne) = (other.cast::<ObjectProxy>(), op) {
             let same = self.identity() == other.get().identity();
             let equal = same == matches!(op, CompareOp::Eq);
             return Ok(equal.into_pyobject(py)?.to_owned().into_any().unbind());
@@ -560,7 +559,7 @@ impl ObjectProxy {
         self.special(py, name, &[other], false)
     }
 
-    fn __getitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn __getitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.special(py, "__getitem__", &[key], false)
     }
 
@@ -595,96 +594,96 @@ impl ObjectProxy {
     }
 
     /// Iterates over a copy of the remote items, fetched in one round trip.
-    fn __iter__(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn __iter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let items = self.special(py, "__farcall_list__", &[], true)?;
         Ok(items.bind(py).try_iter()?.into_any().unbind())
     }
 
-    fn __neg__(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn __neg__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.special(py, "__neg__", &[], false)
     }
-    fn __pos__(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn __pos__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.special(py, "__pos__", &[], false)
     }
-    fn __abs__(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn __abs__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.special(py, "__abs__", &[], false)
     }
-    fn __invert__(&self, py: Python<'_>) -> PyResult<PyObject> {
+    fn __invert__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.special(py, "__invert__", &[], false)
     }
 
     // Binary operators run remotely (through `operator`, so reflected
     // operands work as in Python).
-    fn __add__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn __add__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.special(py, "__add__", &[other], false)
     }
-    fn __sub__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn __sub__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.special(py, "__sub__", &[other], false)
     }
-    fn __mul__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn __mul__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.special(py, "__mul__", &[other], false)
     }
-    fn __matmul__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn __matmul__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.special(py, "__matmul__", &[other], false)
     }
-    fn __truediv__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn __truediv__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.special(py, "__truediv__", &[other], false)
     }
-    fn __floordiv__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn __floordiv__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.special(py, "__floordiv__", &[other], false)
     }
-    fn __mod__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn __mod__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.special(py, "__mod__", &[other], false)
     }
-    fn __lshift__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn __lshift__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.special(py, "__lshift__", &[other], false)
     }
-    fn __rshift__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn __rshift__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.special(py, "__rshift__", &[other], false)
     }
-    fn __and__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn __and__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.special(py, "__and__", &[other], false)
     }
-    fn __or__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn __or__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.special(py, "__or__", &[other], false)
     }
-    fn __xor__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn __xor__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.special(py, "__xor__", &[other], false)
     }
-    fn __radd__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn __radd__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.special(py, "__radd__", &[other], false)
     }
-    fn __rsub__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn __rsub__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.special(py, "__rsub__", &[other], false)
     }
-    fn __rmul__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn __rmul__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.special(py, "__rmul__", &[other], false)
     }
-    fn __rmatmul__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn __rmatmul__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.special(py, "__rmatmul__", &[other], false)
     }
-    fn __rtruediv__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn __rtruediv__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.special(py, "__rtruediv__", &[other], false)
     }
-    fn __rfloordiv__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn __rfloordiv__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.special(py, "__rfloordiv__", &[other], false)
     }
-    fn __rmod__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn __rmod__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.special(py, "__rmod__", &[other], false)
     }
-    fn __rlshift__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn __rlshift__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.special(py, "__rlshift__", &[other], false)
     }
-    fn __rrshift__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn __rrshift__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.special(py, "__rrshift__", &[other], false)
     }
-    fn __rand__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn __rand__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.special(py, "__rand__", &[other], false)
     }
-    fn __ror__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn __ror__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.special(py, "__ror__", &[other], false)
     }
-    fn __rxor__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+    fn __rxor__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.special(py, "__rxor__", &[other], false)
     }
     // In-place operators act on the remote object; the proxy stays bound
@@ -730,7 +729,7 @@ impl ObjectProxy {
         py: Python<'_>,
         other: &Bound<'_, PyAny>,
         modulo: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<PyObject> {
+    ) -> PyResult<Py<PyAny>> {
         self.pow(py, "__pow__", other, modulo)
     }
 
@@ -739,7 +738,7 @@ impl ObjectProxy {
         py: Python<'_>,
         other: &Bound<'_, PyAny>,
         modulo: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<PyObject> {
+    ) -> PyResult<Py<PyAny>> {
         self.pow(py, "__rpow__", other, modulo)
     }
 

@@ -34,7 +34,7 @@ pub fn auth_arg(py: Python<'_>, auth: bool, key: Option<&Bound<'_, PyAny>>) -> P
     let key = match key {
         None => None,
         Some(k) => {
-            let raw = match k.downcast::<PyBytes>() {
+            let raw = match k.cast::<PyBytes>() {
                 Ok(b) => b.as_bytes().to_vec(),
                 Err(_) => {
                     let text: String = k.extract()?;
@@ -66,7 +66,7 @@ pub fn warn(py: Python<'_>, message: &str) -> PyResult<()> {
 
 /// An address given as `str` or (pyacq style) `bytes`.
 pub fn address_arg(address: &Bound<'_, PyAny>) -> PyResult<String> {
-    if let Ok(b) = address.downcast::<PyBytes>() {
+    if let Ok(b) = address.cast::<PyBytes>() {
         return Ok(String::from_utf8_lossy(b.as_bytes()).into_owned());
     }
     address
@@ -150,7 +150,7 @@ impl RPCServer {
     }
 
     /// The object published as `name`.
-    fn __getitem__(&self, py: Python<'_>, name: &str) -> PyResult<PyObject> {
+    fn __getitem__(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
         match self.server.published(name) {
             Some(v) => to_py(py, v, Ownership::Borrowed),
             None => Err(PyKeyError::new_err(name.to_string())),
@@ -201,16 +201,16 @@ impl RPCServer {
     }
 
     /// The local object behind a proxy of this server.
-    fn unwrap_proxy(&self, py: Python<'_>, proxy: &Bound<'_, ObjectProxy>) -> PyResult<PyObject> {
+    fn unwrap_proxy(&self, py: Python<'_>, proxy: &Bound<'_, ObjectProxy>) -> PyResult<Py<PyAny>> {
         let v = self.server.unwrap_proxy(proxy.get().reference()).py(py)?;
         to_py(py, v, Ownership::Borrowed)
     }
 
     /// Calls `callback()` every `interval` seconds in the serving thread.
-    fn start_timer(&self, callback: PyObject, interval: f64) {
+    fn start_timer(&self, callback: Py<PyAny>, interval: f64) {
         let interval = Duration::from_secs_f64(interval.max(0.001));
         self.server.start_timer(interval, move || {
-            Python::with_gil(|py| {
+            Python::attach(|py| {
                 if let Err(e) = callback.call0(py) {
                     e.write_unraisable(py, Some(callback.bind(py)));
                 }

@@ -15,6 +15,47 @@
 //! - [`object`]: what a server can host ([`RemoteObject`]).
 //! - [`spawn`]: starting a child process that serves ([`ProcessSpawner`]).
 //! - [`log`]: log records of many processes in one place ([`LogServer`], [`LogSender`]).
+//!
+//! Hosting a Rust object and calling it through a proxy:
+//!
+//! ```
+//! #[farcall::remote]
+//! pub struct Counter {
+//!     pub count: i64,
+//! }
+//!
+//! #[farcall::remote]
+//! impl Counter {
+//!     pub fn add(&mut self, x: i64) -> i64 {
+//!         self.count += x;
+//!         self.count
+//!     }
+//!     #[farcall(name = "value")]
+//!     pub fn current(&self) -> i64 {
+//!         self.count
+//!     }
+//!     #[farcall(skip)]
+//!     pub fn local_only(&self) {}
+//! }
+//!
+//! # fn main() -> farcall::Result<()> {
+//! let server = farcall::Server::bind("unix://*")?;
+//! server.publish("counter", farcall::object(Counter { count: 0 }));
+//! let serving = server.clone();
+//! let thread = std::thread::spawn(move || serving.run_forever());
+//!
+//! let client = farcall::Client::connect(server.address())?;
+//! let counter = farcall::Proxy::adopt(client.get_item("counter")?)?;
+//! counter.call_method("add", vec![2.into()])?;
+//! assert_eq!(counter.call_method("value", vec![])?, farcall::Value::Int(2));
+//! assert_eq!(counter.get_attr("count")?, farcall::Value::Int(2));
+//! assert!(counter.call_method("local_only", vec![]).is_err());
+//!
+//! server.close();
+//! thread.join().unwrap()?;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod auth;
 pub mod client;

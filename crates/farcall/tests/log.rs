@@ -118,10 +118,12 @@ fn many_senders_lose_nothing() {
 #[test]
 fn a_gone_server_never_blocks_the_sender() {
     // Bind and close a receiver: its port is then (almost surely) free.
-    let address = LogReceiver::bind(flog::DEFAULT_ADDRESS)
-        .unwrap()
-        .address()
-        .to_string();
+    // A path no socket ever listened on: a port freed by a receiver just
+    // dropped could still accept (ZeroMQ closes sockets asynchronously) and
+    // swallow the early records.
+    let dir = std::env::temp_dir().join(format!("farcall-log-late-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let address = format!("ipc://{}", dir.join("log.sock").display());
     let sender = LogSender::with_capacity(&address, 1000).unwrap();
     let start = Instant::now();
     let mut slowest = Duration::ZERO;
@@ -151,10 +153,12 @@ fn a_gone_server_never_blocks_the_sender() {
 
 #[test]
 fn a_sender_started_before_its_server_delivers_later() {
-    let address = LogReceiver::bind(flog::DEFAULT_ADDRESS)
-        .unwrap()
-        .address()
-        .to_string();
+    // A path no socket ever listened on: a port freed by a receiver just
+    // dropped could still accept (ZeroMQ closes sockets asynchronously) and
+    // swallow the early records.
+    let dir = std::env::temp_dir().join(format!("farcall-log-late-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let address = format!("ipc://{}", dir.join("log.sock").display());
     let sender = LogSender::connect(&address).unwrap();
     for i in 0..10 {
         sender.send(Record::new("early", 20, i.to_string()));
@@ -166,6 +170,7 @@ fn a_sender_started_before_its_server_delivers_later() {
     })
     .unwrap();
     let got = collect(&rx, 10, Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(got.len(), 10);
 }
 
