@@ -3,7 +3,8 @@
 //!
 //! `cargo run --release -p farcall-bench --bin rpc_bench` (see README.md).
 //! The binary re-runs itself as the server process (`rpc_bench serve KIND
-//! ADDRESS`).
+//! ADDRESS`). `SECTIONS=latency,pipelined,across,scale` (the default) picks what
+//! runs, e.g. `SECTIONS=pipelined` under a profiler.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -12,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use farcall::protocol::{Action, ReturnType};
+use farcall::transport::spin;
 use farcall::{Client, ProxyRef, Server, Value};
 
 #[farcall::remote]
@@ -44,17 +46,23 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_000);
+    let sections =
+        std::env::var("SECTIONS").unwrap_or_else(|_| "latency,pipelined,across,scale".into());
+    let wants = |name: &str| sections.split(',').any(|s| s.trim() == name);
     let dir = std::env::temp_dir();
     let pid = std::process::id();
     let unix_raw = dir.join(format!("farcall-bench-raw-{pid}.sock"));
 
     println!("rounds per measurement: {rounds}; all figures between two processes");
     println!("each floor and its farcall line are measured interleaved (blocks of {BLOCK})");
-    println!("round trips: both processes on CPU 0; pipelined: the client on any CPU\n");
-    println!(
-        "{:<34} {:>10} {:>10} {:>12}",
-        "round trip", "median", "p99", "vs floor"
-    );
+    println!("round trips: both processes on CPU 0 (but across CPUs: one each);");
+    println!("pipelined: the client on any CPU; waits spin up to 50µs unless noted (spin.rs)");
+    if wants("latency") {
+        println!(
+            "\n{:<34} {:>10} {:>10} {:>12}",
+            "round trip", "median", "p99", "vs floor"
+        );
+    }
     let pairs = [
         (
             "Unix socket",
@@ -73,32 +81,92 @@ fn main() {
     let mut rates = Vec::new();
     let all_cpus = affinity();
     for (floor_name, raw_kind, raw_address, address) in pairs {
-        // One CPU for both ends: on this VM a wake-up across CPUs costs
-        // 10-90 µs depending on whether the other vCPU was idle, which
-        // swamps what is measured. Children inherit the affinity.
-        set_affinity(&[0]);
-        let mut raw = RawEcho::start(raw_kind, raw_address);
-        let mut far = FarcallEcho::start(address);
-        let (raw_samples, far_samples) = interleave(rounds, || raw.once(), || far.once());
-        set_affinity(&all_cpus);
-        report(&format!("raw Rust {floor_name} echo"), &raw_samples, None);
-        report(
-            &format!("farcall add(1, 2), {}", scheme(address)),
-            &far_samples,
-            Some(&raw_samples),
-        );
-        drop((raw, far));
-        // Pipelined: client and server free to run on both CPUs at once.
-        rates.push((
-            scheme(address),
-            FarcallEcho::start(address).pipelined(rounds),
-        ));
+        if wants("latency") {
+            // One CPU for both ends: on this VM a wake-up across CPUs costs
+            // 10-90 µs depending on whether the other vCPU was idle, which
+            // swamps what is measured. Children inherit the affinity.
+            set_affinity(&[0]);
+            let mut raw = RawEcho::start(raw_kind, raw_address);
+            let mut far = FarcallEcho::start(address);
+            let [raw_samples, far_samples] =
+                interleave(rounds, [&mut || raw.once(), &mut || far.once()]);
+            set_affinity(&all_cpus);
+            report(&format!("raw Rust {floor_name} echo"), &raw_samples, None);
+            report(
+                &format!("farcall add(1, 2), {}", scheme(address)),
+                &far_samples,
+                Some(&raw_samples),
+            );
+        }
+        if wants("pipelined") {
+            // Client and server free to run on both CPUs at once.
+            rates.push((
+                scheme(address),
+                FarcallEcho::start(address).pipelined(rounds),
+            ));
+        }
     }
-    println!("\n{:<34} {:>14}", "pipelined async calls", "calls/s");
-    for (name, rate) in rates {
-        println!("{:<34} {:>14.0}", format!("farcall {name}"), rate);
+    if wants("pipelined") {
+        println!("\n{:<34} {:>14}", "pipelined async calls", "calls/s");
+        for (name, rate) in rates {
+            println!("{:<34} {:>14.0}", format!("farcall {name}"), rate);
+        }
     }
-    scale(rounds);
+    if wants("across") {
+        across_cpus(rounds, &unix_raw, &all_cpus);
+    }
+    if wants("scale") {
+        scale(rounds);
+    }
+}
+
+/// Round trips with the client and the server on two different CPUs,
+/// where each sleeping side pays a cross-CPU wake-up: farcall with its
+/// spin-before-sleep wait (the default) and without it (spin budget 0 on
+/// both sides), next to the raw Unix echo.
+fn across_cpus(rounds: usize, raw_path: &std::path::Path, all_cpus: &[usize]) {
+    let [client_cpu, server_cpu, ..] = all_cpus[..] else {
+        println!("\n(one CPU: no round trips across CPUs)");
+        return;
+    };
+    println!(
+        "\n{:<34} {:>10} {:>10} {:>12}",
+        format!("across CPUs ({client_cpu} -> {server_cpu})"),
+        "median",
+        "p99",
+        "vs floor"
+    );
+    set_affinity(&[server_cpu]);
+    let mut raw = RawEcho::start("raw-unix", raw_path.to_str().unwrap());
+    let mut sleeping = FarcallEcho::start_with("unix://*", &[("FARCALL_SPIN_US", "0")]);
+    let mut spinning = FarcallEcho::start("unix://*");
+    set_affinity(&[client_cpu]);
+    let [raw_samples, sleeping_samples, spinning_samples] = interleave(
+        rounds,
+        [
+            &mut || raw.once(),
+            &mut || {
+                spin::set_budget(Duration::ZERO);
+                sleeping.once()
+            },
+            &mut || {
+                spin::set_budget(spin::DEFAULT_BUDGET);
+                spinning.once()
+            },
+        ],
+    );
+    set_affinity(all_cpus);
+    report("raw Rust Unix socket echo", &raw_samples, None);
+    report(
+        "farcall unix://, no spinning",
+        &sleeping_samples,
+        Some(&raw_samples),
+    );
+    report(
+        "farcall unix://, spin 50µs",
+        &spinning_samples,
+        Some(&raw_samples),
+    );
 }
 
 /// Per-call latency with many live proxies or many clients, next to the
@@ -226,8 +294,14 @@ fn percentile(samples: &[Duration], q: f64) -> Duration {
 
 /// Starts this binary as a server process; returns it and its address.
 fn spawn(kind: &str, address: &str) -> (Child, String) {
+    spawn_with(kind, address, &[])
+}
+
+/// [`spawn`] with extra environment variables.
+fn spawn_with(kind: &str, address: &str, env: &[(&str, &str)]) -> (Child, String) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["serve", kind, address])
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn server");
@@ -352,7 +426,12 @@ struct FarcallEcho {
 
 impl FarcallEcho {
     fn start(address: &str) -> FarcallEcho {
-        let (child, address) = spawn("farcall", address);
+        FarcallEcho::start_with(address, &[])
+    }
+
+    /// A server started with extra environment variables.
+    fn start_with(address: &str, env: &[(&str, &str)]) -> FarcallEcho {
+        let (child, address) = spawn_with("farcall", address, env);
         let client = Client::connect(&address).unwrap();
         let Value::Proxy(counter) = client.get_item("counter").unwrap() else {
             panic!("counter is not a proxy")
@@ -406,32 +485,27 @@ impl Drop for FarcallEcho {
 /// Round trips per block when two systems are measured interleaved.
 const BLOCK: usize = 500;
 
-/// Times `a` and `b` in alternating blocks, after a warm-up of each, so
-/// both see the same machine (this one drifts a lot: idle vCPUs wake
-/// slowly, and other work comes and goes).
-fn interleave(
+/// Times each of `systems` in alternating blocks, after a warm-up of
+/// each, so all see the same machine (this one drifts a lot: idle vCPUs
+/// wake slowly, and other work comes and goes).
+fn interleave<const N: usize>(
     rounds: usize,
-    mut a: impl FnMut(),
-    mut b: impl FnMut(),
-) -> (Vec<Duration>, Vec<Duration>) {
+    mut systems: [&mut dyn FnMut(); N],
+) -> [Vec<Duration>; N] {
     for _ in 0..rounds / 10 {
-        a();
-        b();
+        systems.iter_mut().for_each(|once| once());
     }
-    let (mut sa, mut sb) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
-    while sa.len() < rounds {
-        for _ in 0..BLOCK {
-            let t = Instant::now();
-            a();
-            sa.push(t.elapsed());
-        }
-        for _ in 0..BLOCK {
-            let t = Instant::now();
-            b();
-            sb.push(t.elapsed());
+    let mut samples: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::with_capacity(rounds));
+    while samples[0].len() < rounds {
+        for (once, out) in systems.iter_mut().zip(&mut samples) {
+            for _ in 0..BLOCK {
+                let t = Instant::now();
+                once();
+                out.push(t.elapsed());
+            }
         }
     }
-    (sa, sb)
+    samples
 }
 
 /// The CPUs this process may run on.

@@ -26,7 +26,7 @@ use crate::handshake::{self, Auth, ClientHandshake, Hello};
 use crate::protocol::{self, Action, Frames, Reply, ReturnType};
 use crate::server::{Server, ThreadExporter};
 use crate::transport::stream::{self, Fill, FrameReader, Kind, Outgoing, Stream};
-use crate::transport::{self, Address};
+use crate::transport::{self, spin, Address};
 use crate::value::{ProxyRef, Value};
 
 /// Default timeout of a sync call.
@@ -651,15 +651,25 @@ impl Inner {
                 revents: 0,
             });
         }
-        // ZeroMQ's descriptor signals edges that another thread's send may
-        // consume; a short slice bounds the cost of that rare race.
-        let deadline = match self.conn {
-            Conn::Zmq { .. } => Some(deadline.map_or(Instant::now() + ZMQ_SLICE, |d| {
-                d.min(Instant::now() + ZMQ_SLICE)
-            })),
-            Conn::Native { .. } => deadline,
-        };
-        stream::poll_fds(&mut fds, deadline)?;
+        match self.conn {
+            // ZeroMQ's descriptor signals edges that another thread's send
+            // may consume; a short slice bounds the cost of that rare race.
+            Conn::Zmq { .. } => {
+                let slice = Instant::now() + ZMQ_SLICE;
+                stream::poll_fds(&mut fds, Some(deadline.map_or(slice, |d| d.min(slice))))?;
+            }
+            // The reply to a request just sent often comes within the spin
+            // budget; waiting for it awake saves a wake-up (see spin.rs).
+            Conn::Native { .. } => {
+                let spun = match spin::budget(deadline) {
+                    Some(budget) => spin::until(budget, || stream::poll_now(&mut fds))?,
+                    None => false,
+                };
+                if !spun {
+                    stream::poll_fds(&mut fds, deadline)?;
+                }
+            }
+        }
         if fds[0].revents != 0 {
             self.mark_readable();
         }

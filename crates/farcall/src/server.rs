@@ -29,7 +29,7 @@ use crate::object::{Kwargs, RemoteObject, ValueObject};
 use crate::protocol::{self, Action, Frames, Request, ReturnType};
 use crate::table::ObjectTable;
 use crate::transport::stream::{self, FrameReader, Kind, Listener, Outgoing, Stream};
-use crate::transport::{self, Address};
+use crate::transport::{self, spin, Address};
 use crate::value::{ObjectRef, ProxyRef, Value};
 
 const WAKER: Token = Token(0);
@@ -117,6 +117,8 @@ struct Shared {
     handshake_timeout: Duration,
     /// ZeroMQ peers' handshake state, by routing id.
     zmq_admission: Mutex<HashMap<Bytes, PeerState>>,
+    /// The last poll handled requests: the next may be close behind.
+    recently_served: AtomicBool,
 }
 
 struct Io {
@@ -229,6 +231,7 @@ impl Server {
             gate,
             handshake_timeout: options.handshake_timeout,
             zmq_admission: Mutex::new(HashMap::new()),
+            recently_served: AtomicBool::new(false),
         });
         shared.gate.publish_key(&shared.address);
         // Peers that connect and never finish their handshake are dropped.
@@ -386,10 +389,20 @@ impl Server {
                 return Ok(0);
             }
             let Io { poll, events, .. } = &mut *io;
-            match poll.poll(events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(0),
-                Err(e) => return Err(e.into()),
+            // Right after serving, the next request often comes within the
+            // spin budget; waiting for it awake saves a wake-up (spin.rs).
+            let spin = match shared.recently_served.load(Ordering::Relaxed) {
+                true => spin::budget(timeout.map(|t| Instant::now() + t)),
+                false => None,
+            };
+            let spun = match spin {
+                Some(budget) => spin::until(budget, || {
+                    poll_events(poll, events, Some(Duration::ZERO)).map(|()| !events.is_empty())
+                })?,
+                None => false,
+            };
+            if !spun {
+                poll_events(poll, events, timeout)?;
             }
             events
                 .iter()
@@ -414,7 +427,20 @@ impl Server {
         if shared.closed.load(Ordering::Acquire) {
             shared.shut_down(&mut lock(&shared.io), None);
         }
+        shared.recently_served.store(handled > 0, Ordering::Relaxed);
         Ok(handled)
+    }
+}
+
+/// One `epoll_wait`; an interrupted one reports no events.
+fn poll_events(poll: &mut Poll, events: &mut Events, timeout: Option<Duration>) -> Result<()> {
+    match poll.poll(events, timeout) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+            events.clear();
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -351,6 +351,21 @@ pub fn poll_fds(fds: &mut [libc::pollfd], deadline: Option<Instant>) -> Result<u
     }
 }
 
+/// `poll(2)` on several descriptors without sleeping: true when any is
+/// ready.
+pub fn poll_now(fds: &mut [libc::pollfd]) -> Result<bool> {
+    // SAFETY: fds is a valid, exclusively borrowed pollfd array.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
+    match n {
+        0 => Ok(false),
+        n if n > 0 => Ok(true),
+        _ => match io::Error::last_os_error() {
+            e if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+            e => Err(e.into()),
+        },
+    }
+}
+
 /// A message being received.
 struct Partial {
     kind: Kind,
