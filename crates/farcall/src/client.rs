@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::codec::Format;
+use crate::codec::{Field, Format};
 use crate::error::{Error, Result};
 use crate::handshake::{self, Auth, ClientHandshake, Hello};
-use crate::protocol::{self, Action, Frames, Reply, ReturnType};
+use crate::protocol::{self, Action, Frames, Opts, Reply, ReturnType};
 use crate::server::{Server, ThreadExporter};
 use crate::transport::stream::{self, Fill, FrameReader, Kind, Outgoing, Stream};
 use crate::transport::{self, spin, Address};
@@ -247,14 +247,19 @@ impl Client {
 
     /// Sends a request and returns a future for its reply. Requests sent
     /// in a burst are written together, soon after (or when waited on).
-    pub fn send(&self, action: Action, opts: &Value, return_type: ReturnType) -> Result<Future> {
-        self.send_with(action, opts, return_type, Urgency::Soon)
+    pub fn send<'a>(
+        &self,
+        action: Action,
+        opts: impl Into<Opts<'a>>,
+        return_type: ReturnType,
+    ) -> Result<Future> {
+        self.send_with(action, opts.into(), return_type, Urgency::Soon)
     }
 
     fn send_with(
         &self,
         action: Action,
-        opts: &Value,
+        opts: Opts<'_>,
         return_type: ReturnType,
         urgency: Urgency,
     ) -> Result<Future> {
@@ -291,14 +296,19 @@ impl Client {
     }
 
     /// Sends a request that wants no reply.
-    pub fn send_off(&self, action: Action, opts: &Value, return_type: ReturnType) -> Result<()> {
+    pub fn send_off<'a>(
+        &self,
+        action: Action,
+        opts: impl Into<Opts<'a>>,
+        return_type: ReturnType,
+    ) -> Result<()> {
         self.inner.check_connected()?;
         let frames = protocol::request_frames(
             -1,
             action,
             return_type,
             self.inner.format,
-            opts,
+            opts.into(),
             &mut ThreadExporter,
         )?;
         self.inner.write(
@@ -310,14 +320,14 @@ impl Client {
 
     /// Sends a request and waits for its reply (`timeout`: the client's
     /// default when `None`).
-    pub fn call(
+    pub fn call<'a>(
         &self,
         action: Action,
-        opts: &Value,
+        opts: impl Into<Opts<'a>>,
         return_type: ReturnType,
         timeout: Option<Duration>,
     ) -> Result<Value> {
-        self.send_with(action, opts, return_type, Urgency::Now)?
+        self.send_with(action, opts.into(), return_type, Urgency::Now)?
             .wait(Some(timeout.unwrap_or(self.inner.timeout)))
     }
 
@@ -328,12 +338,8 @@ impl Client {
         args: Vec<Value>,
         kwargs: Vec<(String, Value)>,
     ) -> Result<Value> {
-        self.call(
-            Action::CallObj,
-            &call_opts(proxy, args, kwargs),
-            ReturnType::Auto,
-            None,
-        )
+        let fields = call_fields(proxy, None, &args, &kwargs);
+        self.call(Action::CallObj, &fields[..], ReturnType::Auto, None)
     }
 
     /// Answers `"pong"` if the server is there.
@@ -424,6 +430,22 @@ pub fn call_opts(proxy: &ProxyRef, args: Vec<Value>, kwargs: Vec<(String, Value)
             ),
         ),
     ])
+}
+
+/// The options of `call_obj` as borrowed fields: what [`call_opts`]
+/// builds, with `method` appended to the proxy's attribute path, encoded
+/// without copying any of it.
+pub fn call_fields<'a>(
+    proxy: &'a ProxyRef,
+    method: Option<&'a str>,
+    args: &'a [Value],
+    kwargs: &'a [(String, Value)],
+) -> [(&'static str, Field<'a>); 3] {
+    [
+        ("obj", Field::Proxy { proxy, method }),
+        ("args", Field::List(args)),
+        ("kwargs", Field::StrMap(kwargs)),
+    ]
 }
 
 fn delete_opts(proxy: &ProxyRef) -> Value {
@@ -903,7 +925,7 @@ fn zmq_handshake_call(
         action,
         ReturnType::Auto,
         Format::Msgpack,
-        &opts,
+        Opts::Value(&opts),
         &mut crate::codec::NoExport,
     )?;
     transport::zmq::send(socket, &request)?;

@@ -12,7 +12,7 @@
 
 use bytes::Bytes;
 
-use crate::codec::{self, Encoded, Exporter, Format};
+use crate::codec::{self, Encoded, Exporter, Field, Format};
 use crate::error::{Error, Result};
 use crate::value::Value;
 
@@ -256,19 +256,41 @@ fn parse_req_id(frame: &[u8]) -> Option<i64> {
     std::str::from_utf8(frame).ok()?.trim().parse().ok()
 }
 
+/// The options of a request: a value, or a map of borrowed fields (how
+/// calls are sent, without building the map; see [`Field`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Opts<'a> {
+    /// Options as a value (`None`: an empty frame).
+    Value(&'a Value),
+    /// The map `{key: field, ...}`.
+    Fields(&'a [(&'a str, Field<'a>)]),
+}
+
+impl<'a> From<&'a Value> for Opts<'a> {
+    fn from(v: &'a Value) -> Self {
+        Opts::Value(v)
+    }
+}
+
+impl<'a> From<&'a [(&'a str, Field<'a>)]> for Opts<'a> {
+    fn from(fields: &'a [(&'a str, Field<'a>)]) -> Self {
+        Opts::Fields(fields)
+    }
+}
+
 /// Encodes a request into frames.
 pub fn request_frames(
     req_id: i64,
     action: Action,
     return_type: ReturnType,
     format: Format,
-    opts: &Value,
+    opts: Opts<'_>,
     exporter: &mut dyn Exporter,
 ) -> Result<Frames> {
-    let Encoded { body, buffers } = if opts.is_none() {
-        Encoded::default()
-    } else {
-        codec::encode(format, opts, exporter)?
+    let Encoded { body, buffers } = match opts {
+        Opts::Value(Value::None) => Encoded::default(),
+        Opts::Value(v) => codec::encode(format, v, exporter)?,
+        Opts::Fields(fields) => codec::encode_fields(format, fields, exporter)?,
     };
     let mut frames = Vec::with_capacity(5 + buffers.len());
     frames.push(Bytes::from(req_id.to_string()));
@@ -300,19 +322,25 @@ impl Reply {
         let (body, buffers) = frames
             .split_first()
             .ok_or_else(|| Error::Protocol("empty reply".into()))?;
-        let mut map = codec::decode(format, body, buffers)?;
-        match map.get("action").and_then(Value::as_str) {
+        let (mut action, mut req_id, mut rval, mut error) = (None, None, Value::None, Value::None);
+        codec::decode_fields(format, body, buffers, |key, value| {
+            match key {
+                "action" => action = Some(value),
+                "req_id" => req_id = value.as_i64(),
+                "rval" => rval = value,
+                "error" => error = value,
+                _ => {} // what a later protocol adds
+            }
+            Ok(())
+        })?;
+        match action.as_ref().and_then(Value::as_str) {
             Some("disconnect") => Ok(Reply::Disconnect),
             Some("return") => {
-                let req_id = map
-                    .get("req_id")
-                    .and_then(Value::as_i64)
-                    .ok_or_else(|| Error::Protocol("reply without req_id".into()))?;
-                let error = map.take("error").unwrap_or_default();
-                let result = if error.is_none() {
-                    Ok(map.take("rval").unwrap_or_default())
-                } else {
-                    Err(parse_error(error))
+                let req_id =
+                    req_id.ok_or_else(|| Error::Protocol("reply without req_id".into()))?;
+                let result = match error {
+                    Value::None => Ok(rval),
+                    error => Err(parse_error(error)),
                 };
                 Ok(Reply::Return { req_id, result })
             }
@@ -357,13 +385,13 @@ pub fn reply_frames(
         Ok(v) => (v, Value::None),
         Err(e) => (Value::None, error_value(&e)),
     };
-    let map = Value::map([
-        ("action", Value::from("return")),
-        ("req_id", Value::Int(req_id)),
-        ("rval", rval),
-        ("error", error),
-    ]);
-    let Encoded { body, buffers } = codec::encode(format, &map, exporter)?;
+    let fields = [
+        ("action", Field::Str("return")),
+        ("req_id", Field::Int(req_id)),
+        ("rval", Field::Value(&rval)),
+        ("error", Field::Value(&error)),
+    ];
+    let Encoded { body, buffers } = codec::encode_fields(format, &fields, exporter)?;
     let mut frames = Vec::with_capacity(1 + buffers.len());
     frames.push(Bytes::from(body));
     frames.extend(buffers);

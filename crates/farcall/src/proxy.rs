@@ -18,7 +18,7 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use crate::client::{call_opts, Client, Future};
+use crate::client::{call_fields, Client, Future};
 use crate::convert::FromValue;
 use crate::error::{Error, Result};
 use crate::object::Kwargs;
@@ -191,28 +191,30 @@ impl Proxy {
 
     /// Calls the object with positional and keyword arguments.
     pub fn call_kw(&self, args: Vec<Value>, kwargs: Kwargs) -> Result<Value> {
-        let client = self.client()?;
-        let opts = call_opts(&self.reference, args, kwargs);
-        client.call(Action::CallObj, &opts, self.return_type, self.timeout)
+        let fields = call_fields(&self.reference, None, &args, &kwargs);
+        self.client()?
+            .call(Action::CallObj, &fields[..], self.return_type, self.timeout)
     }
 
     /// Calls method `name` (same as `attr(name).call(args)`).
     pub fn call_method(&self, name: &str, args: Vec<Value>) -> Result<Value> {
-        self.attr(name).call(args)
+        let fields = call_fields(&self.reference, Some(name), &args, &[]);
+        self.client()?
+            .call(Action::CallObj, &fields[..], self.return_type, self.timeout)
     }
 
     /// Calls without waiting; the future resolves to the result.
     pub fn call_async(&self, args: Vec<Value>, kwargs: Kwargs) -> Result<Future> {
-        let client = self.client()?;
-        let opts = call_opts(&self.reference, args, kwargs);
-        client.send(Action::CallObj, &opts, self.return_type)
+        let fields = call_fields(&self.reference, None, &args, &kwargs);
+        self.client()?
+            .send(Action::CallObj, &fields[..], self.return_type)
     }
 
     /// Calls and asks for no reply (a failure is logged by the server).
     pub fn call_off(&self, args: Vec<Value>, kwargs: Kwargs) -> Result<()> {
-        let client = self.client()?;
-        let opts = call_opts(&self.reference, args, kwargs);
-        client.send_off(Action::CallObj, &opts, self.return_type)
+        let fields = call_fields(&self.reference, None, &args, &kwargs);
+        self.client()?
+            .send_off(Action::CallObj, &fields[..], self.return_type)
     }
 
     /// Fetches attribute `name` now.
@@ -290,21 +292,15 @@ impl Proxy {
         timeout: Option<Duration>,
     ) -> Result<Invoked> {
         let client = self.client()?;
-        let opts = match method {
-            Some(m) => {
-                let mut reference = self.reference.clone();
-                reference.attributes.push(m.to_string());
-                call_opts(&reference, args, kwargs)
-            }
-            None => call_opts(&self.reference, args, kwargs),
-        };
+        let fields = call_fields(&self.reference, method, &args, &kwargs);
+        let opts = &fields[..];
         Ok(match sync {
             SyncMode::Sync => {
-                Invoked::Value(client.call(Action::CallObj, &opts, return_type, timeout)?)
+                Invoked::Value(client.call(Action::CallObj, opts, return_type, timeout)?)
             }
-            SyncMode::Async => Invoked::Future(client.send(Action::CallObj, &opts, return_type)?),
+            SyncMode::Async => Invoked::Future(client.send(Action::CallObj, opts, return_type)?),
             SyncMode::Off => {
-                client.send_off(Action::CallObj, &opts, return_type)?;
+                client.send_off(Action::CallObj, opts, return_type)?;
                 Invoked::Sent
             }
         })

@@ -9,7 +9,9 @@ use std::any::Any;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use farcall::codec::{decode, encode, Exporter, Format, NoExport};
+use farcall::codec::{
+    decode, decode_fields, encode, encode_fields, Exporter, Field, Format, NoExport,
+};
 use farcall::{Array, Date, DateTime, ObjectRef, ProxyRef, RemoteObject, Result, Value};
 
 // ---- helpers -----------------------------------------------------------
@@ -911,4 +913,79 @@ fn encoding_a_call_is_fast() {
     eprintln!("msgpack encode of a call: {per_call:?}");
     // Generous for unoptimized CI builds; typically well under 1 µs.
     assert!(per_call.as_micros() < 20, "{per_call:?} per encode");
+}
+
+// ---- borrowed fields (the call path) -------------------------------------
+
+#[test]
+fn fields_encode_exactly_as_the_same_map_built_as_a_value() {
+    let reference = proxy_ref();
+    let args = vec![
+        Value::Int(1),
+        tuple(vec![Value::from("x"), bytes(b"\x00\xff")]),
+    ];
+    let kwargs = vec![("scale".to_string(), Value::Float(2.5))];
+    let nested = Value::map([("deep", list(vec![datetime(), date()]))]);
+    let fields = [
+        (
+            "obj",
+            Field::Proxy {
+                proxy: &reference,
+                method: Some("add"),
+            },
+        ),
+        ("args", Field::List(&args)),
+        ("kwargs", Field::StrMap(&kwargs)),
+        ("action", Field::Str("return")),
+        ("req_id", Field::Int(-7)),
+        ("rval", Field::Value(&nested)),
+    ];
+    let mut with_method = reference.clone();
+    with_method.attributes.push("add".into());
+    let as_value = Value::map([
+        ("obj", Value::Proxy(with_method)),
+        ("args", Value::List(args.clone())),
+        ("kwargs", Value::map([("scale", Value::Float(2.5))])),
+        ("action", Value::from("return")),
+        ("req_id", Value::Int(-7)),
+        ("rval", nested.clone()),
+    ]);
+    for format in [Format::Msgpack, Format::Json, Format::Farcall] {
+        let fast = encode_fields(format, &fields, &mut NoExport).unwrap();
+        let slow = encode(format, &as_value, &mut NoExport).unwrap();
+        assert_eq!(hex(&fast.body), hex(&slow.body), "{format:?}");
+
+        let mut seen = Vec::new();
+        let body = Bytes::from(fast.body);
+        decode_fields(format, &body, &fast.buffers, |k, v| {
+            seen.push((Value::from(k), v));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            Value::Map(seen),
+            decode(format, &body, &fast.buffers).unwrap()
+        );
+    }
+}
+
+#[test]
+fn decoding_fields_refuses_what_is_not_a_map_with_string_keys() {
+    for format in [Format::Msgpack, Format::Json, Format::Farcall] {
+        let not_a_map = Bytes::from(enc(format, &list(vec![Value::Int(1)])));
+        let int_key = Bytes::from(enc(format, &Value::Map(vec![(Value::Int(1), Value::None)])));
+        let trailing = Bytes::from(cat(&[
+            &enc(format, &Value::map([("a", Value::None)])),
+            b"\x00",
+        ]));
+        // JSON writes every key as a string, as Python's json does.
+        let bodies = match format {
+            Format::Json => vec![not_a_map, trailing, Bytes::new()],
+            _ => vec![not_a_map, int_key, trailing, Bytes::new()],
+        };
+        for body in bodies {
+            let r = decode_fields(format, &body, &[], |_, _| Ok(()));
+            assert!(r.is_err(), "{format:?} accepted {}", hex(&body));
+        }
+    }
 }

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use bytes::Bytes;
 
+use super::Field;
 use crate::error::{Error, Result};
 use crate::value::{Array, Date, DateTime, ProxyRef, Value};
 
@@ -201,6 +202,49 @@ pub(super) trait EncodeValue {
             self.value(v, depth + 1)
         })
     }
+
+    /// Writes a proxy reference with `method` appended to its attributes.
+    fn proxy(&mut self, proxy: &ProxyRef, method: Option<&str>) -> Result<()>;
+
+    /// Writes the top-level map `{key: field, ...}`: the same bytes as
+    /// that map built as a value, at the same nesting depths.
+    fn fields(&mut self, fields: &[(&str, Field<'_>)]) -> Result<()> {
+        check_depth(1)?;
+        write_map_len(self.out(), fields.len())?;
+        for (key, field) in fields {
+            write_str(self.out(), key)?;
+            match *field {
+                Field::Str(s) => write_str(self.out(), s)?,
+                Field::Int(i) => write_int(self.out(), i),
+                Field::Value(v) => self.value(v, 1)?,
+                Field::List(items) => self.seq(items, 1)?,
+                Field::StrMap(pairs) => {
+                    check_depth(2)?;
+                    write_map_len(self.out(), pairs.len())?;
+                    for (k, v) in pairs {
+                        write_str(self.out(), k)?;
+                        self.value(v, 2)?;
+                    }
+                }
+                Field::Proxy { proxy, method } => self.proxy(proxy, method)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes the attribute path of a proxy, `method` last.
+pub(super) fn write_attributes(
+    out: &mut Vec<u8>,
+    attributes: &[String],
+    method: Option<&str>,
+) -> Result<()> {
+    write_array_len(out, attributes.len() + usize::from(method.is_some()))?;
+    attributes
+        .iter()
+        .map(String::as_str)
+        .chain(method)
+        .try_for_each(|a| write_str(out, a))
 }
 
 pub(super) trait Dialect {
@@ -307,6 +351,43 @@ impl<'a> Reader<'a> {
             return err("ext payload has trailing bytes");
         }
         Ok(out)
+    }
+
+    /// Decodes a top-level map with string keys, handing each entry to
+    /// `field` (see `codec::decode_fields`), and checks nothing follows.
+    pub(super) fn fields<D: Dialect>(
+        &mut self,
+        d: &mut D,
+        field: &mut dyn FnMut(&str, Value) -> Result<()>,
+    ) -> Result<()> {
+        let n = match self.u8()? {
+            m @ 0x80..=0x8f => usize::from(m & 0x0f),
+            0xde => self.u16()?,
+            0xdf => self.u32()?,
+            m => return err(format!("expected a map, found marker {m:#04x}")),
+        };
+        check_depth(1)?;
+        if n > self.remaining() / 2 {
+            return err(format!("dict of {n} pairs in {} bytes", self.remaining()));
+        }
+        for _ in 0..n {
+            let key = self.key()?;
+            let value = self.value(d, 1)?;
+            field(key, value)?;
+        }
+        self.finish()
+    }
+
+    /// A map key that must be a string, borrowed from the message.
+    fn key(&mut self) -> Result<&'a str> {
+        let n = match self.u8()? {
+            m @ 0xa0..=0xbf => usize::from(m & 0x1f),
+            0xd9 => self.u8()?.into(),
+            0xda => self.u16()?,
+            0xdb => self.u32()?,
+            m => return err(format!("expected a string key, found marker {m:#04x}")),
+        };
+        std::str::from_utf8(self.take(n)?).or_else(|e| err(format!("invalid UTF-8 in str: {e}")))
     }
 
     /// Decodes one value.

@@ -23,10 +23,10 @@ use bytes::Bytes;
 
 use super::common::{
     array, check_array, check_date, check_datetime, err, id_from, shape_from, strings_from,
-    write_array_len, write_bin, write_bool, write_f64, write_int, write_nil, write_str, write_uint,
-    Dialect, EncodeValue, Reader,
+    write_array_len, write_attributes, write_bin, write_bool, write_f64, write_int, write_nil,
+    write_str, write_uint, Dialect, EncodeValue, Reader,
 };
-use super::{Encoded, Exporter};
+use super::{Encoded, Exporter, Field};
 use crate::error::Result;
 use crate::value::{Array, Date, DateTime, ProxyRef, Value};
 
@@ -53,6 +53,29 @@ pub fn encode(value: &Value, exporter: &mut dyn Exporter) -> Result<Encoded> {
         body: enc.out,
         buffers: enc.buffers,
     })
+}
+
+/// Encodes the map `{key: field, ...}` (see `codec::encode_fields`).
+pub fn encode_fields(fields: &[(&str, Field<'_>)], exporter: &mut dyn Exporter) -> Result<Encoded> {
+    let mut enc = Encoder {
+        out: Vec::with_capacity(128),
+        buffers: Vec::new(),
+        exporter,
+    };
+    enc.fields(fields)?;
+    Ok(Encoded {
+        body: enc.out,
+        buffers: enc.buffers,
+    })
+}
+
+/// Decodes a top-level map entry by entry (see `codec::decode_fields`).
+pub fn decode_fields(
+    body: &Bytes,
+    buffers: &[Bytes],
+    field: &mut dyn FnMut(&str, Value) -> Result<()>,
+) -> Result<()> {
+    Reader::new(body).fields(&mut Farcall { buffers }, field)
 }
 
 /// Decodes a body whose buffer indices refer to `buffers`.
@@ -104,13 +127,25 @@ impl EncodeValue for Encoder<'_> {
             }
             Value::Array(a) if a.scalar => self.ext(EXT_SCALAR, |e| e.array(a))?,
             Value::Array(a) => self.ext(EXT_NDARRAY, |e| e.array(a))?,
-            Value::Proxy(p) => self.ext(EXT_PROXY, |e| e.proxy(p))?,
+            Value::Proxy(p) => self.proxy(p, None)?,
             Value::Object(obj) => {
                 let proxy = self.exporter.export(obj)?;
-                self.ext(EXT_PROXY, |e| e.proxy(&proxy))?;
+                self.proxy(&proxy, None)?;
             }
         }
         Ok(())
+    }
+
+    fn proxy(&mut self, p: &ProxyRef, method: Option<&str>) -> Result<()> {
+        self.ext(EXT_PROXY, |e| {
+            let out = &mut e.out;
+            write_array_len(out, 5)?;
+            write_str(out, &p.rpc_addr)?;
+            write_uint(out, p.obj_id);
+            write_uint(out, p.ref_id);
+            write_str(out, &p.type_str)?;
+            write_attributes(out, &p.attributes, method)
+        })
     }
 }
 
@@ -148,17 +183,6 @@ impl Encoder<'_> {
             write_uint(&mut self.out, n as u64);
         }
         self.data(&a.data)
-    }
-
-    fn proxy(&mut self, p: &ProxyRef) -> Result<()> {
-        let out = &mut self.out;
-        write_array_len(out, 5)?;
-        write_str(out, &p.rpc_addr)?;
-        write_uint(out, p.obj_id);
-        write_uint(out, p.ref_id);
-        write_str(out, &p.type_str)?;
-        write_array_len(out, p.attributes.len())?;
-        p.attributes.iter().try_for_each(|a| write_str(out, a))
     }
 }
 

@@ -100,3 +100,95 @@ pub fn decode(format: Format, body: &Bytes, buffers: &[Bytes]) -> Result<Value> 
         Format::Farcall => farcall::decode(body, buffers),
     }
 }
+
+/// One value of a map encoded by [`encode_fields`], borrowed from wherever
+/// it lives: the messages of every call are maps with string keys, and
+/// building them as [`Value`]s would allocate each key and clone each
+/// part only to drop them after encoding.
+#[derive(Clone, Copy, Debug)]
+pub enum Field<'a> {
+    /// A string.
+    Str(&'a str),
+    /// An integer.
+    Int(i64),
+    /// Any value.
+    Value(&'a Value),
+    /// A list of values.
+    List(&'a [Value]),
+    /// A map with string keys (keyword arguments).
+    StrMap(&'a [(String, Value)]),
+    /// A proxy reference, with `method` appended to its attribute path.
+    Proxy {
+        /// The reference.
+        proxy: &'a ProxyRef,
+        /// One more attribute, if any.
+        method: Option<&'a str>,
+    },
+}
+
+impl Field<'_> {
+    /// The field as an owned value (for the formats without a fast path).
+    pub fn to_value(&self) -> Value {
+        match *self {
+            Field::Str(s) => Value::from(s),
+            Field::Int(i) => Value::Int(i),
+            Field::Value(v) => v.clone(),
+            Field::List(items) => Value::List(items.to_vec()),
+            Field::StrMap(pairs) => Value::Map(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (Value::Str(k.clone()), v.clone()))
+                    .collect(),
+            ),
+            Field::Proxy { proxy, method } => {
+                let mut proxy = proxy.clone();
+                proxy.attributes.extend(method.map(str::to_owned));
+                Value::Proxy(proxy)
+            }
+        }
+    }
+}
+
+/// Encodes the map `{key: field, ...}` in `format`, exactly as the same
+/// map built as a [`Value`] would be encoded.
+pub fn encode_fields(
+    format: Format,
+    fields: &[(&str, Field<'_>)],
+    exporter: &mut dyn Exporter,
+) -> Result<Encoded> {
+    match format {
+        Format::Msgpack => msgpack::encode_fields(fields, exporter),
+        Format::Farcall => farcall::encode_fields(fields, exporter),
+        Format::Json => {
+            let map = Value::map(fields.iter().map(|(k, f)| (*k, f.to_value())));
+            json::encode(&map, exporter)
+        }
+    }
+}
+
+/// Decodes a body whose top level is a map with string keys, handing each
+/// entry to `field` in order, without building the map.
+pub fn decode_fields(
+    format: Format,
+    body: &Bytes,
+    buffers: &[Bytes],
+    mut field: impl FnMut(&str, Value) -> Result<()>,
+) -> Result<()> {
+    match format {
+        Format::Msgpack => msgpack::decode_fields(body, &mut field),
+        Format::Farcall => farcall::decode_fields(body, buffers, &mut field),
+        Format::Json => match json::decode(body)? {
+            Value::Map(entries) => entries.into_iter().try_for_each(|(k, v)| match k {
+                Value::Str(k) => field(&k, v),
+                other => Err(Error::Codec(format!(
+                    "expected a map with string keys, found a {} key",
+                    other.kind()
+                ))),
+            }),
+            other => Err(Error::Codec(format!(
+                "expected a map, found {}",
+                other.kind()
+            ))),
+        },
+    }
+}

@@ -11,10 +11,10 @@ use bytes::Bytes;
 
 use super::common::{
     check_array, check_date, check_datetime, format_date, format_datetime, untag, write_array_len,
-    write_bin, write_bool, write_f64, write_int, write_map_len, write_nil, write_str, write_uint,
-    Dialect, EncodeValue, Reader, TYPE_KEY,
+    write_attributes, write_bin, write_bool, write_f64, write_int, write_map_len, write_nil,
+    write_str, write_uint, Dialect, EncodeValue, Reader, TYPE_KEY,
 };
-use super::{Encoded, Exporter};
+use super::{Encoded, Exporter, Field};
 use crate::error::{Error, Result};
 use crate::value::{Array, ProxyRef, Value};
 
@@ -29,6 +29,24 @@ pub fn encode(value: &Value, exporter: &mut dyn Exporter) -> Result<Encoded> {
         body: enc.out,
         buffers: Vec::new(),
     })
+}
+
+/// Encodes the map `{key: field, ...}` (see `codec::encode_fields`).
+pub fn encode_fields(fields: &[(&str, Field<'_>)], exporter: &mut dyn Exporter) -> Result<Encoded> {
+    let mut enc = Encoder {
+        out: Vec::with_capacity(128),
+        exporter,
+    };
+    enc.fields(fields)?;
+    Ok(Encoded {
+        body: enc.out,
+        buffers: Vec::new(),
+    })
+}
+
+/// Decodes a top-level map entry by entry (see `codec::decode_fields`).
+pub fn decode_fields(body: &Bytes, field: &mut dyn FnMut(&str, Value) -> Result<()>) -> Result<()> {
+    Reader::new(body).fields(&mut Pyacq, field)
 }
 
 /// Decodes one msgpack value that must span all of `body`.
@@ -85,13 +103,29 @@ impl EncodeValue for Encoder<'_> {
                 self.text_tagged("date", &format_date(d))?;
             }
             Value::Array(a) => self.array(a)?,
-            Value::Proxy(p) => self.proxy(p)?,
+            Value::Proxy(p) => self.proxy(p, None)?,
             Value::Object(obj) => {
                 let proxy = self.exporter.export(obj)?;
-                self.proxy(&proxy)?;
+                self.proxy(&proxy, None)?;
             }
         }
         Ok(())
+    }
+
+    fn proxy(&mut self, p: &ProxyRef, method: Option<&str>) -> Result<()> {
+        self.tagged("proxy", 5)?;
+        let out = &mut self.out;
+        // pyacq's addresses are bytes, so rpc_addr travels as bin.
+        write_str(out, "rpc_addr")?;
+        write_bin(out, p.rpc_addr.as_bytes())?;
+        write_str(out, "obj_id")?;
+        write_uint(out, p.obj_id);
+        write_str(out, "ref_id")?;
+        write_uint(out, p.ref_id);
+        write_str(out, "type_str")?;
+        write_str(out, &p.type_str)?;
+        write_str(out, "attributes")?;
+        write_attributes(out, &p.attributes, method)
     }
 }
 
@@ -122,22 +156,5 @@ impl Encoder<'_> {
         write_array_len(out, a.shape.len())?;
         a.shape.iter().for_each(|&n| write_uint(out, n as u64));
         Ok(())
-    }
-
-    fn proxy(&mut self, p: &ProxyRef) -> Result<()> {
-        self.tagged("proxy", 5)?;
-        let out = &mut self.out;
-        // pyacq's addresses are bytes, so rpc_addr travels as bin.
-        write_str(out, "rpc_addr")?;
-        write_bin(out, p.rpc_addr.as_bytes())?;
-        write_str(out, "obj_id")?;
-        write_uint(out, p.obj_id);
-        write_str(out, "ref_id")?;
-        write_uint(out, p.ref_id);
-        write_str(out, "type_str")?;
-        write_str(out, &p.type_str)?;
-        write_str(out, "attributes")?;
-        write_array_len(out, p.attributes.len())?;
-        p.attributes.iter().try_for_each(|a| write_str(out, a))
     }
 }

@@ -210,43 +210,64 @@ impl Drop for Listener {
 /// The 8-byte message header plus frame lengths.
 pub fn encode_header(kind: Kind, frames: &[Bytes]) -> Vec<u8> {
     let mut h = Vec::with_capacity(HEADER + 8 * frames.len());
-    h.extend_from_slice(&[kind as u8, 0, 0, 0]);
-    h.extend_from_slice(&(frames.len() as u32).to_le_bytes());
-    for f in frames {
-        h.extend_from_slice(&(f.len() as u64).to_le_bytes());
-    }
+    write_header(&mut h, kind, frames);
     h
 }
 
-/// Bytes of one message still to be written, as a queue of chunks.
+/// Appends a message header to `out`.
+fn write_header(out: &mut Vec<u8>, kind: Kind, frames: &[Bytes]) {
+    out.extend_from_slice(&[kind as u8, 0, 0, 0]);
+    out.extend_from_slice(&(frames.len() as u32).to_le_bytes());
+    for f in frames {
+        out.extend_from_slice(&(f.len() as u64).to_le_bytes());
+    }
+}
+
+/// Messages whose frames add up to at most this many bytes are copied
+/// into the queue, back to back, so a burst of them goes out in one write;
+/// larger frames are queued as they are, uncopied.
+const PACKED_MAX: usize = 16 * 1024;
+
+/// Bytes of messages still to be written, as a queue of chunks.
 #[derive(Debug, Default)]
 pub struct Outgoing {
+    /// Chunks to write, in order, before `tail`.
     chunks: std::collections::VecDeque<Bytes>,
+    /// Small messages packed back to back, not yet moved to `chunks`.
+    tail: Vec<u8>,
     bytes: usize,
 }
 
 impl Outgoing {
-    /// Queues one message. Small messages are packed into one chunk so
-    /// they go out in one system call.
+    /// Queues one message. Small messages are packed together so they go
+    /// out in one system call, with one allocation for many.
     pub fn push(&mut self, kind: Kind, frames: Frames) {
-        let header = encode_header(kind, &frames);
         let total: usize = frames.iter().map(Bytes::len).sum();
-        self.bytes += header.len() + total;
-        if total <= 16 * 1024 {
-            let mut one = header;
-            one.reserve(total);
-            frames.iter().for_each(|f| one.extend_from_slice(f));
-            self.chunks.push_back(Bytes::from(one));
+        let header = HEADER + 8 * frames.len();
+        self.bytes += header + total;
+        if total <= PACKED_MAX {
+            self.tail.reserve((header + total).max(1024));
+            write_header(&mut self.tail, kind, &frames);
+            frames.iter().for_each(|f| self.tail.extend_from_slice(f));
         } else {
-            self.chunks.push_back(Bytes::from(header));
+            self.seal();
+            self.chunks.push_back(Bytes::from(encode_header(kind, &frames)));
             self.chunks
                 .extend(frames.into_iter().filter(|f| !f.is_empty()));
         }
     }
 
+    /// Moves the packed messages to the chunks to write.
+    fn seal(&mut self) {
+        if !self.tail.is_empty() {
+            self.chunks
+                .push_back(Bytes::from(std::mem::take(&mut self.tail)));
+        }
+    }
+
     /// True when everything has been written.
     pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
+        self.chunks.is_empty() && self.tail.is_empty()
     }
 
     /// Bytes queued and not yet written.
@@ -256,6 +277,7 @@ impl Outgoing {
 
     /// Writes as much as the socket takes now. `Ok(true)`: all written.
     pub fn flush(&mut self, fd: RawFd) -> io::Result<bool> {
+        self.seal();
         while !self.chunks.is_empty() {
             let slices: Vec<io::IoSlice<'_>> = self
                 .chunks
