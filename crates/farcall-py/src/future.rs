@@ -26,8 +26,6 @@ enum State {
 /// The result of a call made with `_sync="async"`.
 #[pyclass(module = "farcall", name = "Future", frozen, weakref)]
 pub struct PyFuture {
-    /// The server the call went to (it owns what the reply refers to).
-    server: String,
     state: Mutex<State>,
     /// Signalled when the outcome is stored.
     finished: Condvar,
@@ -38,7 +36,6 @@ impl PyFuture {
     /// Wraps an engine future.
     pub fn new(f: farcall::Future) -> Self {
         PyFuture {
-            server: f.client().address().to_string(),
             state: Mutex::new(State::Pending(Some(f))),
             finished: Condvar::new(),
             callbacks: Mutex::new(Vec::new()),
@@ -49,11 +46,12 @@ impl PyFuture {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Stores the engine's outcome and runs the callbacks.
-    fn finish(slf: &Bound<'_, Self>, outcome: farcall::Result<Value>) {
+    /// Stores the outcome of a call to `server` (which owns what the reply
+    /// refers to) and runs the callbacks.
+    fn finish(slf: &Bound<'_, Self>, server: &str, outcome: farcall::Result<Value>) {
         let py = slf.py();
         let converted = match outcome {
-            Ok(v) => to_py(py, v, Ownership::Reply(&slf.get().server)),
+            Ok(v) => to_py(py, v, Ownership::Reply(server)),
             Err(e) => Err(error_to_py(py, e)),
         };
         *slf.get().state() = State::Done(converted);
@@ -96,7 +94,7 @@ impl PyFuture {
         let got = crate::gil::released(py, || engine.wait_for(timeout));
         match got {
             Ok(Some(outcome)) => {
-                PyFuture::finish(slf, outcome);
+                PyFuture::finish(slf, engine.client().address(), outcome);
                 Ok(true)
             }
             Ok(None) => {
@@ -105,7 +103,7 @@ impl PyFuture {
                 Ok(false)
             }
             Err(e) => {
-                PyFuture::finish(slf, Err(e));
+                PyFuture::finish(slf, engine.client().address(), Err(e));
                 Ok(true)
             }
         }

@@ -10,6 +10,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -109,10 +110,36 @@ enum Urgency {
 
 #[derive(Default)]
 struct State {
-    pending: HashMap<i64, Slot>,
+    pending: HashMap<i64, Slot, BuildHasherDefault<IdHasher>>,
     waiters: usize,
     disconnected: Option<String>,
 }
+
+/// Hashes request ids, which this client numbers itself: SipHash, the
+/// default, resists keys chosen by an attacker and costs more than the
+/// rest of a lookup; a multiplication spreads sequential ids well enough.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(FIBONACCI);
+        }
+    }
+
+    fn write_i64(&mut self, id: i64) {
+        self.0 = (id as u64).wrapping_mul(FIBONACCI);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// 2^64 divided by the golden ratio: multiplying by it scatters
+/// consecutive integers over all the bits.
+const FIBONACCI: u64 = 0x9e37_79b9_7f4a_7c15;
 
 enum Slot {
     Waiting(Option<Waker>),

@@ -251,7 +251,8 @@ impl Outgoing {
             frames.iter().for_each(|f| self.tail.extend_from_slice(f));
         } else {
             self.seal();
-            self.chunks.push_back(Bytes::from(encode_header(kind, &frames)));
+            self.chunks
+                .push_back(Bytes::from(encode_header(kind, &frames)));
             self.chunks
                 .extend(frames.into_iter().filter(|f| !f.is_empty()));
         }
