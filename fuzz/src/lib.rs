@@ -181,7 +181,53 @@ pub fn check_codec(format: Format, body: &[u8], buffers: &[Bytes]) -> Option<Val
         enc2.buffers, enc.buffers,
         "buffers differ on a second encoding"
     );
+    check_fields(format, &body, buffers, &value);
     Some(value)
+}
+
+/// The field path of requests and replies agrees with the value path: a
+/// map with string keys decodes entry by entry to the same entries, and
+/// encodes from borrowed fields to the same bytes.
+fn check_fields(format: Format, body: &Bytes, buffers: &[Bytes], value: &Value) {
+    let mut seen = Vec::new();
+    let by_fields = codec::decode_fields(format, body, buffers, |k, v| {
+        seen.push((Value::from(k), v));
+        Ok(())
+    });
+    let Value::Map(entries) = value else {
+        // Not a map (or, in pyacq's formats, a tagged map standing for a
+        // value): fields decode only a tagged map, to its raw entries.
+        assert!(
+            by_fields.is_err() || format != Format::Farcall,
+            "fields decoded from {}",
+            short(value)
+        );
+        return;
+    };
+    let keys: Option<Vec<&str>> = entries.iter().map(|(k, _)| k.as_str()).collect();
+    let Some(keys) = keys else {
+        assert!(
+            by_fields.is_err(),
+            "fields decoded a map with a non-string key"
+        );
+        return;
+    };
+    by_fields.unwrap_or_else(|e| panic!("fields refused a string-keyed map ({e})"));
+    assert!(
+        seen == *entries,
+        "fields decoded other entries than the value path"
+    );
+    let fields: Vec<(&str, codec::Field<'_>)> = keys
+        .into_iter()
+        .zip(entries)
+        .map(|(k, (_, v))| (k, codec::Field::Value(v)))
+        .collect();
+    let by_fields = codec::encode_fields(format, &fields, &mut NoExport).expect("fields encode");
+    let by_value = codec::encode(format, value, &mut NoExport).expect("the value encodes");
+    assert!(
+        by_fields.body == by_value.body,
+        "fields encode to other bytes"
+    );
 }
 
 // ---- codec targets --------------------------------------------------------
@@ -272,7 +318,7 @@ fn check_request(frames: Frames) {
             action,
             return_type,
             format,
-            &opts,
+            protocol::Opts::Value(&opts),
             &mut NoExport,
         )
         .unwrap_or_else(|e| panic!("decoded opts do not encode ({e}): {}", short(&opts)));
