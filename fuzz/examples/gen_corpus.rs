@@ -232,15 +232,7 @@ fn codec_seeds(seeds: &mut Seeds) {
 // ---- requests and replies ---------------------------------------------------
 
 fn request(format: Format, action: Action, opts: &Value) -> Frames {
-    protocol::request_frames(
-        7,
-        action,
-        ReturnType::Auto,
-        format,
-        opts.into(),
-        &mut NoExport,
-    )
-    .unwrap()
+    protocol::request_frames(7, action, ReturnType::Auto, format, opts, &mut NoExport).unwrap()
 }
 
 fn request_seeds(seeds: &mut Seeds) {

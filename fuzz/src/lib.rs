@@ -318,7 +318,7 @@ fn check_request(frames: Frames) {
             action,
             return_type,
             format,
-            protocol::Opts::Value(&opts),
+            &opts,
             &mut NoExport,
         )
         .unwrap_or_else(|e| panic!("decoded opts do not encode ({e}): {}", short(&opts)));

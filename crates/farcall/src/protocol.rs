@@ -279,15 +279,15 @@ impl<'a> From<&'a [(&'a str, Field<'a>)]> for Opts<'a> {
 }
 
 /// Encodes a request into frames.
-pub fn request_frames(
+pub fn request_frames<'a>(
     req_id: i64,
     action: Action,
     return_type: ReturnType,
     format: Format,
-    opts: Opts<'_>,
+    opts: impl Into<Opts<'a>>,
     exporter: &mut dyn Exporter,
 ) -> Result<Frames> {
-    let Encoded { body, buffers } = match opts {
+    let Encoded { body, buffers } = match opts.into() {
         Opts::Value(Value::None) => Encoded::default(),
         Opts::Value(v) => codec::encode(format, v, exporter)?,
         Opts::Fields(fields) => codec::encode_fields(format, fields, exporter)?,
