@@ -246,6 +246,26 @@ impl Request {
         value
     }
 
+    /// Decodes the options of a `call_obj` entry by entry, building no
+    /// map (the hot path); the out-of-band buffers are handed over as by
+    /// [`Request::take_opts`]. Unknown entries are ignored, as pyacq does.
+    pub fn take_call_opts(&mut self, format: Format) -> Result<CallOpts> {
+        let mut call = CallOpts::default();
+        if !self.opts.is_empty() {
+            codec::decode_fields(format, &self.opts, &self.buffers, |key, value| {
+                match key {
+                    "obj" => call.obj = value,
+                    "args" => call.args = value,
+                    "kwargs" => call.kwargs = value,
+                    _ => {}
+                }
+                Ok(())
+            })?;
+        }
+        self.buffers = Vec::new();
+        Ok(call)
+    }
+
     /// True when the caller waits for a reply.
     pub fn wants_reply(&self) -> bool {
         self.req_id >= 0
@@ -276,6 +296,17 @@ impl<'a> From<&'a [(&'a str, Field<'a>)]> for Opts<'a> {
     fn from(fields: &'a [(&'a str, Field<'a>)]) -> Self {
         Opts::Fields(fields)
     }
+}
+
+/// The options of a `call_obj` request: the target, as sent.
+#[derive(Debug, Default)]
+pub struct CallOpts {
+    /// The proxy to call (its attribute path names the method).
+    pub obj: Value,
+    /// Positional arguments: a list (or tuple), or None.
+    pub args: Value,
+    /// Keyword arguments: a map with string keys, or None.
+    pub kwargs: Value,
 }
 
 /// Encodes a request into frames.

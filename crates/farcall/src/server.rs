@@ -26,7 +26,7 @@ use crate::codec::{Exporter, Format};
 use crate::error::{Error, Result};
 use crate::handshake::{self, Auth, ClientId, Gate, Hello, PeerState};
 use crate::object::{Kwargs, RemoteObject, ValueObject};
-use crate::protocol::{self, Action, Frames, Request, ReturnType};
+use crate::protocol::{self, Action, CallOpts, Frames, Request, ReturnType};
 use crate::table::ObjectTable;
 use crate::transport::stream::{self, FrameReader, Kind, Listener, Outgoing, Stream};
 use crate::transport::{self, spin, Address};
@@ -981,32 +981,43 @@ impl Shared {
     fn run(&self, request: &mut Request, format: Format) -> Result<Value> {
         let action = request.action()?;
         let return_type = request.return_type()?;
-        let opts = request.take_opts(format)?;
-        let result = self.act(action, opts)?;
+        let result = match action {
+            Action::CallObj => self.call_obj(request.take_call_opts(format)?)?,
+            _ => self.act(action, request.take_opts(format)?)?,
+        };
         self.apply_return_type(result, return_type)
     }
 
+    /// call_obj: arguments checked, proxies of ours among them resolved to
+    /// their objects, then the call.
+    fn call_obj(&self, opts: CallOpts) -> Result<Value> {
+        let mut args = match opts.args {
+            Value::List(v) | Value::Tuple(v) => v,
+            Value::None => Vec::new(),
+            other => {
+                return Err(Error::type_error(format!(
+                    "args must be a list, not {}",
+                    other.kind()
+                )))
+            }
+        };
+        let mut kwargs = kwargs_of(opts.kwargs)?;
+        args.iter_mut().try_for_each(|a| self.resolve_home(a))?;
+        kwargs
+            .iter_mut()
+            .try_for_each(|(_, v)| self.resolve_home(v))?;
+        self.call(opts.obj, args, kwargs)
+    }
+
+    /// Runs an action whose options were decoded as a value (`run` reads
+    /// a `call_obj`'s options entry by entry instead).
     fn act(&self, action: Action, mut opts: Value) -> Result<Value> {
         match action {
-            Action::CallObj => {
-                let target = opts.take("obj").unwrap_or_default();
-                let mut args = match opts.take("args").unwrap_or_default() {
-                    Value::List(v) | Value::Tuple(v) => v,
-                    Value::None => Vec::new(),
-                    other => {
-                        return Err(Error::type_error(format!(
-                            "args must be a list, not {}",
-                            other.kind()
-                        )))
-                    }
-                };
-                let mut kwargs = kwargs_of(opts.take("kwargs").unwrap_or_default())?;
-                args.iter_mut().try_for_each(|a| self.resolve_home(a))?;
-                kwargs
-                    .iter_mut()
-                    .try_for_each(|(_, v)| self.resolve_home(v))?;
-                self.call(target, args, kwargs)
-            }
+            Action::CallObj => self.call_obj(CallOpts {
+                obj: opts.take("obj").unwrap_or_default(),
+                args: opts.take("args").unwrap_or_default(),
+                kwargs: opts.take("kwargs").unwrap_or_default(),
+            }),
             Action::GetObj => {
                 let mut obj = opts.take("obj").unwrap_or_default();
                 self.resolve_home(&mut obj)?;
