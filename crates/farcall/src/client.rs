@@ -274,6 +274,7 @@ impl Client {
 
     /// Sends a request and returns a future for its reply. Requests sent
     /// in a burst are written together, soon after (or when waited on).
+    /// `opts` is a `&Value`, or a map of borrowed fields ([`Opts`]).
     pub fn send<'a>(
         &self,
         action: Action,
@@ -322,7 +323,7 @@ impl Client {
         })
     }
 
-    /// Sends a request that wants no reply.
+    /// Sends a request that wants no reply (`opts` as for [`Client::send`]).
     pub fn send_off<'a>(
         &self,
         action: Action,
@@ -346,7 +347,7 @@ impl Client {
     }
 
     /// Sends a request and waits for its reply (`timeout`: the client's
-    /// default when `None`).
+    /// default when `None`; `opts` as for [`Client::send`]).
     pub fn call<'a>(
         &self,
         action: Action,
