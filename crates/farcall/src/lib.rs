@@ -12,7 +12,7 @@
 //! - [`server`]: hosts objects and answers requests.
 //! - [`client`]: sends requests and waits for replies.
 //! - [`proxy`]: a handle to a remote object.
-//! - [`object`]: what a server can host ([`RemoteObject`]).
+//! - [`object`](mod@object): what a server can host ([`RemoteObject`]).
 //! - [`spawn`]: starting a child process that serves ([`ProcessSpawner`]).
 //! - [`log`]: log records of many processes in one place ([`LogServer`], [`LogSender`]).
 //!
