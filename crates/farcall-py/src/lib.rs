@@ -1,9 +1,10 @@
 //! Python bindings for the farcall engine, built as `farcall._native`.
 //!
-//! One module per concern: [`convert`] (Python objects <-> values),
-//! [`host`] (Python objects served by the engine), [`proxy`], [`future`],
-//! [`client`], [`server`], [`spawn`], [`buffer`] (zero-copy memory) and
-//! [`errors`]. The `farcall` package re-exports what users need.
+//! One module per concern: `convert` (Python objects <-> values), `host`
+//! (Python objects served by the engine), `proxy`, `future`, `client`,
+//! `server`, `spawn`, `buffer` (zero-copy memory), `errors`, `gil`
+//! (releasing it, safely at exit) and `log`. The `farcall` package
+//! re-exports what users need.
 
 use bytes::Bytes;
 use farcall::codec::{self, Format};
