@@ -701,7 +701,7 @@ impl Inner {
                 revents: 0,
             });
         }
-        match self.conn {
+        match &self.conn {
             // ZeroMQ's descriptor signals edges that another thread's send
             // may consume; a short slice bounds the cost of that rare race.
             Conn::Zmq { .. } => {
@@ -710,8 +710,11 @@ impl Inner {
             }
             // The reply to a request just sent often comes within the spin
             // budget; waiting for it awake saves a wake-up (see spin.rs).
-            Conn::Native { .. } => {
-                let spun = match spin::budget(deadline) {
+            // The rest of a message already begun comes at the pace of
+            // the writer: sleeping costs nothing then.
+            Conn::Native { reader, .. } => {
+                let midway = lock(reader).mid_message();
+                let spun = match spin::budget(deadline).filter(|_| !midway) {
                     Some(budget) => spin::until(budget, || stream::poll_now(&mut fds))?,
                     None => false,
                 };

@@ -131,6 +131,8 @@ struct Io {
     /// Open connections per client process.
     clients: HashMap<ClientId, usize>,
     next_token: usize,
+    /// Connections waiting for their socket to take queued replies.
+    writing: usize,
 }
 
 enum Endpoint {
@@ -214,6 +216,7 @@ impl Server {
             zmq_peers: HashMap::new(),
             clients: HashMap::new(),
             next_token: FIRST_CONN,
+            writing: 0,
         };
         let shared = Arc::new(Shared {
             address: bound,
@@ -388,13 +391,15 @@ impl Server {
                 shared.shut_down(&mut io, None);
                 return Ok(0);
             }
-            let Io { poll, events, .. } = &mut *io;
             // Right after serving, the next request often comes within the
             // spin budget; waiting for it awake saves a wake-up (spin.rs).
-            let spin = match shared.recently_served.load(Ordering::Relaxed) {
+            // Not while a reply waits for its client to read: that comes
+            // at the reader's pace, and spinning would take its CPU.
+            let spin = match shared.recently_served.load(Ordering::Relaxed) && io.writing == 0 {
                 true => spin::budget(timeout.map(|t| Instant::now() + t)),
                 false => None,
             };
+            let Io { poll, events, .. } = &mut *io;
             let spun = match spin {
                 Some(budget) => spin::until(budget, || {
                     poll_events(poll, events, Some(Duration::ZERO)).map(|()| !events.is_empty())
@@ -696,6 +701,7 @@ impl Shared {
             Ok(true) if conn.wants_write => {
                 conn.wants_write = false;
                 let fd = conn.stream.as_raw_fd();
+                io.writing -= 1;
                 let _ =
                     io.poll
                         .registry()
@@ -730,6 +736,7 @@ impl Shared {
             Ok(true) => {}
             Ok(false) if !conn.wants_write => {
                 conn.wants_write = true;
+                io.writing += 1;
                 let _ = io.poll.registry().reregister(
                     &mut SourceFd(&fd),
                     token,
@@ -833,6 +840,9 @@ impl Shared {
         };
         let fd = conn.stream.as_raw_fd();
         let _ = io.poll.registry().deregister(&mut SourceFd(&fd));
+        if conn.wants_write {
+            io.writing -= 1;
+        }
         let Some(client) = conn.client else {
             return;
         };

@@ -445,6 +445,11 @@ impl FrameReader {
         self.drained && !self.peer_closed
     }
 
+    /// True when part of a message has been read and the rest not yet.
+    pub fn mid_message(&self) -> bool {
+        self.partial.is_some() || self.start != self.end
+    }
+
     /// Records that the peer hung up, so reading goes on to the end.
     pub fn mark_peer_closed(&mut self) {
         self.peer_closed = true;
