@@ -33,7 +33,7 @@ CONFIG = {
     "pipelined": 200000,  # async calls per pipelined measurement
     "pipeline_seconds": 3.0,  # ... or this long (slow peers)
     "window": 10000,  # outstanding async calls at most
-    "array_reps": {1 << 20: 200, 64 << 20: 10},
+    "array_reps": {1 << 20: 200, 64 << 20: 30},
     "spawns": 10,
 }
 
