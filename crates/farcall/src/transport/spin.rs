@@ -76,6 +76,8 @@ fn configured() -> Option<Duration> {
 fn from_environment() -> u64 {
     let default = DEFAULT_BUDGET.as_micros() as u64;
     match std::env::var("FARCALL_SPIN_US") {
+        // Set but empty counts as unset, as shells make it easy to do.
+        Ok(v) if v.trim().is_empty() => default,
         Ok(v) => v
             .trim()
             .parse::<u64>()
