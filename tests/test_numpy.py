@@ -1,5 +1,7 @@
 """numpy arrays and scalars by value, object arrays by proxy, large arrays."""
 
+import resource
+
 import numpy as np
 import pytest
 
@@ -228,3 +230,29 @@ def test_large_array_over_zmq(fresh_child):
     back = h.echo(a)
     assert np.array_equal(back, a)
     assert h.array_sum(a) == pytest.approx(float(a.sum()))
+
+
+def test_received_memory_is_reused_only_once_free(child, helpers):
+    # Large arrays are received into memory that earlier arrays gave back
+    # (the engine's pool): an array still alive keeps its memory, a reused
+    # buffer holds exactly the new array, and reusing it faults in no page.
+    # 40 MiB of float64: above what glibc's malloc keeps for reuse itself
+    # (32 MiB), so only the pool can save the page faults.
+    n = 40 * 1024 * 1024 // 8
+    first = helpers.echo(np.full(n, 1.0))
+    second = helpers.echo(np.full(n, 2.0))
+    assert first.__array_interface__["data"][0] != second.__array_interface__["data"][0]
+    assert (first == 1.0).all() and (second == 2.0).all()
+    first[0] = -1.0  # each is writable and its own
+    assert second[0] == 2.0
+
+    arg = np.arange(n, dtype=np.float64)
+    del second  # its memory goes back to the pool
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    third = helpers.echo(arg)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    # Fresh memory for 40 MiB costs hundreds of faults here, even with
+    # huge pages; reused memory none.
+    assert faults < 10, f"{faults} page faults: the freed memory was not reused"
+    assert np.array_equal(third, arg)
+    assert first[0] == -1.0 and (first[1:] == 1.0).all()

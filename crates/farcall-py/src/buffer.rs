@@ -87,6 +87,15 @@ impl RecvBuffer {
     }
 }
 
+impl Drop for RecvBuffer {
+    /// Nothing refers to the memory any more (a buffer view keeps its
+    /// exporter alive): large buffers go back to the engine's pool, so the
+    /// next large array is received into memory already paged in.
+    fn drop(&mut self) {
+        farcall::transport::large::recycle(std::mem::take(&mut self.data));
+    }
+}
+
 #[pymethods]
 impl RecvBuffer {
     /// Exports the bytes, writable, through the buffer protocol.

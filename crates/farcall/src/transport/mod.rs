@@ -8,6 +8,7 @@
 //! - ZeroMQ (`tcp://`, `ipc://`, `inproc://`): a ROUTER socket on the
 //!   server and a DEALER per client, as pyacq does, through libzmq.
 
+pub mod large;
 pub mod spin;
 pub mod stream;
 pub mod zmq;

@@ -24,7 +24,7 @@ use bytes::{Bytes, BytesMut};
 use crate::error::{Error, Result};
 use crate::protocol::Frames;
 
-use super::Address;
+use super::{large, Address};
 
 /// What a native message carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -468,10 +468,7 @@ impl FrameReader {
     /// Reads what the socket has (one system call).
     pub fn fill(&mut self, fd: RawFd) -> io::Result<Fill> {
         let (n, asked) = match self.large_target() {
-            Some(large) => {
-                let asked = large.capacity() - large.len();
-                (read_into_spare(fd, large)?, asked)
-            }
+            Some((large, missing)) => (read_into_spare(fd, large, missing)?, missing),
             None => {
                 if self.start == self.end {
                     self.start = 0;
@@ -502,12 +499,17 @@ impl FrameReader {
     }
 
     /// The large frame to read into directly, when the small buffer has
-    /// nothing left for it.
-    fn large_target(&mut self) -> Option<&mut BytesMut> {
+    /// nothing left for it, and how many of its bytes are still to come
+    /// (its buffer may be larger: reused memory).
+    fn large_target(&mut self) -> Option<(&mut BytesMut, usize)> {
         if self.start != self.end {
             return None;
         }
-        self.partial.as_mut()?.large.as_mut()
+        let partial = self.partial.as_mut()?;
+        let len = partial.lengths[partial.frames.len()] as usize;
+        let large = partial.large.as_mut()?;
+        let missing = len - large.len();
+        Some((large, missing))
     }
 
     /// Takes the next complete message out of what has been read.
@@ -547,7 +549,7 @@ impl FrameReader {
                 return Ok(None);
             }
             if len >= LARGE_FRAME {
-                partial.large = Some(large_buffer(len as usize));
+                partial.large = Some(large::buffer(len as usize));
                 continue;
             }
             if (avail as u64) < len {
@@ -610,29 +612,6 @@ impl FrameReader {
     }
 }
 
-/// A buffer for one large frame. Huge pages are asked for: the kernel then
-/// faults the buffer in 2 MiB at a time instead of 4 KiB, which is most of
-/// the cost of receiving a fresh 64 MiB array.
-fn large_buffer(len: usize) -> BytesMut {
-    let buf = BytesMut::with_capacity(len);
-    const HUGE: usize = 2 << 20;
-    let start = buf.as_ptr() as usize;
-    let aligned = start.next_multiple_of(HUGE);
-    let end = (start + len) & !(HUGE - 1);
-    if end > aligned {
-        // SAFETY: the range lies inside the allocation just made; madvise
-        // only changes how its pages are backed. Failure is harmless.
-        unsafe {
-            libc::madvise(
-                aligned as *mut libc::c_void,
-                end - aligned,
-                libc::MADV_HUGEPAGE,
-            );
-        }
-    }
-    buf
-}
-
 fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
     loop {
         // SAFETY: buf is a valid writable slice of buf.len() bytes.
@@ -649,10 +628,10 @@ fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
     }
 }
 
-/// Reads into the unused capacity of `buf` without zeroing it first: a
-/// large frame is filled straight from the kernel.
-fn read_into_spare(fd: RawFd, buf: &mut BytesMut) -> io::Result<Option<usize>> {
-    let spare = buf.capacity() - buf.len();
+/// Reads up to `max` bytes into the unused capacity of `buf` without
+/// zeroing it first: a large frame is filled straight from the kernel.
+fn read_into_spare(fd: RawFd, buf: &mut BytesMut, max: usize) -> io::Result<Option<usize>> {
+    let spare = (buf.capacity() - buf.len()).min(max);
     loop {
         // SAFETY: the pointer and length describe buf's spare capacity;
         // read(2) writes at most `spare` bytes there, and only the bytes it
