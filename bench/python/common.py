@@ -142,6 +142,20 @@ def median_seconds(fn, reps):
     return statistics.median(times) / 1e9
 
 
+def calls_per_second(batch):
+    """Runs ``batch()`` (which makes some calls, checks their results and
+    returns how many) until CONFIG['pipelined'] calls or
+    CONFIG['pipeline_seconds'] have passed; the rate and the count."""
+    done = 0
+    t0 = time.perf_counter()
+    deadline = t0 + CONFIG["pipeline_seconds"]
+    while done < CONFIG["pipelined"]:
+        done += batch()
+        if time.perf_counter() > deadline:
+            break
+    return {"calls_per_s": done / (time.perf_counter() - t0), "calls": done}
+
+
 def spawn_server(script, *args, env=None):
     """Starts ``python script *args`` as a server child; returns the child
     and the first line it prints (its address), waiting at most

@@ -11,7 +11,8 @@ import time
 import farcall
 from farcall import ProcessSpawner
 
-from common import CONFIG, add_call, attempt, count_python_calls, interleaved_round_trips, median_seconds
+from common import CONFIG, add_call, attempt, calls_per_second, count_python_calls, interleaved_round_trips
+from common import median_seconds
 
 DEFAULT = None  # ProcessSpawner's default: the native Unix-socket transport
 TRANSPORTS = {
@@ -55,11 +56,9 @@ def round_trip_targets(stack):
 def pipelined(obj, window=None):
     """Async calls per second: batches of ``window`` (CONFIG['window'])
     calls issued back to back, then all their results awaited."""
-    total, window = CONFIG["pipelined"], window or CONFIG["window"]
-    done = 0
-    t0 = time.perf_counter()
-    deadline = t0 + CONFIG["pipeline_seconds"]
-    while done < total:
+    window = window or CONFIG["window"]
+
+    def batch():
         futures = [obj.add(i, 1, _sync="async") for i in range(window)]
         for i, f in enumerate(futures):
             try:
@@ -67,16 +66,14 @@ def pipelined(obj, window=None):
             except TimeoutError:
                 finished = sum(f.done() for f in futures)
                 raise TimeoutError(
-                    f"future {i} of a batch of {window} after {done} calls: no result "
-                    f"in {RESULT_TIMEOUT} s; {finished} of the batch done"
+                    f"future {i} of a batch of {window}: no result in {RESULT_TIMEOUT} s; "
+                    f"{finished} of the batch done"
                 ) from None
             if result != i + 1:
                 raise AssertionError("wrong result")
-        done += window
-        if time.perf_counter() > deadline:
-            break
-    elapsed = time.perf_counter() - t0
-    return {"calls_per_s": done / elapsed, "calls": done, "window": window}
+        return window
+
+    return {**calls_per_second(batch), "window": window}
 
 
 def arrays(obj):

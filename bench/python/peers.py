@@ -18,7 +18,7 @@ from multiprocessing.managers import BaseManager
 
 from bench_objects import Adder
 from common import CONFIG, add_call, attempt, count_python_calls, exit_with_parent, interleaved_round_trips
-from common import median_seconds, serve_ready, spawn_server, stop_child
+from common import calls_per_second, median_seconds, serve_ready, spawn_server, stop_child
 
 PYRO_BATCH = 256
 
@@ -178,21 +178,17 @@ def rpyc_bench():
 
 
 def pipelined_rpyc(async_add):
-    total, window = CONFIG["pipelined"], CONFIG["window"]
-    done = 0
-    t0 = time.perf_counter()
-    deadline = t0 + CONFIG["pipeline_seconds"]
-    while done < total:
+    window = CONFIG["window"]
+
+    def batch():
         results = [async_add(i, 1) for i in range(window)]
         for i, r in enumerate(results):
             r.set_expiry(30)
             if r.value != i + 1:
                 raise AssertionError("wrong result")
-        done += window
-        if time.perf_counter() > deadline:
-            break
-    elapsed = time.perf_counter() - t0
-    return {"calls_per_s": done / elapsed, "calls": done}
+        return window
+
+    return calls_per_second(batch)
 
 
 # ---------------------------------------------------------------- Pyro5
@@ -266,22 +262,16 @@ def pipelined_pyro(proxy):
     """Pyro5's batch feature: PYRO_BATCH calls per request."""
     import Pyro5.api
 
-    total = CONFIG["pipelined"]
-    done = 0
-    t0 = time.perf_counter()
-    deadline = t0 + CONFIG["pipeline_seconds"]
-    while done < total:
-        batch = Pyro5.api.BatchProxy(proxy)
+    def batch():
+        calls = Pyro5.api.BatchProxy(proxy)
         for i in range(PYRO_BATCH):
-            batch.add(i, 1)
-        for i, r in enumerate(batch()):
+            calls.add(i, 1)
+        for i, r in enumerate(calls()):
             if r != i + 1:
                 raise AssertionError("wrong result")
-        done += PYRO_BATCH
-        if time.perf_counter() > deadline:
-            break
-    elapsed = time.perf_counter() - t0
-    return {"calls_per_s": done / elapsed, "calls": done, "batch": PYRO_BATCH}
+        return PYRO_BATCH
+
+    return {**calls_per_second(batch), "batch": PYRO_BATCH}
 
 
 def run_all():
