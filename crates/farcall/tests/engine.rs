@@ -26,6 +26,14 @@ fn addresses() -> Vec<String> {
     ]
 }
 
+/// `n` async calls of `counter.add(1)`, all sent before any is waited on.
+fn add_one_async(counter: &Proxy, n: usize) -> Vec<farcall::Future> {
+    let add = counter.attr("add");
+    (0..n)
+        .map(|_| add.call_async(vec![Value::Int(1)], vec![]).unwrap())
+        .collect()
+}
+
 fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
@@ -209,14 +217,7 @@ fn async_and_one_way_calls() {
     let running = serve("tcp+native://127.0.0.1:*");
     let client = Client::connect(&running.address()).unwrap();
     let counter = proxy_of(client.get_item("counter").unwrap());
-    let futures: Vec<_> = (0..100)
-        .map(|_| {
-            counter
-                .attr("add")
-                .call_async(vec![Value::Int(1)], vec![])
-                .unwrap()
-        })
-        .collect();
+    let futures = add_one_async(&counter, 100);
     let results: Vec<i64> = futures
         .into_iter()
         .map(|f| {
@@ -660,14 +661,7 @@ fn ten_thousand_calls_in_flight_all_come_back_on_every_transport() {
         let running = serve(&address);
         let client = Client::connect(&running.address()).unwrap();
         let counter = proxy_of(client.get_item("counter").unwrap());
-        let futures: Vec<_> = (0..10_000)
-            .map(|_| {
-                counter
-                    .attr("add")
-                    .call_async(vec![Value::Int(1)], vec![])
-                    .unwrap()
-            })
-            .collect();
+        let futures = add_one_async(&counter, 10_000);
         for (i, f) in futures.into_iter().enumerate() {
             let got = f.wait(Some(Duration::from_secs(30)));
             assert_eq!(

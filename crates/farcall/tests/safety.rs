@@ -51,6 +51,17 @@ fn unique() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
+/// The next reply on a raw ZeroMQ socket, decoded as pyacq's msgpack.
+fn msgpack_reply(socket: &zmq::Socket) -> Value {
+    let reply = socket.recv_multipart(0).expect("a reply");
+    farcall::codec::decode(
+        farcall::codec::Format::Msgpack,
+        &Bytes::from(reply[0].clone()),
+        &[],
+    )
+    .unwrap()
+}
+
 fn is_permission_error(e: &Error) -> bool {
     matches!(e, Error::Exception { type_name, .. } if type_name == "PermissionError")
 }
@@ -100,13 +111,7 @@ fn unauthenticated_zeromq_requests_get_an_error_and_never_run() {
     // A pyacq-style ping and a pyacq-style call with no handshake.
     let ping: [&[u8]; 5] = [b"1", b"ping", b"auto", b"msgpack", b""];
     socket.send_multipart(ping, 0).unwrap();
-    let reply = socket.recv_multipart(0).expect("an error reply");
-    let v = farcall::codec::decode(
-        farcall::codec::Format::Msgpack,
-        &Bytes::from(reply[0].clone()),
-        &[],
-    )
-    .unwrap();
+    let v = msgpack_reply(&socket);
     let error = format!("{:?}", v.get("error").unwrap());
     assert!(error.contains("PermissionError"), "{error}");
     assert!(error.contains("requires authentication"), "{error}");
@@ -119,13 +124,7 @@ fn unauthenticated_zeromq_requests_get_an_error_and_never_run() {
     .unwrap();
     let auth: [&[u8]; 5] = [b"2", b"farcall_auth", b"auto", b"msgpack", &opts.body];
     socket.send_multipart(auth, 0).unwrap();
-    let reply = socket.recv_multipart(0).expect("an error reply");
-    let v = farcall::codec::decode(
-        farcall::codec::Format::Msgpack,
-        &Bytes::from(reply[0].clone()),
-        &[],
-    )
-    .unwrap();
+    let v = msgpack_reply(&socket);
     assert!(format!("{:?}", v.get("error").unwrap()).contains("wrong key"));
     assert_eq!(running.count(), 0);
 }
