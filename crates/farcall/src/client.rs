@@ -713,12 +713,8 @@ impl Inner {
             // The rest of a message already begun comes at the pace of
             // the writer: sleeping costs nothing then.
             Conn::Native { reader, .. } => {
-                let midway = lock(reader).mid_message();
-                let spun = match spin::budget(deadline).filter(|_| !midway) {
-                    Some(budget) => spin::until(budget, || stream::poll_now(&mut fds))?,
-                    None => false,
-                };
-                if !spun {
+                let budget = spin::budget(deadline).filter(|_| !lock(reader).mid_message());
+                if !spin::until(budget, || stream::poll_now(&mut fds))? {
                     stream::poll_fds(&mut fds, deadline)?;
                 }
             }

@@ -395,18 +395,13 @@ impl Server {
             // spin budget; waiting for it awake saves a wake-up (spin.rs).
             // Not while a reply waits for its client to read: that comes
             // at the reader's pace, and spinning would take its CPU.
-            let spin = match shared.recently_served.load(Ordering::Relaxed) && io.writing == 0 {
-                true => spin::budget(timeout.map(|t| Instant::now() + t)),
-                false => None,
-            };
+            let budget = (shared.recently_served.load(Ordering::Relaxed) && io.writing == 0)
+                .then(|| spin::budget(timeout.map(|t| Instant::now() + t)))
+                .flatten();
             let Io { poll, events, .. } = &mut *io;
-            let spun = match spin {
-                Some(budget) => spin::until(budget, || {
-                    poll_events(poll, events, Some(Duration::ZERO)).map(|()| !events.is_empty())
-                })?,
-                None => false,
-            };
-            if !spun {
+            let ready_now =
+                || poll_events(poll, events, Some(Duration::ZERO)).map(|()| !events.is_empty());
+            if !spin::until(budget, ready_now)? {
                 poll_events(poll, events, timeout)?;
             }
             events

@@ -36,7 +36,11 @@ pub fn budget(deadline: Option<Instant>) -> Option<Duration> {
 
 /// Calls `ready` (a poll that does not sleep) until it returns true or
 /// `budget` passes, yielding the CPU in between; true when it became ready.
-pub fn until(budget: Duration, mut ready: impl FnMut() -> Result<bool>) -> Result<bool> {
+/// With no budget it does nothing and says false: the caller sleeps.
+pub fn until(budget: Option<Duration>, mut ready: impl FnMut() -> Result<bool>) -> Result<bool> {
+    let Some(budget) = budget else {
+        return Ok(false);
+    };
     let start = Instant::now();
     loop {
         if ready()? {
@@ -56,8 +60,12 @@ const UNSET: u64 = u64::MAX;
 /// Sets how long waiters poll before they sleep, for the whole process
 /// (`Duration::ZERO` turns spinning off), overriding `FARCALL_SPIN_US`.
 pub fn set_budget(budget: Duration) {
-    let us = u64::try_from(budget.as_micros()).unwrap_or(UNSET - 1);
-    BUDGET_US.store(us.min(UNSET - 1), Ordering::Relaxed);
+    BUDGET_US.store(microseconds(budget.as_micros()), Ordering::Relaxed);
+}
+
+/// A budget in microseconds as stored: anything but `UNSET`.
+fn microseconds(us: u128) -> u64 {
+    us.min(u128::from(UNSET - 1)) as u64
 }
 
 /// The configured budget; `None` when spinning is off.
@@ -80,8 +88,8 @@ fn from_environment() -> u64 {
         Ok(v) if v.trim().is_empty() => default,
         Ok(v) => v
             .trim()
-            .parse::<u64>()
-            .map(|us| us.min(UNSET - 1))
+            .parse::<u128>()
+            .map(microseconds)
             .unwrap_or_else(|_| {
                 log::warn!(
                     "FARCALL_SPIN_US={v:?} is not a number of microseconds; using {default}"
@@ -99,14 +107,15 @@ mod tests {
     #[test]
     fn until_stops_when_ready_or_after_the_budget() {
         let mut calls = 0;
-        assert!(until(Duration::from_secs(5), || {
+        assert!(until(Some(Duration::from_secs(5)), || {
             calls += 1;
             Ok(calls == 3)
         })
         .unwrap());
         assert_eq!(calls, 3);
         let t = Instant::now();
-        assert!(!until(Duration::from_millis(2), || Ok(false)).unwrap());
+        assert!(!until(Some(Duration::from_millis(2)), || Ok(false)).unwrap());
+        assert!(!until(None, || panic!("no budget, no poll")).unwrap());
         assert!(t.elapsed() >= Duration::from_millis(2));
     }
 
