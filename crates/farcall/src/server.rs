@@ -986,10 +986,7 @@ impl Shared {
     fn run(&self, request: &mut Request, format: Format) -> Result<Value> {
         let action = request.action()?;
         let return_type = request.return_type()?;
-        let result = match action {
-            Action::CallObj => self.call_obj(request.take_call_opts(format)?)?,
-            _ => self.act(action, request.take_opts(format)?)?,
-        };
+        let result = self.act(action, request, format)?;
         self.apply_return_type(result, return_type)
     }
 
@@ -1014,25 +1011,22 @@ impl Shared {
         self.call(opts.obj, args, kwargs)
     }
 
-    /// Runs an action whose options were decoded as a value (`run` reads
-    /// a `call_obj`'s options entry by entry instead).
-    fn act(&self, action: Action, mut opts: Value) -> Result<Value> {
+    /// Runs an action, each reading the options it needs: a `call_obj`'s
+    /// entry by entry (the hot path), the others as a value.
+    fn act(&self, action: Action, request: &mut Request, format: Format) -> Result<Value> {
         match action {
-            Action::CallObj => self.call_obj(CallOpts {
-                obj: opts.take("obj").unwrap_or_default(),
-                args: opts.take("args").unwrap_or_default(),
-                kwargs: opts.take("kwargs").unwrap_or_default(),
-            }),
+            Action::CallObj => self.call_obj(request.take_call_opts(format)?),
             Action::GetObj => {
-                let mut obj = opts.take("obj").unwrap_or_default();
+                let mut obj = request.take_opts(format)?.take("obj").unwrap_or_default();
                 self.resolve_home(&mut obj)?;
                 Ok(obj)
             }
             Action::GetItem => {
-                let name = str_opt(&opts, "name")?;
+                let name = str_opt(&request.take_opts(format)?, "name")?;
                 self.lookup_name(&name)
             }
             Action::SetItem => {
+                let mut opts = request.take_opts(format)?;
                 let name = str_opt(&opts, "name")?;
                 let mut obj = opts.take("obj").unwrap_or_default();
                 self.resolve_home(&mut obj)?;
@@ -1040,6 +1034,7 @@ impl Shared {
                 Ok(Value::None)
             }
             Action::Delete => {
+                let opts = request.take_opts(format)?;
                 let id = |k| opts.get(k).and_then(Value::as_i64).map(|v| v as u64);
                 let obj_id =
                     id("obj_id").ok_or_else(|| Error::type_error("delete needs obj_id"))?;
@@ -1048,14 +1043,18 @@ impl Shared {
                 Ok(Value::None)
             }
             Action::Import => {
-                let module = str_opt(&opts, "module")?;
+                let module = str_opt(&request.take_opts(format)?, "module")?;
                 self.import(&module)
             }
-            Action::Ping => Ok(Value::from("pong")),
-            Action::Close => Ok(Value::Bool(true)),
-            Action::Hello | Action::Auth => Err(Error::Protocol(
-                "handshake actions are for ZeroMQ peers; native connections say hello first".into(),
-            )),
+            // No options, but unreadable ones are still an error.
+            Action::Ping => request.take_opts(format).map(|_| Value::from("pong")),
+            Action::Close => request.take_opts(format).map(|_| Value::Bool(true)),
+            Action::Hello | Action::Auth => request.take_opts(format).and_then(|_| {
+                Err(Error::Protocol(
+                    "handshake actions are for ZeroMQ peers; native connections say hello first"
+                        .into(),
+                ))
+            }),
         }
     }
 
