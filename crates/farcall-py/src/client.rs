@@ -213,7 +213,7 @@ impl RPCClient {
             None => Vec::new(),
         };
         let kwargs = conv.kwargs(kwargs)?;
-        let opts = farcall::client::call_opts(obj.get().reference(), args, kwargs);
+        let opts = farcall::protocol::command::CallObj::opts(obj.get().reference(), args, kwargs);
         self.request_kw(py, Action::CallObj, opts, kwds)
     }
 

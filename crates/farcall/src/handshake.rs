@@ -3,11 +3,15 @@
 //! docs/security.md.
 //!
 //! ```text
-//! client -> server   hello      client nonce
-//! server -> client   challenge  address, mode, server nonce, key id, server proof
+//! client -> server   hello      client nonce, client process id
+//! server -> client   challenge  address, server process id, mode, server nonce, key id, server proof
 //! client -> server   proof      client proof          (mode "auth" only)
 //! server -> client   verdict    "ok" | "denied"       (mode "auth" only)
 //! ```
+//!
+//! Over a channel that only the two peers can reach (a child's pipes, a
+//! socket pair), the hello is symmetric and authenticates nothing: each
+//! side sends `peer` with its process id, and reads the other's.
 //!
 //! In mode `"open"` (a server started without authentication, for pyacq
 //! peers) the challenge admits the peer at once, and a client accepts such
@@ -36,12 +40,12 @@ pub enum Auth {
     Open,
 }
 
-/// Names a client process to the servers it talks to (16 random bytes,
-/// one per process): a server releases what a client held once the
-/// client's last connection is gone.
+/// Names a process to its peers (16 random bytes, one per process): the
+/// address of its [`crate::host::Host::local`] is made from it, so that a
+/// peer binds the proxies of this process to the link they came by.
 pub type ClientId = [u8; 16];
 
-/// This process's client id.
+/// This process's id.
 pub fn client_id() -> ClientId {
     static ID: std::sync::OnceLock<ClientId> = std::sync::OnceLock::new();
     *ID.get_or_init(|| auth::random().unwrap_or_default())
@@ -57,6 +61,9 @@ const MODE_OPEN: &str = "open";
 pub struct Challenge {
     /// The address the server is reachable at.
     pub address: String,
+    /// The server's process id (`None` from a ZeroMQ server that did not
+    /// send it).
+    pub process: Option<ClientId>,
     /// `None` for an open server.
     pub auth: Option<ServerProof>,
 }
@@ -139,6 +146,7 @@ impl Gate {
         let Some(key) = &self.key else {
             let open = Challenge {
                 address: address.to_string(),
+                process: Some(client_id()),
                 auth: None,
             };
             return Ok((open, PeerState::Admitted));
@@ -149,6 +157,7 @@ impl Gate {
         let server_nonce = auth::random::<KEY_LEN>()?;
         let challenge = Challenge {
             address: address.to_string(),
+            process: Some(client_id()),
             auth: Some(ServerProof {
                 nonce: server_nonce,
                 key_id: key.id(),
@@ -275,6 +284,8 @@ pub enum Hello {
     Proof([u8; PROOF_LEN]),
     /// Server -> client: admitted, or why not.
     Verdict(std::result::Result<(), String>),
+    /// Either side of a private channel: who it is.
+    Peer(ClientId),
 }
 
 impl Hello {
@@ -290,6 +301,7 @@ impl Hello {
             Hello::Challenge(c) => {
                 frames.push(Bytes::from_static(b"challenge"));
                 frames.push(Bytes::from(c.address.clone()));
+                frames.push(Bytes::copy_from_slice(&c.process.unwrap_or_default()));
                 match &c.auth {
                     None => frames.push(Bytes::from_static(MODE_OPEN.as_bytes())),
                     Some(p) => {
@@ -309,6 +321,10 @@ impl Hello {
                 frames.push(Bytes::from_static(b"denied"));
                 frames.push(Bytes::from(why.clone()));
             }
+            Hello::Peer(id) => {
+                frames.push(Bytes::from_static(b"peer"));
+                frames.push(Bytes::copy_from_slice(id));
+            }
         }
         frames
     }
@@ -324,22 +340,23 @@ impl Hello {
         }
         let fixed =
             |f: &Bytes, what: &str| -> Result<[u8; 32]> { f[..].try_into().map_err(|_| bad(what)) };
+        let id = |f: &Bytes| -> Result<ClientId> { f[..].try_into().map_err(|_| bad("process id")) };
         Ok(match (&kind[..], rest) {
-            (b"hello", [nonce, client]) => Hello::Hello(
-                fixed(nonce, "nonce")?,
-                client[..].try_into().map_err(|_| bad("client id"))?,
-            ),
-            (b"challenge", [address, mode]) if &mode[..] == MODE_OPEN.as_bytes() => {
+            (b"hello", [nonce, client]) => Hello::Hello(fixed(nonce, "nonce")?, id(client)?),
+            (b"peer", [process]) => Hello::Peer(id(process)?),
+            (b"challenge", [address, process, mode]) if &mode[..] == MODE_OPEN.as_bytes() => {
                 Hello::Challenge(Challenge {
                     address: utf8(address)?,
+                    process: Some(id(process)?),
                     auth: None,
                 })
             }
-            (b"challenge", [address, mode, nonce, key_id, proof])
+            (b"challenge", [address, process, mode, nonce, key_id, proof])
                 if &mode[..] == MODE_AUTH.as_bytes() =>
             {
                 Hello::Challenge(Challenge {
                     address: utf8(address)?,
+                    process: Some(id(process)?),
                     auth: Some(ServerProof {
                         nonce: fixed(nonce, "nonce")?,
                         key_id: key_id[..].try_into().map_err(|_| bad("key id"))?,
@@ -368,6 +385,9 @@ pub fn challenge_value(c: &Challenge) -> Value {
         ("version", Value::from(crate::VERSION)),
         ("address", Value::from(c.address.clone())),
     ];
+    if let Some(process) = c.process {
+        entries.push(("process", Value::Bytes(Bytes::copy_from_slice(&process))));
+    }
     match &c.auth {
         None => entries.push(("mode", Value::from(MODE_OPEN))),
         Some(p) => {
@@ -401,15 +421,15 @@ pub fn challenge_from_value(v: &Value) -> Result<Challenge> {
         }),
         _ => return Err(bad("mode")),
     };
-    Ok(Challenge { address, auth })
-}
-
-/// The bytes field `key` of a handshake action's opts.
-pub fn opts_bytes(opts: &Value, key: &str) -> Result<Bytes> {
-    match opts.get(key) {
-        Some(Value::Bytes(b)) => Ok(b.clone()),
-        _ => Err(Error::Protocol(format!("handshake option '{key}' missing"))),
-    }
+    let process = match v.get("process") {
+        Some(Value::Bytes(b)) => Some(b[..].try_into().map_err(|_| bad("process"))?),
+        _ => None,
+    };
+    Ok(Challenge {
+        address,
+        process,
+        auth,
+    })
 }
 
 #[cfg(test)]
@@ -429,7 +449,11 @@ mod tests {
         let proof = client.answer(&challenge).unwrap().expect("a proof");
         assert!(gate.admits(&state, &proof));
         assert!(!gate.admits(&PeerState::New, &proof));
-        for verdict in [Hello::Verdict(Ok(())), Hello::Verdict(Err("no".into()))] {
+        for verdict in [
+            Hello::Verdict(Ok(())),
+            Hello::Verdict(Err("no".into())),
+            Hello::Peer(client_id()),
+        ] {
             assert_eq!(Hello::parse(&verdict.to_frames()).unwrap(), verdict);
         }
         assert_eq!(
@@ -466,6 +490,7 @@ mod tests {
         let client = ClientHandshake::new("a", &Auth::Key(key.clone())).unwrap();
         let forged = Challenge {
             address: "a".into(),
+            process: None,
             auth: Some(ServerProof {
                 nonce: [1; 32],
                 key_id: key.id(),

@@ -5,12 +5,18 @@
 //!
 //! - [`value`]: the dynamic [`Value`] that travels between peers.
 //! - [`codec`]: values to bytes (pyacq's msgpack and json, farcall's own).
-//! - [`protocol`]: requests and replies, parsed from frames in one place.
-//! - [`transport`]: moving frames (native Unix/TCP streams, ZeroMQ).
+//! - [`protocol`]: messages, requests, replies and one typed command per
+//!   action, parsed and built in one place.
+//! - [`channel`]: byte channels (sockets, pipes, anything with read and
+//!   write) and the framing on top of them.
+//! - [`transport`]: addresses, native sockets, ZeroMQ.
 //! - [`handshake`]: admitting a peer before any request runs, and
 //!   [`auth`]: the keys and proofs it uses.
-//! - [`server`]: hosts objects and answers requests.
-//! - [`client`]: sends requests and waits for replies.
+//! - [`host`]: the objects a process serves (no I/O).
+//! - [`peer`]: links that carry calls both ways, their in-flight calls,
+//!   who reads them, who runs their requests.
+//! - [`server`]: a listener whose links' requests run in its thread.
+//! - [`client`]: pyacq's client, a view on one link.
 //! - [`proxy`]: a handle to a remote object.
 //! - [`object`](mod@object): what a server can host ([`RemoteObject`]).
 //! - [`spawn`]: starting a child process that serves ([`ProcessSpawner`]).
@@ -58,17 +64,21 @@
 //! ```
 
 pub mod auth;
+pub mod channel;
 pub mod client;
 pub mod codec;
 pub mod convert;
 pub mod error;
 pub mod handshake;
+pub mod host;
 pub mod log;
 pub mod object;
+pub mod peer;
 pub mod protocol;
 pub mod proxy;
 pub mod server;
 pub mod spawn;
+mod sync;
 mod table;
 pub mod transport;
 pub mod value;
@@ -79,11 +89,13 @@ pub use convert::{Args, FromValue};
 pub use error::{Error, Result};
 pub use farcall_macros::remote;
 pub use handshake::Auth;
+pub use host::{Host, Runtime};
 pub use log::{LogSender, LogServer};
+pub use peer::{Heartbeat, Link, LinkOptions};
 pub use object::{object, BoundMethod, Hosted, Kwargs, Remote, RemoteFields, RemoteObject};
 pub use protocol::{ReturnType, SyncMode};
 pub use proxy::{Invoked, Proxy};
-pub use server::{Runtime, Server, ServerOptions};
+pub use server::{Server, ServerOptions};
 pub use spawn::{ProcessSpawner, SpawnOptions};
 pub use value::{Array, Date, DateTime, ObjectRef, ProxyRef, Value};
 pub use value_serde::{from_value, to_value};

@@ -33,6 +33,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::error::{Error, Result};
 use crate::spawn::ChildConfig;
+use crate::sync::{lock, read, write};
 
 /// Records a sender queues before it starts dropping them.
 pub const DEFAULT_CAPACITY: usize = 10_000;
@@ -68,17 +69,6 @@ static HOST_NAME: RwLock<Option<Arc<str>>> = RwLock::new(None);
 static PROCESS_NAME: RwLock<Option<Arc<str>>> = RwLock::new(None);
 static THREAD_NAMES: OnceLock<Mutex<HashMap<u64, Arc<str>>>> = OnceLock::new();
 
-fn read<T: Clone>(lock: &RwLock<Option<T>>) -> Option<T> {
-    lock.read().unwrap_or_else(|p| p.into_inner()).clone()
-}
-
-fn write<T>(lock: &RwLock<Option<T>>, value: Option<T>) {
-    *lock.write().unwrap_or_else(|p| p.into_inner()) = value;
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// The name of this host in log records (default: the system host name).
 pub fn host_name() -> Arc<str> {

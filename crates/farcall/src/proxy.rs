@@ -1,8 +1,8 @@
 //! A handle to a remote object.
 //!
-//! `Proxy` is cheap to clone and usable from any thread: each call goes
-//! through the calling thread's client for the object's server
-//! (`Client::get`), so threads never share a socket by accident. Reading an
+//! `Proxy` is cheap to clone and usable from any thread: it holds the link
+//! it came by (a proxy to a third process's object finds or opens the
+//! process's link to that object's home on first use). Reading an
 //! attribute is deferred (`proxy.attr("x")` makes a new proxy without a
 //! round trip); `get_attr` fetches it.
 //!
@@ -18,7 +18,9 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use crate::client::{call_fields, Client, Future};
+use crate::client::{Client, Future};
+use crate::peer::{self, Link};
+use crate::protocol::command::{CallObj, GetObj};
 use crate::convert::FromValue;
 use crate::error::{Error, Result};
 use crate::object::Kwargs;
@@ -29,6 +31,8 @@ use crate::value::{ProxyRef, Value};
 #[derive(Clone)]
 pub struct Proxy {
     reference: ProxyRef,
+    /// The link to the object's home, when known.
+    link: Option<Arc<Link>>,
     /// Shared by every proxy derived from one reference; releases it on drop.
     owner: Option<Arc<Owner>>,
     return_type: ReturnType,
@@ -38,6 +42,8 @@ pub struct Proxy {
 /// The server-side reference a proxy family owns.
 struct Owner {
     reference: ProxyRef,
+    /// The link to release it through.
+    link: Option<Weak<Link>>,
     /// Set once the reference is released (or must never be).
     released: AtomicBool,
 }
@@ -51,7 +57,7 @@ impl Drop for Owner {
         }
         drop(owners);
         if !self.released.swap(true, Ordering::AcqRel) {
-            queue_release(self.reference.clone());
+            queue_release(self.reference.clone(), self.link.clone());
         }
     }
 }
@@ -83,6 +89,10 @@ impl Proxy {
     /// A proxy that owns `reference` (released when the last clone drops).
     /// If this process owns the reference already, the owner is shared.
     pub fn owning(reference: ProxyRef) -> Proxy {
+        Proxy::owning_via(reference, None)
+    }
+
+    fn owning_via(reference: ProxyRef, link: Option<Arc<Link>>) -> Proxy {
         let key = (reference.rpc_addr.clone(), reference.ref_id);
         let mut owners = lock_owners();
         let owner = match owners.get(&key).and_then(Weak::upgrade) {
@@ -90,6 +100,7 @@ impl Proxy {
             None => {
                 let owner = Arc::new(Owner {
                     reference: reference.clone(),
+                    link: link.as_ref().map(Arc::downgrade),
                     released: AtomicBool::new(false),
                 });
                 owners.insert(key, Arc::downgrade(&owner));
@@ -99,6 +110,7 @@ impl Proxy {
         drop(owners);
         Proxy {
             reference,
+            link,
             owner: Some(owner),
             return_type: ReturnType::Auto,
             timeout: None,
@@ -109,25 +121,40 @@ impl Proxy {
     pub fn borrowed(reference: ProxyRef) -> Proxy {
         Proxy {
             reference,
+            link: None,
             owner: None,
             return_type: ReturnType::Auto,
             timeout: None,
         }
     }
 
-    /// The proxy for a reference that a reply from the server at `server`
-    /// carried. A reference to an object of that server was made for us:
-    /// we own it. A reference to another server's object was passed along
-    /// by that server: we borrow it (the process that got it from its
-    /// owner releases it), unless we own it already (it came back to us).
-    pub fn from_reply(reference: ProxyRef, server: &str) -> Proxy {
+    /// The proxy for a reference that a reply on `via` carried. A
+    /// reference to an object of the peer's was made for us: we own it,
+    /// and call it over `via`. A reference to a third process's object was
+    /// passed along: we borrow it (the process that got it from its owner
+    /// releases it), unless we own it already (it came back to us).
+    pub fn from_reply(reference: ProxyRef, via: &Client) -> Proxy {
+        let link = via.link();
         let known = lock_owners()
             .get(&(reference.rpc_addr.clone(), reference.ref_id))
             .is_some_and(|w| w.strong_count() > 0);
-        if known || reference.rpc_addr == server {
-            Proxy::owning(reference)
+        let home = reference.rpc_addr == link.peer_home();
+        let link = home.then(|| link.clone());
+        if known || home {
+            Proxy::owning_via(reference, link)
         } else {
             Proxy::borrowed(reference)
+        }
+    }
+
+    /// The proxy for a reference that a request carried as an argument:
+    /// borrowed (the sender owns it), and called over the link of the
+    /// request this thread runs when that is the object's home.
+    pub fn received(reference: ProxyRef) -> Proxy {
+        let link = peer::current_link().filter(|l| l.peer_home() == reference.rpc_addr);
+        Proxy {
+            link,
+            ..Proxy::borrowed(reference)
         }
     }
 
@@ -180,8 +207,13 @@ impl Proxy {
         derived
     }
 
-    fn client(&self) -> Result<Client> {
-        Client::get(&self.reference.rpc_addr)
+    /// The client to call the object through: the proxy's link, else the
+    /// process's link to the object's home (opened on first use).
+    pub fn client(&self) -> Result<Client> {
+        match &self.link {
+            Some(link) => Ok(Client::from_link(link.clone())),
+            None => Client::get(&self.reference.rpc_addr),
+        }
     }
 
     /// Calls the object with positional arguments.
@@ -191,28 +223,28 @@ impl Proxy {
 
     /// Calls the object with positional and keyword arguments.
     pub fn call_kw(&self, args: Vec<Value>, kwargs: Kwargs) -> Result<Value> {
-        let fields = call_fields(&self.reference, None, &args, &kwargs);
+        let fields = CallObj::fields(&self.reference, None, &args, &kwargs);
         self.client()?
             .call(Action::CallObj, &fields[..], self.return_type, self.timeout)
     }
 
     /// Calls method `name` (same as `attr(name).call(args)`).
     pub fn call_method(&self, name: &str, args: Vec<Value>) -> Result<Value> {
-        let fields = call_fields(&self.reference, Some(name), &args, &[]);
+        let fields = CallObj::fields(&self.reference, Some(name), &args, &[]);
         self.client()?
             .call(Action::CallObj, &fields[..], self.return_type, self.timeout)
     }
 
     /// Calls without waiting; the future resolves to the result.
     pub fn call_async(&self, args: Vec<Value>, kwargs: Kwargs) -> Result<Future> {
-        let fields = call_fields(&self.reference, None, &args, &kwargs);
+        let fields = CallObj::fields(&self.reference, None, &args, &kwargs);
         self.client()?
             .send(Action::CallObj, &fields[..], self.return_type)
     }
 
     /// Calls and asks for no reply (a failure is logged by the server).
     pub fn call_off(&self, args: Vec<Value>, kwargs: Kwargs) -> Result<()> {
-        let fields = call_fields(&self.reference, None, &args, &kwargs);
+        let fields = CallObj::fields(&self.reference, None, &args, &kwargs);
         self.client()?
             .send_off(Action::CallObj, &fields[..], self.return_type)
     }
@@ -254,7 +286,7 @@ impl Proxy {
     pub fn release(&self) -> Result<()> {
         match &self.owner {
             Some(owner) if !owner.released.swap(true, Ordering::AcqRel) => {
-                Client::get(&owner.reference.rpc_addr)?.delete(&owner.reference)
+                self.client()?.delete(&owner.reference)
             }
             _ => Ok(()),
         }
@@ -292,13 +324,17 @@ impl Proxy {
         timeout: Option<Duration>,
     ) -> Result<Invoked> {
         let client = self.client()?;
-        let fields = call_fields(&self.reference, method, &args, &kwargs);
+        let fields = CallObj::fields(&self.reference, method, &args, &kwargs);
         let opts = &fields[..];
         Ok(match sync {
             SyncMode::Sync => {
                 Invoked::Value(client.call(Action::CallObj, opts, return_type, timeout)?)
             }
-            SyncMode::Async => Invoked::Future(client.send(Action::CallObj, opts, return_type)?),
+            SyncMode::Async => {
+                let timeout = Some(timeout.unwrap_or(client.timeout()));
+                let future = client.send_with_timeout(Action::CallObj, opts, return_type, timeout)?;
+                Invoked::Future(future)
+            }
             SyncMode::Off => {
                 client.send_off(Action::CallObj, opts, return_type)?;
                 Invoked::Sent
@@ -309,7 +345,7 @@ impl Proxy {
     /// Fetches the object the proxy refers to (its attribute path
     /// followed), returned as `return_type`.
     pub fn fetch_as(&self, return_type: ReturnType, timeout: Option<Duration>) -> Result<Value> {
-        let opts = Value::map([("obj", Value::Proxy(self.reference.clone()))]);
+        let opts = GetObj::opts(Value::Proxy(self.reference.clone()));
         self.client()?
             .call(Action::GetObj, &opts, return_type, timeout)
     }
@@ -360,16 +396,22 @@ impl From<&Proxy> for Value {
 }
 
 impl FromValue for Proxy {
-    /// A proxy received as an argument is borrowed (the sender owns it).
-    /// A proxy that came home arrives as the object itself; it is
-    /// proxied again through this thread's server.
+    /// A proxy received as an argument is borrowed (the sender owns it),
+    /// and called over the link the request came by when that is its
+    /// home. A proxy that came home arrives as the object itself; it is
+    /// proxied again through the host of the request being run.
     fn from_value(v: Value) -> Result<Self> {
         match v {
-            Value::Proxy(r) => Ok(Proxy::borrowed(r)),
-            Value::Object(obj) => match crate::server::Server::current() {
-                Some(server) => Ok(Proxy::owning(server.get_proxy(&obj))),
-                None => Err(Error::type_error("a local object is not a proxy")),
-            },
+            Value::Proxy(r) => Ok(Proxy::received(r)),
+            Value::Object(obj) => {
+                let host = peer::thread_service()
+                    .map(|s| s.host())
+                    .or_else(|| peer::current_link().map(|l| l.host().clone()));
+                match host {
+                    Some(host) => Ok(Proxy::owning(host.export(&obj, None))),
+                    None => Err(Error::type_error("a local object is not a proxy")),
+                }
+            }
             other => Err(Error::type_error(format!(
                 "expected a proxy, got {}",
                 other.kind()
@@ -380,32 +422,37 @@ impl FromValue for Proxy {
 
 // ---- releases -----------------------------------------------------------
 
+type Release = (ProxyRef, Option<Weak<Link>>);
+
 /// Queues a reference for release by the releaser thread.
-fn queue_release(reference: ProxyRef) {
-    static RELEASER: OnceLock<Mutex<Sender<ProxyRef>>> = OnceLock::new();
+fn queue_release(reference: ProxyRef, link: Option<Weak<Link>>) {
+    static RELEASER: OnceLock<Sender<Release>> = OnceLock::new();
     let sender = RELEASER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<ProxyRef>();
+        let (tx, rx) = mpsc::channel::<Release>();
         std::thread::Builder::new()
             .name("farcall-release".into())
             .spawn(move || {
-                for reference in rx {
-                    release(&reference);
+                for (reference, link) in rx {
+                    release(&reference, link);
                 }
             })
             .expect("spawning the release thread");
-        Mutex::new(tx)
+        tx
     });
-    if let Ok(tx) = sender.lock() {
-        let _ = tx.send(reference);
-    }
+    let _ = sender.send((reference, link));
 }
 
-fn release(reference: &ProxyRef) {
-    // Through any connection this process still has to that server. With
-    // none, there is nothing to do: a server releases what a client held
-    // when the client's last connection goes, and connecting to a dead
-    // server just to say so would stall the queue.
-    let Some(client) = Client::any_connected(&reference.rpc_addr) else {
+fn release(reference: &ProxyRef, link: Option<Weak<Link>>) {
+    // Through the link it came by, or any this process still has to that
+    // host. With none, there is nothing to do: a host releases what a
+    // link held when the link goes, and connecting to a dead server just
+    // to say so would stall the queue.
+    let client = link
+        .and_then(|l| l.upgrade())
+        .filter(|l| l.dead().is_none())
+        .map(Client::from_link)
+        .or_else(|| Client::any_connected(&reference.rpc_addr));
+    let Some(client) = client else {
         return;
     };
     if let Err(e) = client.delete_later(reference) {

@@ -26,7 +26,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value as Json};
@@ -38,6 +38,7 @@ use crate::handshake::Auth;
 use crate::protocol::{Action, ReturnType};
 use crate::server::{Server, ServerOptions};
 use crate::transport::stream::wait_fd;
+use crate::sync::lock;
 use crate::value::Value;
 
 /// Default bound on the wait for a child's first reply.
@@ -276,8 +277,6 @@ impl ProcessSpawner {
             Ok(c) => c,
             Err(e) => return Err(starting.fail(e)),
         };
-        // The spawning thread's proxies use this client too (as in pyacq).
-        client.register_for_thread();
         let child = starting.child.take().expect("still starting");
         Ok(ProcessSpawner {
             client,
@@ -922,9 +921,6 @@ pub fn serve_as_child(setup: impl FnOnce(&Server, &ChildConfig) -> Result<()>) -
 
 // ---- plumbing -------------------------------------------------------------
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// True for the errors a write or read gets when the other end is gone.
 fn is_peer_gone(e: &io::Error) -> bool {

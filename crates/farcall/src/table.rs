@@ -1,16 +1,14 @@
-//! The objects a server holds for its peers.
+//! The objects a host holds for its peers.
 //!
 //! Each object gets one object id however often it is sent; each proxy
 //! sent gets a reference id, and the object lives while any reference is
-//! alive. A reference sent to a client is also recorded as held by that
-//! client (its process, named by the id it gave in its hello), so when the
-//! client's last connection goes away (it closed, or its process died) the
-//! server releases what it held instead of keeping it forever.
+//! alive. A reference sent over a link is also recorded as held by that
+//! link, so when the link goes away (the peer closed, or its process died)
+//! the host releases what it held instead of keeping it forever.
 
 use std::collections::{HashMap, HashSet};
 
 use crate::error::{Error, Result};
-use crate::handshake::ClientId;
 use crate::value::ObjectRef;
 
 /// Objects held for peers, with one reference id per proxy sent.
@@ -20,9 +18,9 @@ pub(crate) struct ObjectTable {
     next_ref_id: u64,
     objects: HashMap<u64, Entry>,
     by_identity: HashMap<usize, u64>,
-    /// References held by each client, and who holds each reference.
-    held: HashMap<ClientId, HashSet<u64>>,
-    holder: HashMap<u64, (ClientId, u64)>,
+    /// References held by each link, and which link holds each reference.
+    held: HashMap<u64, HashSet<u64>>,
+    holder: HashMap<u64, (u64, u64)>,
 }
 
 struct Entry {
@@ -32,9 +30,9 @@ struct Entry {
 }
 
 impl ObjectTable {
-    /// Registers one more reference to `obj` (held by `holder`, if it is
-    /// a client we can see leave); the same object keeps its id.
-    pub(crate) fn register(&mut self, obj: &ObjectRef, holder: Option<ClientId>) -> (u64, u64) {
+    /// Registers one more reference to `obj` (held by link `holder`, if
+    /// we can see it leave); the same object keeps its id.
+    pub(crate) fn register(&mut self, obj: &ObjectRef, holder: Option<u64>) -> (u64, u64) {
         let identity = obj.identity();
         let obj_id = match self.by_identity.get(&identity) {
             Some(&id) => id,
@@ -58,9 +56,9 @@ impl ObjectTable {
             .expect("inserted above")
             .refs
             .insert(ref_id);
-        if let Some(client) = holder {
-            self.held.entry(client).or_default().insert(ref_id);
-            self.holder.insert(ref_id, (client, obj_id));
+        if let Some(link) = holder {
+            self.held.entry(link).or_default().insert(ref_id);
+            self.holder.insert(ref_id, (link, obj_id));
         }
         (obj_id, ref_id)
     }
@@ -108,10 +106,10 @@ impl ObjectTable {
         Ok(Some(entry.obj))
     }
 
-    /// Releases every reference `client` holds; returns the objects that
-    /// were freed, to be dropped outside the lock.
-    pub(crate) fn release_client(&mut self, client: &ClientId) -> Vec<ObjectRef> {
-        let refs = self.held.remove(client).unwrap_or_default();
+    /// Releases every reference link `holder` holds; returns the objects
+    /// that were freed, to be dropped outside the lock.
+    pub(crate) fn release_holder(&mut self, holder: u64) -> Vec<ObjectRef> {
+        let refs = self.held.remove(&holder).unwrap_or_default();
         let mut freed = Vec::new();
         for r in refs {
             if let Some((_, obj_id)) = self.holder.get(&r).copied() {
@@ -123,26 +121,28 @@ impl ObjectTable {
         freed
     }
 
-    /// Forgets every object.
-    pub(crate) fn clear(&mut self) {
-        let objects = std::mem::take(&mut self.objects);
+    /// Forgets every object; returns them, to be dropped outside the lock.
+    pub(crate) fn take_all(&mut self) -> Vec<ObjectRef> {
         self.by_identity.clear();
         self.held.clear();
         self.holder.clear();
-        drop(objects);
+        std::mem::take(&mut self.objects)
+            .into_values()
+            .map(|e| e.obj)
+            .collect()
     }
 }
 
 fn forget_holder(
-    held: &mut HashMap<ClientId, HashSet<u64>>,
-    holder: &mut HashMap<u64, (ClientId, u64)>,
+    held: &mut HashMap<u64, HashSet<u64>>,
+    holder: &mut HashMap<u64, (u64, u64)>,
     ref_id: u64,
 ) {
-    if let Some((client, _)) = holder.remove(&ref_id) {
-        if let Some(refs) = held.get_mut(&client) {
+    if let Some((link, _)) = holder.remove(&ref_id) {
+        if let Some(refs) = held.get_mut(&link) {
             refs.remove(&ref_id);
             if refs.is_empty() {
-                held.remove(&client);
+                held.remove(&link);
             }
         }
     }

@@ -106,7 +106,7 @@ fn every_action_on_every_transport() {
         let before = running.server.object_count();
         let extra = client.call(
             Action::CallObj,
-            &farcall::client::call_opts(counter.reference(), vec![], vec![]),
+            &farcall::protocol::command::CallObj::opts(counter.reference(), vec![], vec![]),
             ReturnType::Auto,
             None,
         );
@@ -418,7 +418,7 @@ fn closing_a_server_fails_pending_calls_at_once() {
     let slow = busy
         .send(
             Action::CallObj,
-            &farcall::client::call_opts(&sleep, vec![Value::Int(1000)], vec![]),
+            &farcall::protocol::command::CallObj::opts(&sleep, vec![Value::Int(1000)], vec![]),
             ReturnType::Auto,
         )
         .unwrap();
@@ -426,7 +426,7 @@ fn closing_a_server_fails_pending_calls_at_once() {
     let queued = waiting
         .send(
             Action::CallObj,
-            &farcall::client::call_opts(&add, vec![Value::Int(1)], vec![]),
+            &farcall::protocol::command::CallObj::opts(&add, vec![Value::Int(1)], vec![]),
             ReturnType::Auto,
         )
         .unwrap();
@@ -526,8 +526,8 @@ fn malformed_and_truncated_native_streams_do_not_hurt_the_server() {
         Bytes::from_static(b"msgpack"),
         Bytes::new(),
     ];
-    let mut msg = farcall::transport::stream::encode_header(
-        farcall::transport::stream::Kind::Request,
+    let mut msg = farcall::channel::frame::encode_header(
+        farcall::channel::frame::Kind::Request,
         &frames,
     );
     frames.iter().for_each(|f| msg.extend_from_slice(f));

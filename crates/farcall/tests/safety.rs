@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use farcall::auth::Key;
 use farcall::client::ClientOptions;
-use farcall::transport::stream::{encode_header, Kind};
+use farcall::channel::frame::{encode_header, Kind};
 use farcall::{Auth, Client, Error, Proxy, Server, ServerOptions, Value};
 
 mod support;

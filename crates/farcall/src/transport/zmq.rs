@@ -65,6 +65,8 @@ pub fn bind_router(endpoint: &str, max_message: u64) -> Result<(Router, String)>
     Ok((router, bound))
 }
 
+/// Longest a DEALER's send waits for room in its queue (ms).
+const SEND_TIMEOUT_MS: i32 = 10_000;
 /// libzmq pings a silent peer this often (ms) ...
 const HEARTBEAT_IVL_MS: i32 = 1000;
 /// ... and drops the connection when no answer comes within this (ms).
@@ -87,6 +89,8 @@ pub fn connect_dealer(endpoint: &str) -> Result<Dealer> {
     let socket = context().socket(zmq::DEALER)?;
     socket.set_linger(0)?;
     socket.set_rcvhwm(0)?;
+    // A send waits for room (many calls in flight), but not forever.
+    socket.set_sndtimeo(SEND_TIMEOUT_MS)?;
     socket.set_heartbeat_ivl(HEARTBEAT_IVL_MS)?;
     socket.set_heartbeat_timeout(HEARTBEAT_TIMEOUT_MS)?;
     // A random routing id: the server admits a peer by it after the
@@ -99,7 +103,10 @@ pub fn connect_dealer(endpoint: &str) -> Result<Dealer> {
         std::process::id(),
         NEXT_MONITOR.fetch_add(1, Ordering::Relaxed)
     );
-    socket.monitor(&monitor_endpoint, zmq::SocketEvent::DISCONNECTED as i32)?;
+    // A dropped connection, and a connection attempt that failed (nobody
+    // listens there): either way the server cannot be reached.
+    let events = zmq::SocketEvent::DISCONNECTED as i32 | zmq::SocketEvent::CONNECT_RETRIED as i32;
+    socket.monitor(&monitor_endpoint, events)?;
     let monitor = context().socket(zmq::PAIR)?;
     monitor.set_linger(0)?;
     // libzmq's I/O thread blocks when a monitor's queue is full; events
@@ -123,8 +130,8 @@ impl Drop for Dealer {
     }
 }
 
-/// True when the monitor has reported that the connection dropped
-/// (reads the events waiting, never blocks).
+/// True when the monitor has reported that the connection dropped or
+/// could not be made (reads the events waiting, never blocks).
 pub fn dropped(monitor: &zmq::Socket) -> Result<bool> {
     let mut dropped = false;
     while readable(monitor)? {
@@ -136,7 +143,8 @@ pub fn dropped(monitor: &zmq::Socket) -> Result<bool> {
             .first()
             .filter(|f| f.len() >= 2)
             .map(|f| u16::from_le_bytes([f[0], f[1]]));
-        dropped |= id == Some(zmq::SocketEvent::DISCONNECTED as u16);
+        dropped |= id == Some(zmq::SocketEvent::DISCONNECTED as u16)
+            || id == Some(zmq::SocketEvent::CONNECT_RETRIED as u16);
     }
     Ok(dropped)
 }
@@ -167,6 +175,17 @@ pub fn send(socket: &zmq::Socket, frames: &[Bytes]) -> Result<()> {
     let last = frames.len().saturating_sub(1);
     for (i, frame) in frames.iter().enumerate() {
         let flags = if i < last { zmq::SNDMORE } else { 0 } | zmq::DONTWAIT;
+        socket.send(&frame[..], flags)?;
+    }
+    Ok(())
+}
+
+/// Sends a multipart message, waiting for room (a DEALER's queue toward
+/// a live peer).
+pub fn send_blocking(socket: &zmq::Socket, frames: &[Bytes]) -> Result<()> {
+    let last = frames.len().saturating_sub(1);
+    for (i, frame) in frames.iter().enumerate() {
+        let flags = if i < last { zmq::SNDMORE } else { 0 };
         socket.send(&frame[..], flags)?;
     }
     Ok(())

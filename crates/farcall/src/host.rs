@@ -1,0 +1,341 @@
+//! The host: the objects a process serves, with no I/O in it.
+//!
+//! A host has an address (the `rpc_addr` its proxies carry), a table of
+//! the objects peers hold references to, the names it publishes, the
+//! modules it can import, and the language runtime that imports them. It
+//! runs [`Command`]s; who runs them, and in which thread, is the
+//! executor's business (a server's thread, or a link's waiting thread or
+//! pool), and how requests arrive is the peer link's.
+//!
+//! Every [`crate::Server`] has a host of its own. A process also has one
+//! [`Host::local`], addressed `link://<process id>`, for objects it sends
+//! over links that no server of its owns: a peer reaches those over the
+//! link they came by.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use crate::codec::Exporter;
+use crate::error::{Error, Result};
+use crate::handshake;
+use crate::object::{Kwargs, ValueObject};
+use crate::protocol::command::{CallObj, Command};
+use crate::protocol::ReturnType;
+use crate::sync::lock;
+use crate::table::ObjectTable;
+use crate::value::{ObjectRef, ProxyRef, Value};
+
+/// The scheme of the addresses of [`Host::local`]s.
+pub const LINK_SCHEME: &str = "link://";
+
+/// What the language hosting a server's objects provides: module
+/// imports, and turning plain values into objects. The Python bindings
+/// install one so that imports and `return_type="proxy"` give real Python
+/// objects.
+pub trait Runtime: Send + Sync {
+    /// Returns the module (or any object standing for it) named `module`.
+    fn import(&self, module: &str) -> Result<Value>;
+
+    /// Hosts a plain value as an object, for results that must go by proxy.
+    fn host_value(&self, value: Value) -> Result<ObjectRef> {
+        Ok(ValueObject::new_ref(value))
+    }
+}
+
+/// Objects served to peers, and their names.
+pub struct Host {
+    address: String,
+    objects: Mutex<ObjectTable>,
+    names: Mutex<HashMap<String, Value>>,
+    modules: Mutex<HashMap<String, Value>>,
+    runtime: Mutex<Option<Arc<dyn Runtime>>>,
+}
+
+/// The hosts of this process by address, so that a proxy that comes home
+/// is recognised wherever it arrives.
+fn hosts() -> &'static Mutex<HashMap<String, Weak<Host>>> {
+    static HOSTS: OnceLock<Mutex<HashMap<String, Weak<Host>>>> = OnceLock::new();
+    HOSTS.get_or_init(Default::default)
+}
+
+/// The runtime hosts get when none is set (the Python bindings set one).
+static DEFAULT_RUNTIME: Mutex<Option<Arc<dyn Runtime>>> = Mutex::new(None);
+
+impl Host {
+    /// A host whose proxies carry `address`.
+    pub fn new(address: impl Into<String>) -> Arc<Host> {
+        let address = address.into();
+        let host = Arc::new(Host {
+            address: address.clone(),
+            objects: Mutex::new(ObjectTable::default()),
+            names: Mutex::new(HashMap::new()),
+            modules: Mutex::new(HashMap::new()),
+            runtime: Mutex::new(None),
+        });
+        let mut all = lock(hosts());
+        all.retain(|_, h| h.strong_count() > 0);
+        all.insert(address, Arc::downgrade(&host));
+        host
+    }
+
+    /// This process's host for objects sent over links no server owns.
+    pub fn local() -> Arc<Host> {
+        static LOCAL: OnceLock<Arc<Host>> = OnceLock::new();
+        LOCAL
+            .get_or_init(|| Host::new(link_address(&handshake::client_id())))
+            .clone()
+    }
+
+    /// The host of this process with address `address`, if any.
+    pub fn find(address: &str) -> Option<Arc<Host>> {
+        lock(hosts()).get(address).and_then(Weak::upgrade)
+    }
+
+    /// Sets the runtime of every host that has none of its own (the
+    /// Python bindings call it once).
+    pub fn set_default_runtime(runtime: Arc<dyn Runtime>) {
+        *lock(&DEFAULT_RUNTIME) = Some(runtime);
+    }
+
+    /// The address its proxies carry.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Publishes `value` under `name` (a peer's `get_item(name)` reads it).
+    pub fn publish(&self, name: impl Into<String>, value: impl Into<Value>) {
+        lock(&self.names).insert(name.into(), value.into());
+    }
+
+    /// Reads a published name.
+    pub fn published(&self, name: &str) -> Option<Value> {
+        lock(&self.names).get(name).cloned()
+    }
+
+    /// Makes `value` importable under `module` (for Rust hosts).
+    pub fn add_module(&self, module: impl Into<String>, value: impl Into<Value>) {
+        lock(&self.modules).insert(module.into(), value.into());
+    }
+
+    /// Installs the language runtime: module lookup for `import` and
+    /// hosting of plain values.
+    pub fn set_runtime(&self, runtime: Arc<dyn Runtime>) {
+        *lock(&self.runtime) = Some(runtime);
+    }
+
+    fn runtime(&self) -> Option<Arc<dyn Runtime>> {
+        lock(&self.runtime)
+            .clone()
+            .or_else(|| lock(&DEFAULT_RUNTIME).clone())
+    }
+
+    /// Registers one more reference to `obj`, held by `holder` (a link
+    /// id: when that link goes, so does the reference).
+    pub fn export(&self, obj: &ObjectRef, holder: Option<u64>) -> ProxyRef {
+        let (obj_id, ref_id) = lock(&self.objects).register(obj, holder);
+        ProxyRef {
+            rpc_addr: self.address.clone(),
+            obj_id,
+            ref_id,
+            type_str: obj.type_str(),
+            attributes: Vec::new(),
+        }
+    }
+
+    /// The local object a proxy of this host refers to (its attribute path
+    /// followed).
+    pub fn unwrap_proxy(&self, proxy: &ProxyRef) -> Result<Value> {
+        if proxy.rpc_addr != self.address {
+            return Err(Error::value_error(format!(
+                "the proxy belongs to {}, not to this server ({})",
+                proxy.rpc_addr, self.address
+            )));
+        }
+        let mut obj = self.object(proxy.obj_id)?;
+        let Some((last, path)) = proxy.attributes.split_last() else {
+            return Ok(Value::Object(obj));
+        };
+        for attr in path {
+            obj = obj.get_attr_object(attr)?;
+        }
+        obj.get_attr(last)
+    }
+
+    /// Replaces the proxies of this host inside `value` by the objects
+    /// they refer to (a proxy that comes home is unwrapped).
+    pub fn resolve_home(&self, value: &mut Value) -> Result<()> {
+        let mut failure = None;
+        value.visit_proxies_mut(&mut |v| {
+            if let Value::Proxy(p) = v {
+                if p.rpc_addr == self.address {
+                    match self.unwrap_proxy(p) {
+                        Ok(resolved) => *v = resolved,
+                        Err(e) => failure = Some(e),
+                    }
+                }
+            }
+        });
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Number of objects held for peers.
+    pub fn object_count(&self) -> usize {
+        lock(&self.objects).len()
+    }
+
+    /// Releases every reference `holder` holds (its link is gone).
+    pub fn release_holder(&self, holder: u64) {
+        let freed = lock(&self.objects).release_holder(holder);
+        if !freed.is_empty() {
+            log::debug!(
+                "{}: released {} objects of a peer that left",
+                self.address,
+                freed.len()
+            );
+        }
+        drop(freed); // outside the lock: a finalizer may run
+    }
+
+    /// Forgets every object (a closing server).
+    pub fn clear(&self) {
+        let objects = lock(&self.objects).take_all();
+        drop(objects);
+    }
+
+    /// Runs an object, name or module command. The connection commands
+    /// (`close`, the handshake, `farcall_cancel`) belong to whoever runs
+    /// the link or endpoint and are refused here.
+    pub fn run(&self, command: Command, return_type: ReturnType) -> Result<Value> {
+        let result = match command {
+            Command::CallObj(call) => self.call(call)?,
+            Command::GetObj(mut get) => {
+                self.resolve_home(&mut get.obj)?;
+                get.obj
+            }
+            Command::GetItem(get) => self.lookup_name(&get.name)?,
+            Command::SetItem(mut set) => {
+                self.resolve_home(&mut set.obj)?;
+                lock(&self.names).insert(set.name, set.obj);
+                Value::None
+            }
+            Command::Delete(delete) => {
+                let released = lock(&self.objects).release(delete.obj_id, delete.ref_id)?;
+                drop(released); // outside the lock: a finalizer may run
+                Value::None
+            }
+            Command::Import(import) => self.import(&import.module)?,
+            Command::Ping(_) => Value::from("pong"),
+            other => {
+                return Err(Error::Protocol(format!(
+                    "'{}' is not an action for this endpoint",
+                    other.action().name()
+                )))
+            }
+        };
+        self.apply_return_type(result, return_type)
+    }
+
+    /// `call_obj`: proxies of ours among the arguments are resolved to
+    /// their objects, then the last attribute of the target's path is
+    /// called as a method, so no bound method is built.
+    fn call(&self, call: CallObj) -> Result<Value> {
+        let CallObj {
+            target,
+            mut args,
+            mut kwargs,
+        } = call;
+        if target.rpc_addr != self.address {
+            return Err(Error::value_error(format!(
+                "proxy belongs to {}, not to this server ({})",
+                target.rpc_addr, self.address
+            )));
+        }
+        args.iter_mut().try_for_each(|a| self.resolve_home(a))?;
+        kwargs
+            .iter_mut()
+            .try_for_each(|(_, v)| self.resolve_home(v))?;
+        let mut obj = self.object(target.obj_id)?;
+        let Some((method, path)) = target.attributes.split_last() else {
+            return obj.call(args, kwargs);
+        };
+        for attr in path {
+            obj = obj.get_attr_object(attr)?;
+        }
+        obj.call_method(method, args, kwargs as Kwargs)
+    }
+
+    fn object(&self, obj_id: u64) -> Result<ObjectRef> {
+        lock(&self.objects).get(obj_id).ok_or_else(|| {
+            Error::key_error(format!(
+                "Invalid proxy object ID {obj_id}. The object may have been released already."
+            ))
+        })
+    }
+
+    fn lookup_name(&self, name: &str) -> Result<Value> {
+        lock(&self.names)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::key_error(format!("'{name}'")))
+    }
+
+    fn import(&self, module: &str) -> Result<Value> {
+        if let Some(v) = lock(&self.modules).get(module) {
+            return Ok(v.clone());
+        }
+        match self.runtime() {
+            Some(r) => r.import(module),
+            None => Err(Error::exception(
+                "ModuleNotFoundError",
+                format!("No module named '{module}'"),
+            )),
+        }
+    }
+
+    fn apply_return_type(&self, result: Value, return_type: ReturnType) -> Result<Value> {
+        match (return_type, result) {
+            (ReturnType::Value, Value::Object(o)) => o.to_value(),
+            (ReturnType::Proxy, v @ (Value::Object(_) | Value::Proxy(_))) => Ok(v),
+            (ReturnType::Proxy, v) => match self.runtime() {
+                Some(runtime) => runtime.host_value(v).map(Value::Object),
+                None => Ok(Value::Object(ValueObject::new_ref(v))),
+            },
+            (_, v) => Ok(v),
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let mut all = lock(hosts());
+        if all.get(&self.address).is_some_and(|h| h.strong_count() == 0) {
+            all.remove(&self.address);
+        }
+    }
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Host({})", self.address)
+    }
+}
+
+/// The address of the [`Host::local`] of the process with id `id`.
+pub fn link_address(id: &handshake::ClientId) -> String {
+    format!("{LINK_SCHEME}{}", crate::auth::encode_hex(id))
+}
+
+/// Exports the local objects met while encoding a message, through a host,
+/// as held by the link the message goes to.
+pub struct HostExporter<'a> {
+    /// The host that serves the objects.
+    pub host: &'a Host,
+    /// The link that will hold the references.
+    pub holder: Option<u64>,
+}
+
+impl Exporter for HostExporter<'_> {
+    fn export(&mut self, obj: &ObjectRef) -> Result<ProxyRef> {
+        Ok(self.host.export(obj, self.holder))
+    }
+}

@@ -1,0 +1,656 @@
+//! Peer links: one link joins two processes over one byte channel and
+//! carries requests, replies, cancellations and heartbeats in both
+//! directions. Either end may host objects and call the other.
+//!
+//! - [`Link`] (this file): the link itself, how calls are sent on it and
+//!   how it ends.
+//! - `in_flight`: the calls waiting for a reply, with their deadlines.
+//! - `read`: the reading role (whoever reads routes every message: replies
+//!   to their callers, requests to the executor, heartbeats answered) and
+//!   the wait of a caller.
+//! - `outbox`: messages queued for the channel, written in batches.
+//! - `io`: the I/O thread, which reads links nobody else reads, enforces
+//!   deadlines and sends heartbeats; it never runs user code.
+//! - `executor` and `chain`: who runs a request that arrived.
+//! - `hello`: opening a link (the handshakes).
+//!
+//! ZeroMQ endpoints are the one asymmetric transport: a client's DEALER
+//! is a link too (the same in-flight table, waits and error handling),
+//! but only replies travel on it.
+
+mod chain;
+pub mod executor;
+mod hello;
+mod in_flight;
+mod io;
+mod outbox;
+mod read;
+mod signal;
+
+use std::collections::HashMap;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+pub use executor::{Executor, Job, LocalExecutor};
+pub use hello::wait_serving;
+
+use crate::channel::frame::{FrameReader, Kind, DEFAULT_MAX_MESSAGE};
+use crate::channel::Channel;
+use crate::codec::{Exporter, Format, NoExport};
+use crate::error::{Error, Result};
+use crate::handshake::Auth;
+use crate::host::{Host, HostExporter};
+use crate::protocol::{self, message, Action, Frames, Opts, ReturnType};
+use crate::sync::lock;
+use crate::transport;
+use crate::value::{ObjectRef, ProxyRef, Value};
+
+pub(crate) use in_flight::Status;
+use in_flight::{InFlight, Wakeups};
+use outbox::Outbox;
+
+/// Default timeout of a sync call.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting (and the handshake) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a link finds out that its peer stopped answering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// A link that received nothing for this long sends a ping.
+    pub interval: Duration,
+    /// A link that received nothing for this long is dead: its pending
+    /// calls fail with `Disconnected`. `Duration::ZERO` turns it off.
+    pub timeout: Duration,
+}
+
+impl Default for Heartbeat {
+    /// Every second, dead after 4.5 s of silence (or `FARCALL_HEARTBEAT`
+    /// seconds from the environment).
+    fn default() -> Self {
+        let timeout = std::env::var("FARCALL_HEARTBEAT")
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map_or(Duration::from_millis(4500), Duration::from_secs_f64);
+        Heartbeat {
+            interval: (timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)),
+            timeout,
+        }
+    }
+}
+
+impl Heartbeat {
+    /// Declared dead after `timeout` of silence, pinging four times per
+    /// timeout (at most once a second).
+    pub fn with_timeout(timeout: Duration) -> Heartbeat {
+        Heartbeat {
+            interval: (timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)),
+            timeout,
+        }
+    }
+}
+
+/// Options for opening a link.
+#[derive(Clone, Debug)]
+pub struct LinkOptions {
+    /// Force a serializer (default: `farcall` with farcall peers,
+    /// `msgpack` with pyacq servers).
+    pub format: Option<Format>,
+    /// Default timeout of sync calls (default 10 s).
+    pub timeout: Duration,
+    /// How to authenticate (default: with this process's key, or the
+    /// per-user key file's).
+    pub auth: Auth,
+    /// Dead-peer detection on native links (ZeroMQ has its own).
+    pub heartbeat: Heartbeat,
+    /// Largest message accepted from the peer, in bytes.
+    pub max_message: u64,
+}
+
+impl Default for LinkOptions {
+    fn default() -> Self {
+        LinkOptions {
+            format: None,
+            timeout: DEFAULT_TIMEOUT,
+            auth: Auth::ProcessKey,
+            heartbeat: Heartbeat::default(),
+            max_message: DEFAULT_MAX_MESSAGE,
+        }
+    }
+}
+
+/// How a call waits for its reply.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CallMode {
+    /// The caller wants a reply (else the request id is -1).
+    pub(crate) wants_reply: bool,
+    /// How long the call may take (`None`: no limit).
+    pub(crate) timeout: Option<Duration>,
+    /// The engine fails the call at its deadline even if nobody waits
+    /// (an async call; a sync caller enforces its own).
+    pub(crate) enforce: bool,
+    /// The caller waits for the reply next: write the request now.
+    pub(crate) urgent: bool,
+}
+
+/// Who the peer is.
+#[derive(Clone, Debug)]
+pub(crate) struct PeerInfo {
+    /// The address of the peer's host: what its proxies carry.
+    pub(crate) home: String,
+    /// What to call the peer in messages.
+    pub(crate) name: String,
+}
+
+/// How the link's bytes move.
+pub(crate) enum Wire {
+    /// farcall framing on a byte channel.
+    Stream {
+        channel: Arc<dyn Channel>,
+        out: Mutex<Outbox>,
+    },
+    /// A ZeroMQ DEALER (pyacq's transport), with its monitor.
+    Zmq {
+        dealer: Mutex<transport::zmq::Dealer>,
+        fd: RawFd,
+        monitor_fd: RawFd,
+        /// The monitor reported the connection gone: once the replies
+        /// that made it are read, the link ends.
+        dropped: AtomicBool,
+    },
+}
+
+/// What the thread holding the reading role reads with.
+pub(crate) enum ReadState {
+    /// A channel's incremental frame reader.
+    Stream(FrameReader),
+    /// A DEALER (nothing to keep between reads).
+    Zmq,
+    /// A channel without a descriptor: a thread of its own reads it
+    /// (blocking), and nobody else does.
+    Pumped,
+}
+
+/// A link between this process and a peer. See the module docs.
+pub struct Link {
+    id: u64,
+    wire: Wire,
+    /// The reading role: whoever holds it reads and routes for everyone.
+    role: Mutex<ReadState>,
+    /// Someone saw the channel readable while another held the role.
+    hint: AtomicBool,
+    flight: Mutex<InFlight>,
+    next_req_id: AtomicI64,
+    format: Format,
+    timeout: Duration,
+    /// This side's host: the objects requests on this link reach, and
+    /// those sent over it (unless the sending thread has a server).
+    host: Arc<Host>,
+    /// Hosts that sent objects over this link, to release them when it
+    /// goes.
+    exporters: Mutex<Vec<Weak<Host>>>,
+    executor: Arc<dyn Executor>,
+    peer: PeerInfo,
+    heartbeat: Heartbeat,
+    /// When something last came from the peer (or it last took our
+    /// bytes), in nanoseconds since [`epoch`].
+    last_seen: AtomicU64,
+    /// When we last pinged, in nanoseconds since [`epoch`] (0: never).
+    pinged: AtomicU64,
+    /// The I/O thread's view of the link.
+    watch: io::Watch,
+}
+
+/// Every live link, by the address of the peer's host, so that a proxy
+/// finds the link to its object's home.
+fn registry() -> &'static Mutex<HashMap<String, Vec<Weak<Link>>>> {
+    static LINKS: OnceLock<Mutex<HashMap<String, Vec<Weak<Link>>>>> = OnceLock::new();
+    LINKS.get_or_init(Default::default)
+}
+
+/// The reference point of the link clocks.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn nanos_since_epoch(t: Instant) -> u64 {
+    t.saturating_duration_since(epoch()).as_nanos() as u64
+}
+
+/// The parts a new link is made of.
+pub(crate) struct Parts {
+    pub(crate) wire: Wire,
+    pub(crate) reader: ReadState,
+    pub(crate) format: Format,
+    pub(crate) timeout: Duration,
+    pub(crate) host: Arc<Host>,
+    pub(crate) executor: Arc<dyn Executor>,
+    pub(crate) peer: PeerInfo,
+    pub(crate) heartbeat: Heartbeat,
+}
+
+impl Link {
+    /// Opens a link to the server at `address` (native or ZeroMQ),
+    /// running the handshake.
+    pub fn connect(address: &str, options: &LinkOptions) -> Result<Arc<Link>> {
+        hello::dial(address, options)
+    }
+
+    /// Opens a symmetric link over `channel`, which only this process and
+    /// its peer can reach (a child's pipes, a socket pair): both sides say
+    /// who they are, and neither authenticates. Requests from the peer run
+    /// on this process's [`Host::local`] (chain, else pool).
+    pub fn over_private(channel: Arc<dyn Channel>, options: &LinkOptions) -> Result<Arc<Link>> {
+        hello::private(channel, options)
+    }
+
+    /// Builds a link from its parts and starts watching it.
+    pub(crate) fn assemble(parts: Parts) -> Arc<Link> {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        // A channel without a descriptor is read by a thread of its own,
+        // which takes the reader (and what it holds already) along.
+        let (role, pump) = match (&parts.wire, parts.reader) {
+            (Wire::Stream { channel, .. }, ReadState::Stream(reader))
+                if channel.read_fd().is_none() =>
+            {
+                (ReadState::Pumped, Some(reader))
+            }
+            (_, reader) => (reader, None),
+        };
+        let link = Arc::new(Link {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            wire: parts.wire,
+            role: Mutex::new(role),
+            hint: AtomicBool::new(true),
+            flight: Mutex::new(InFlight::default()),
+            next_req_id: AtomicI64::new(1),
+            format: parts.format,
+            timeout: parts.timeout,
+            host: parts.host,
+            exporters: Mutex::new(Vec::new()),
+            executor: parts.executor,
+            peer: parts.peer,
+            heartbeat: parts.heartbeat,
+            last_seen: AtomicU64::new(nanos_since_epoch(Instant::now())),
+            pinged: AtomicU64::new(0),
+            watch: io::Watch::default(),
+        });
+        let mut links = lock(registry());
+        links.retain(|_, v| {
+            v.retain(|w| w.strong_count() > 0);
+            !v.is_empty()
+        });
+        links
+            .entry(link.peer.home.clone())
+            .or_default()
+            .push(Arc::downgrade(&link));
+        drop(links);
+        io::watch(&link, pump);
+        link
+    }
+
+    /// A live link to the peer whose host has address `home`, if this
+    /// process has one.
+    pub fn find(home: &str) -> Option<Arc<Link>> {
+        lock(registry())
+            .get(home)?
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|l| l.dead().is_none())
+    }
+
+    /// A number naming the link within this process.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The serializer requests on this link are sent in.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The default timeout of sync calls.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// This side's host (see the field).
+    pub fn host(&self) -> &Arc<Host> {
+        &self.host
+    }
+
+    /// The address of the peer's host: the `rpc_addr` of its proxies.
+    pub fn peer_home(&self) -> &str {
+        &self.peer.home
+    }
+
+    /// The peer, for messages.
+    pub fn describe(&self) -> &str {
+        &self.peer.name
+    }
+
+    /// Why the link is dead, if it is.
+    pub fn dead(&self) -> Option<String> {
+        lock(&self.flight).dead().map(str::to_owned)
+    }
+
+    /// Number of calls sent and not yet taken by their caller.
+    pub fn pending(&self) -> usize {
+        lock(&self.flight).len()
+    }
+
+    /// True for links that carry requests both ways (native ones); a
+    /// ZeroMQ client's link only carries its own calls.
+    pub fn symmetric(&self) -> bool {
+        matches!(self.wire, Wire::Stream { .. })
+    }
+
+    /// The descriptor the link is read from, if it has one.
+    pub(crate) fn read_fd(&self) -> Option<RawFd> {
+        match &self.wire {
+            Wire::Stream { channel, .. } => channel.read_fd(),
+            Wire::Zmq { fd, .. } => Some(*fd),
+        }
+    }
+
+    /// True when a thread of its own reads the link (a blocking channel).
+    pub(crate) fn pumped(&self) -> bool {
+        matches!(&self.wire, Wire::Stream { channel, .. } if channel.read_fd().is_none())
+    }
+
+    // ---- sending ------------------------------------------------------
+
+    /// Sends a request; returns its id (-1 when no reply is wanted).
+    pub(crate) fn send(
+        self: &Arc<Self>,
+        action: Action,
+        opts: Opts<'_>,
+        return_type: ReturnType,
+        mode: CallMode,
+    ) -> Result<i64> {
+        let req_id = if mode.wants_reply {
+            self.next_req_id.fetch_add(1, Ordering::Relaxed)
+        } else {
+            -1
+        };
+        if mode.wants_reply {
+            let earliest = lock(&self.flight).insert(req_id, mode.timeout, mode.enforce)?;
+            if let Some(at) = earliest {
+                io::deadline(self, at);
+            }
+        } else if let Some(why) = self.dead() {
+            return Err(Error::Disconnected(why));
+        }
+        let sent = self
+            .encode_request(req_id, action, opts, return_type)
+            .and_then(|frames| self.write_request(frames, mode.urgent));
+        if let Err(e) = sent {
+            if mode.wants_reply {
+                lock(&self.flight).forget(req_id);
+            }
+            return Err(e);
+        }
+        Ok(req_id)
+    }
+
+    fn encode_request(
+        &self,
+        req_id: i64,
+        action: Action,
+        opts: Opts<'_>,
+        return_type: ReturnType,
+    ) -> Result<Frames> {
+        let mut exporter = self.exporter();
+        protocol::request_frames(req_id, action, return_type, self.format, opts, &mut exporter)
+    }
+
+    /// Who exports the local objects this thread sends: its server's host
+    /// when it has one (pyacq's rule: objects of a thread with a server
+    /// are served there), else this link's host on a symmetric link.
+    fn exporter(&self) -> LinkExporter<'_> {
+        let host = read::thread_service()
+            .map(|s| s.host())
+            .or_else(|| self.symmetric().then(|| self.host.clone()));
+        LinkExporter { link: self, host }
+    }
+
+    /// Queues the reply to request `req_id`, written at once with `flush`.
+    pub(crate) fn reply(
+        self: &Arc<Self>,
+        format: Format,
+        req_id: i64,
+        result: Result<Value>,
+        flush: bool,
+    ) {
+        let mut exporter = LinkExporter {
+            link: self,
+            host: Some(self.host.clone()),
+        };
+        let frames = protocol::reply_frames(format, req_id, result, &mut exporter)
+            .or_else(|e| protocol::reply_frames(format, req_id, Err(e), &mut exporter));
+        match frames {
+            Ok(frames) => self.queue(Kind::Reply, frames, flush),
+            Err(e) => log::error!("cannot encode a reply to {}: {e}", self.describe()),
+        }
+    }
+
+    /// Tells the peer it need not run request `req_id` (best effort).
+    pub(crate) fn send_cancel(self: &Arc<Self>, req_id: i64) {
+        if self.dead().is_some() {
+            return;
+        }
+        match &self.wire {
+            Wire::Stream { .. } => {
+                let (kind, frames) = message::cancel(req_id);
+                self.queue(kind, frames, true);
+            }
+            // Only a farcall server knows the action; pyacq ones would
+            // answer it with an error.
+            Wire::Zmq { .. } if self.format == Format::Farcall => {
+                let opts = protocol::command::Cancel::opts(req_id);
+                let mode = CallMode {
+                    wants_reply: false,
+                    timeout: None,
+                    enforce: false,
+                    urgent: true,
+                };
+                let _ = self.send(Action::Cancel, Opts::Value(&opts), ReturnType::Auto, mode);
+            }
+            Wire::Zmq { .. } => {}
+        }
+    }
+
+    // ---- ending ---------------------------------------------------------
+
+    /// Closes the link: pending calls fail with `Disconnected(why)`, the
+    /// peer reads the end of the stream, references the peer held are
+    /// released.
+    pub fn close(self: &Arc<Self>, why: &str) {
+        self.end(why);
+    }
+
+    /// Sends `frames` (a disconnect notice) as the last message, then
+    /// closes the link.
+    pub(crate) fn close_with_notice(self: &Arc<Self>, frames: Frames, why: &str) {
+        if let Wire::Stream { channel, out } = &self.wire {
+            let mut out = lock(out);
+            out.queue.push(Kind::Reply, frames);
+            // Best effort, never blocking: a peer that does not read
+            // loses its notice, not our time.
+            let _ = out.queue.flush(channel.as_ref());
+        }
+        self.end(why);
+    }
+
+    /// The link is dead: fail every pending call, stop watching it, end
+    /// the channel, release what the peer held. Idempotent.
+    pub(crate) fn end(&self, why: &str) {
+        let mut wake = Wakeups::default();
+        if !lock(&self.flight).fail_all(why, &mut wake) {
+            return;
+        }
+        log::debug!("link to {} ended: {why}", self.describe());
+        match &self.wire {
+            Wire::Stream { channel, .. } => channel.cancel(),
+            Wire::Zmq { dealer, .. } => {
+                let _ = lock(dealer).socket.set_linger(0);
+            }
+        }
+        io::unwatch(self);
+        self.release_exports();
+        wake.run();
+    }
+
+    fn release_exports(&self) {
+        let hosts = std::mem::take(&mut *lock(&self.exporters));
+        for host in hosts.iter().filter_map(Weak::upgrade) {
+            host.release_holder(self.id);
+        }
+    }
+
+    /// Writes a request.
+    fn write_request(self: &Arc<Self>, frames: Frames, urgent: bool) -> Result<()> {
+        match &self.wire {
+            Wire::Stream { .. } => {
+                let (kind, frames) = message::request(chain::current(), frames);
+                self.write(kind, frames, urgent)
+            }
+            Wire::Zmq { dealer, .. } => {
+                let sent = transport::zmq::send_blocking(&lock(dealer).socket, &frames);
+                if let Err(e) = sent {
+                    let why = format!("connection to {} lost: {e}", self.describe());
+                    self.end(&why);
+                    return Err(Error::Disconnected(why));
+                }
+                // libzmq may have taken the descriptor's signal for a reply
+                // that is already here: read it unless a waiter will.
+                if !urgent {
+                    self.read_available();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Marks that the peer showed signs of life just now.
+    fn saw_peer(&self) {
+        self.last_seen
+            .store(nanos_since_epoch(Instant::now()), Ordering::Relaxed);
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        if let Wire::Stream { channel, .. } = &self.wire {
+            channel.close();
+        }
+        self.release_exports();
+    }
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Link#{}({})", self.id, self.peer.name)
+    }
+}
+
+/// Exports local objects through a host, as held by the link the message
+/// goes on; without a host (a ZeroMQ link in a thread with no server),
+/// objects cannot travel by proxy.
+struct LinkExporter<'a> {
+    link: &'a Link,
+    host: Option<Arc<Host>>,
+}
+
+impl Exporter for LinkExporter<'_> {
+    fn export(&mut self, obj: &ObjectRef) -> Result<ProxyRef> {
+        let Some(host) = &self.host else {
+            return NoExport.export(obj);
+        };
+        let mut exporters = lock(&self.link.exporters);
+        if !exporters.iter().any(|h| std::ptr::eq(h.as_ptr(), Arc::as_ptr(host))) {
+            exporters.retain(|h| h.strong_count() > 0);
+            exporters.push(Arc::downgrade(host));
+        }
+        drop(exporters);
+        HostExporter {
+            host,
+            holder: Some(self.link.id),
+        }
+        .export(obj)
+    }
+}
+
+/// Calls into a link, as [`crate::Client`] and [`crate::Proxy`] make them.
+impl Link {
+    /// Sends `action` and waits for the reply (`timeout`: `None` waits
+    /// without limit).
+    pub(crate) fn call(
+        self: &Arc<Self>,
+        action: Action,
+        opts: Opts<'_>,
+        return_type: ReturnType,
+        timeout: Option<Duration>,
+    ) -> Result<Value> {
+        let mode = CallMode {
+            wants_reply: true,
+            timeout,
+            enforce: false,
+            urgent: true,
+        };
+        let req_id = self.send(action, opts, return_type, mode)?;
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        match self.wait(req_id, deadline)? {
+            Some(outcome) => outcome,
+            None => {
+                self.abandon(req_id);
+                Err(Error::Timeout(timeout.unwrap_or(Duration::MAX)))
+            }
+        }
+    }
+
+    /// Forgets call `req_id` and, if it was still pending, tells the peer.
+    pub(crate) fn abandon(self: &Arc<Self>, req_id: i64) {
+        if lock(&self.flight).forget(req_id) {
+            self.send_cancel(req_id);
+        }
+    }
+
+    /// What a waiter finds for call `req_id`.
+    pub(crate) fn status(&self, req_id: i64) -> Status {
+        lock(&self.flight).take(req_id)
+    }
+
+    /// True when call `req_id` is answered (or unknown), reading what has
+    /// arrived first.
+    pub(crate) fn is_done(self: &Arc<Self>, req_id: i64) -> bool {
+        self.flush_queued();
+        self.read_available();
+        lock(&self.flight).is_done(req_id)
+    }
+
+    /// Registers the task waiting for call `req_id`; false when it is done
+    /// already.
+    pub(crate) fn set_waker(self: &Arc<Self>, req_id: i64, waker: &std::task::Waker) -> bool {
+        self.flush_queued();
+        let waiting = lock(&self.flight).set_waker(req_id, waker);
+        if waiting {
+            // Somebody must read for the task: the I/O thread, if no
+            // caller of this process does.
+            io::wanted(self);
+        }
+        waiting
+    }
+}
+
+/// The link of the request this thread is running, if any (across's
+/// `get_connection()`).
+pub fn current_link() -> Option<Arc<Link>> {
+    chain::current_link()
+}
+
+pub use read::{set_thread_service, thread_service, Service};

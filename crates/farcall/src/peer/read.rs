@@ -1,0 +1,415 @@
+//! The reading role, and how a caller waits for its reply.
+//!
+//! A sync call writes its request and reads the reply in the calling
+//! thread: no I/O thread sits between the caller and the socket. One
+//! thread at a time holds a link's reading role; whoever holds it reads
+//! every message there is and routes it: a reply to its caller's slot, a
+//! request to the link's executor, a cancel to the executor, a ping
+//! answered at once. The role is never held while user code runs, so a
+//! busy thread never keeps a link unread. Threads waiting on a link
+//! without the role sleep on their signal; the role holder wakes one of
+//! them when it leaves, and the I/O thread reads links nobody else reads.
+
+use std::cell::RefCell;
+use std::os::fd::RawFd;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::chain::Waiting;
+use super::executor::{self, Job};
+use super::in_flight::{Status, Wakeups};
+use super::signal::Signal;
+use super::{io, Link, ReadState, Wire};
+use crate::channel::frame::{Fill, Kind};
+use crate::codec::Format;
+use crate::error::{Error, Result};
+use crate::host::Host;
+use crate::protocol::{message, Beat, Frames, Message, Reply};
+use crate::sync::lock;
+use crate::transport::{self, spin, stream};
+use crate::value::Value;
+
+/// How long a ZeroMQ reader sleeps at most: ZeroMQ's descriptor signals
+/// edges that another thread's send may consume, and a short slice bounds
+/// the cost of that rare race.
+const ZMQ_SLICE: Duration = Duration::from_millis(10);
+
+/// A server that serves in the thread that registered it
+/// (`Server::run_lazy`): a caller waiting in that thread keeps serving
+/// it, which makes A -> B -> A calls through servers complete.
+pub trait Service: Send + Sync {
+    /// The server's host (objects this thread sends are served there).
+    fn host(&self) -> Arc<Host>;
+    /// The descriptor that becomes readable when the server has work.
+    fn poll_fd(&self) -> RawFd;
+    /// True when requests wait in the server's queue.
+    fn has_work(&self) -> bool;
+    /// Handles what is ready, without waiting.
+    fn serve(&self) -> Result<usize>;
+}
+
+thread_local! {
+    static SERVICE: RefCell<Option<Arc<dyn Service>>> = const { RefCell::new(None) };
+}
+
+/// Registers (or, with `None`, removes) the server this thread serves.
+pub fn set_thread_service(service: Option<Arc<dyn Service>>) {
+    SERVICE.with(|s| *s.borrow_mut() = service);
+}
+
+/// The server this thread serves, if any.
+pub fn thread_service() -> Option<Arc<dyn Service>> {
+    SERVICE.with(|s| s.borrow().clone())
+}
+
+impl Link {
+    /// Reads and routes whatever has arrived, unless another thread holds
+    /// the role (it will). Called by whoever saw the channel readable.
+    /// True when this thread read.
+    pub(crate) fn read_available(self: &Arc<Self>) -> bool {
+        if self.pumped() {
+            return false;
+        }
+        // A note for whoever holds the role: it looks again before leaving.
+        self.hint.store(true, Ordering::SeqCst);
+        let mut read = false;
+        loop {
+            let Ok(mut role) = self.role.try_lock() else {
+                return read;
+            };
+            read = true;
+            let mut wake = Wakeups::default();
+            let drained = self.drain(&mut role, &mut wake);
+            self.leave(role, drained, wake);
+            // Data seen while we held the role: take it, unless someone
+            // else already did.
+            if !self.hint.load(Ordering::SeqCst) {
+                return read;
+            }
+        }
+    }
+
+    /// Gives the role up after a turn: ends the link on a read error,
+    /// hands the role to a sleeping waiter, then wakes whoever the turn
+    /// completed (never under the role).
+    pub(crate) fn leave(
+        self: &Arc<Self>,
+        role: MutexGuard<'_, ReadState>,
+        drained: Result<usize>,
+        wake: Wakeups,
+    ) {
+        drop(role);
+        if let Err(e) = drained {
+            let why = match e {
+                Error::Disconnected(why) => why,
+                other => {
+                    log::warn!("dropping the link to {}: {other}", self.describe());
+                    format!("link to {} dropped: {other}", self.describe())
+                }
+            };
+            self.end(&why);
+        }
+        let sleeper = lock(&self.flight).sleepers.first().cloned();
+        if let Some(s) = sleeper {
+            s.notify();
+        }
+        wake.run();
+    }
+
+    /// Reads and routes every message that can be read without waiting.
+    /// Errors mean the link is unusable.
+    fn drain(self: &Arc<Self>, role: &mut ReadState, wake: &mut Wakeups) -> Result<usize> {
+        match (role, &self.wire) {
+            (ReadState::Stream(reader), Wire::Stream { channel, .. }) => {
+                if self.hint.swap(false, Ordering::SeqCst) {
+                    reader.mark_readable();
+                }
+                let mut routed = 0;
+                loop {
+                    if let Some((kind, frames)) = reader.next_message()? {
+                        self.route(kind, frames, wake)?;
+                        routed += 1;
+                        if self.backlogged() {
+                            // The peer does not read our replies: read no
+                            // more of its requests until it does.
+                            return Ok(routed);
+                        }
+                        continue;
+                    }
+                    if reader.drained() {
+                        if !self.hint.swap(false, Ordering::SeqCst) {
+                            return Ok(routed);
+                        }
+                        reader.mark_readable();
+                    }
+                    match reader.fill(channel.as_ref())? {
+                        Fill::Data => self.saw_peer(),
+                        Fill::WouldBlock => return Ok(routed),
+                        Fill::Eof => {
+                            return Err(Error::Disconnected(format!(
+                                "{} closed the connection",
+                                self.describe()
+                            )))
+                        }
+                    }
+                }
+            }
+            (ReadState::Zmq, Wire::Zmq { dealer, dropped, .. }) => {
+                let mut routed = 0;
+                loop {
+                    let frames = {
+                        let dealer = lock(dealer);
+                        if !transport::zmq::readable(&dealer.socket)? {
+                            // Replies first: a server that answered and
+                            // then closed has still answered.
+                            if dropped.load(Ordering::SeqCst)
+                                || transport::zmq::dropped(&dealer.monitor)?
+                            {
+                                return Err(Error::Disconnected(format!(
+                                    "connection to {} lost",
+                                    self.describe()
+                                )));
+                            }
+                            return Ok(routed);
+                        }
+                        match transport::zmq::try_recv(&dealer.socket)? {
+                            Some(f) => f,
+                            None => return Ok(routed),
+                        }
+                    };
+                    self.saw_peer();
+                    self.deliver(&frames, wake)?;
+                    routed += 1;
+                }
+            }
+            (ReadState::Pumped, _) => Ok(0),
+            _ => unreachable!("a link reads the way its wire says"),
+        }
+    }
+
+    /// Routes one native message.
+    pub(crate) fn route(self: &Arc<Self>, kind: Kind, frames: Frames, wake: &mut Wakeups) -> Result<()> {
+        match Message::parse(kind, frames)? {
+            Message::Request(Ok(request)) => self.executor.push(Job {
+                link: self.clone(),
+                request,
+            }),
+            Message::Request(Err(bad)) => {
+                log::warn!("malformed request from {}: {}", self.describe(), bad.error);
+                if let Some(req_id) = bad.req_id.filter(|id| *id >= 0) {
+                    self.reply(Format::Msgpack, req_id, Err(bad.error), true);
+                }
+            }
+            Message::Reply(frames) => self.deliver(&frames, wake)?,
+            Message::Hello(_) => {
+                return Err(Error::Protocol(
+                    "a handshake message on an open link".into(),
+                ))
+            }
+            Message::Cancel(req_id) => self.executor.cancel(self.id, req_id),
+            Message::Beat(Beat::Ping) => {
+                let (kind, frames) = message::beat(Beat::Pong);
+                self.queue(kind, frames, true);
+            }
+            Message::Beat(Beat::Pong) => {}
+        }
+        Ok(())
+    }
+
+    /// Hands a reply to its caller; a disconnect notice ends the link.
+    fn deliver(&self, frames: &[bytes::Bytes], wake: &mut Wakeups) -> Result<()> {
+        match Reply::parse(self.format, frames) {
+            Ok(Reply::Return { req_id, result }) => {
+                // Nobody waits (a timed-out or one-way call): dropped.
+                lock(&self.flight).complete(req_id, result, wake);
+                Ok(())
+            }
+            Ok(Reply::Disconnect) => Err(Error::Disconnected(format!(
+                "the server at {} closed",
+                self.describe()
+            ))),
+            Err(e) => {
+                log::warn!("unreadable reply from {}: {e}", self.describe());
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits for the reply to `req_id` until `deadline`; `None` when the
+    /// deadline passes first (the call stays pending). Meanwhile runs the
+    /// requests of this thread's call chain and serves this thread's
+    /// server.
+    pub(crate) fn wait(
+        self: &Arc<Self>,
+        req_id: i64,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Result<Value>>> {
+        self.flush_queued();
+        let waiting = Waiting::here();
+        let signal = Signal::current();
+        let service = thread_service();
+        lock(&self.flight).set_waiter(req_id, Some(signal.clone()));
+        let mut last_look = false;
+        let got = loop {
+            match self.status(req_id) {
+                Status::Done(outcome) => break Some(outcome),
+                Status::Unknown => {
+                    break Some(Err(Error::Protocol(format!("no call {req_id} is pending"))))
+                }
+                Status::Pending => {}
+            }
+            if let Some(job) = waiting.next_job() {
+                executor::run_detached(job);
+                continue;
+            }
+            if let Some(s) = service.as_ref().filter(|s| s.has_work()) {
+                s.serve()?;
+                continue;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                // Time is up, but what has arrived counts: look once more.
+                if last_look {
+                    break None;
+                }
+                last_look = true;
+                self.read_available();
+                continue;
+            }
+            let role = if self.pumped() {
+                None // its own thread reads it
+            } else {
+                self.role.try_lock().ok()
+            };
+            let serve = match role {
+                Some(role) => self.read_turn(role, req_id, deadline, &signal, service.as_deref())?,
+                None => self.sleep(req_id, deadline, &signal, service.as_deref())?,
+            };
+            if serve {
+                if let Some(s) = &service {
+                    s.serve()?;
+                }
+            }
+        };
+        lock(&self.flight).set_waiter(req_id, None);
+        Ok(got)
+    }
+
+    /// One turn as the reader: route what is there, else wait (up to
+    /// `deadline`) for the channel, this thread's signal or its server.
+    /// Returns true when the server has work.
+    fn read_turn(
+        self: &Arc<Self>,
+        mut role: MutexGuard<'_, ReadState>,
+        req_id: i64,
+        deadline: Option<Instant>,
+        signal: &Signal,
+        service: Option<&dyn Service>,
+    ) -> Result<bool> {
+        let mut wake = Wakeups::default();
+        let mut drained = self.drain(&mut role, &mut wake);
+        let mut serve = false;
+        let idle = matches!(drained, Ok(0)) && wake.is_empty() && !lock(&self.flight).is_done(req_id);
+        if idle {
+            let (fd, zmq) = match &self.wire {
+                Wire::Stream { channel, .. } => (channel.read_fd(), false),
+                Wire::Zmq { fd, .. } => (Some(*fd), true),
+            };
+            let mut fds = vec![pollfd(signal.fd(), libc::POLLIN)];
+            let channel_at = fd.map(|fd| {
+                let out = if self.has_output() { libc::POLLOUT } else { 0 };
+                fds.push(pollfd(fd, libc::POLLIN | out));
+                fds.len() - 1
+            });
+            let service_at = service.map(|s| {
+                fds.push(pollfd(s.poll_fd(), libc::POLLIN));
+                fds.len() - 1
+            });
+            if !signal.begin_wait() {
+                if zmq {
+                    let slice = Instant::now() + ZMQ_SLICE;
+                    stream::poll_fds(&mut fds, Some(deadline.map_or(slice, |d| d.min(slice))))?;
+                } else {
+                    // The reply to a request just sent often comes within the
+                    // spin budget; waiting for it awake saves a wake-up (see
+                    // spin.rs). The rest of a message already begun comes at
+                    // the pace of the writer: sleeping costs nothing then.
+                    let mid = matches!(&*role, ReadState::Stream(r) if r.mid_message());
+                    let budget = spin::budget(deadline).filter(|_| !mid);
+                    if !spin::until(budget, || stream::poll_now(&mut fds))? {
+                        stream::poll_fds(&mut fds, deadline)?;
+                    }
+                }
+            }
+            signal.end_wait();
+            if let Some(at) = channel_at {
+                if fds[at].revents & libc::POLLOUT != 0 {
+                    self.flush_queued();
+                }
+                if fds[at].revents & !libc::POLLOUT != 0 {
+                    if let ReadState::Stream(reader) = &mut *role {
+                        reader.mark_readable();
+                    }
+                    drained = self.drain(&mut role, &mut wake);
+                }
+            }
+            serve = service_at.is_some_and(|at| fds[at].revents != 0);
+        }
+        self.leave(role, drained, wake);
+        Ok(serve)
+    }
+
+    /// Waits without the role (another thread reads) until this call is
+    /// done, the role is free, this thread has a request to run or its
+    /// server has work, or `deadline` passes. Returns true when the server
+    /// has work.
+    fn sleep(
+        self: &Arc<Self>,
+        req_id: i64,
+        deadline: Option<Instant>,
+        signal: &Arc<Signal>,
+        service: Option<&dyn Service>,
+    ) -> Result<bool> {
+        lock(&self.flight).sleepers.push(signal.clone());
+        let mut serve = false;
+        // The role may have been released between our try and our
+        // registration: the holder then saw no sleeper, so look again.
+        if !self.pumped() {
+            if let Ok(role) = self.role.try_lock() {
+                self.remove_sleeper(signal);
+                return self.read_turn(role, req_id, deadline, signal, service);
+            }
+        }
+        if self.has_output() {
+            io::want_write(self);
+        }
+        if !signal.begin_wait() && !lock(&self.flight).is_done(req_id) {
+            let mut fds = vec![pollfd(signal.fd(), libc::POLLIN)];
+            if let Some(s) = service {
+                fds.push(pollfd(s.poll_fd(), libc::POLLIN));
+            }
+            // Bounded, so that a lost wake-up costs a second, not a hang.
+            let cap = Instant::now() + Duration::from_secs(1);
+            stream::poll_fds(&mut fds, Some(deadline.map_or(cap, |d| d.min(cap))))?;
+            serve = fds.len() > 1 && fds[1].revents != 0;
+        }
+        signal.end_wait();
+        self.remove_sleeper(signal);
+        Ok(serve)
+    }
+
+    fn remove_sleeper(&self, signal: &Arc<Signal>) {
+        let mut flight = lock(&self.flight);
+        if let Some(at) = flight.sleepers.iter().position(|s| Arc::ptr_eq(s, signal)) {
+            flight.sleepers.swap_remove(at);
+        }
+    }
+}
+
+fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}

@@ -1,0 +1,824 @@
+//! The server: a listener that accepts peer links on an address and runs
+//! their requests in its thread, in the order they arrive.
+//!
+//! `run_forever` serves until closed; `run_lazy` registers the server with
+//! its thread so that a caller waiting in that thread keeps serving it,
+//! which makes A -> B -> A calls complete. The objects live in the
+//! server's [`Host`]; the links are [`crate::peer::Link`]s (symmetric: the
+//! server may call back over them); ZeroMQ peers come through one ROUTER.
+//!
+//! - `listener`: native connections, from accept to admission.
+//! - `zmq`: the ROUTER side (pyacq's transport).
+//! - `queue`: the requests waiting for the server's thread.
+//!
+//! I/O is an epoll loop (mio) over the listening socket (or the ROUTER),
+//! every link and a waker. The loop can be entered again from inside a
+//! request (a nested wait), so no lock is held while a request runs.
+
+mod listener;
+mod queue;
+mod zmq;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::channel::frame::DEFAULT_MAX_MESSAGE;
+use crate::error::{Error, Result};
+use crate::handshake::{Auth, Gate};
+use crate::host::Host;
+use crate::object::{Kwargs, RemoteObject};
+use crate::peer::{self, Heartbeat, Link, Service};
+use crate::protocol;
+use crate::sync::lock;
+use crate::transport::stream::Listener;
+use crate::transport::{self, spin, Address};
+use crate::value::{ObjectRef, ProxyRef, Value};
+
+pub use crate::host::Runtime;
+
+use listener::{Admission, Pending, Step};
+use queue::{Queue, ServerJob};
+
+const WAKER: Token = Token(0);
+const ENDPOINT: Token = Token(1);
+const FIRST_CONN: usize = 2;
+
+/// A callback the server runs every `interval` while it serves.
+struct Timer {
+    interval: Duration,
+    due: Instant,
+    callback: Box<dyn FnMut() + Send>,
+}
+
+/// Options for binding a server.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Largest message accepted from an admitted peer, in bytes.
+    pub max_message: u64,
+    /// How peers authenticate (default: with this process's key).
+    pub auth: Auth,
+    /// Allow [`Auth::Open`] on an address other hosts can reach. Without
+    /// it, binding one unauthenticated is refused.
+    pub allow_unauthenticated_public: bool,
+    /// How long a peer may take to complete its handshake (default 10 s).
+    pub handshake_timeout: Duration,
+    /// Dead-peer detection on the server's native links.
+    pub heartbeat: Heartbeat,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            max_message: DEFAULT_MAX_MESSAGE,
+            auth: Auth::ProcessKey,
+            allow_unauthenticated_public: false,
+            handshake_timeout: Duration::from_secs(10),
+            heartbeat: Heartbeat::default(),
+        }
+    }
+}
+
+/// A handle to a server. Cheap to clone; usable from any thread.
+#[derive(Clone)]
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    address: String,
+    host: Arc<Host>,
+    queue: Arc<Queue>,
+    timers: Mutex<Vec<Timer>>,
+    io: Mutex<Io>,
+    waker: Arc<Waker>,
+    poll_fd: RawFd,
+    closed: AtomicBool,
+    max_message: u64,
+    heartbeat: Heartbeat,
+    /// True for a ZeroMQ endpoint (whose socket needs draining every poll).
+    zmq: bool,
+    /// Who may send requests.
+    gate: Gate,
+    handshake_timeout: Duration,
+    /// ZeroMQ peers' handshake state.
+    admissions: zmq::Admissions,
+    /// The last poll handled requests: the next may be close behind.
+    recently_served: AtomicBool,
+}
+
+struct Io {
+    poll: Poll,
+    events: Events,
+    endpoint: Option<Endpoint>,
+    conns: HashMap<Token, Conn>,
+    next_token: usize,
+}
+
+enum Endpoint {
+    Native(Listener),
+    Zmq(zmq::Endpoint),
+}
+
+/// A native connection: in its handshake, or a link.
+enum Conn {
+    Pending(Pending),
+    Open(Arc<Link>),
+}
+
+/// Who sent a request, so that the reply goes back there.
+#[derive(Clone)]
+enum Origin {
+    Link(Arc<Link>),
+    Zmq(Bytes),
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Server>> = const { RefCell::new(None) };
+}
+
+impl Server {
+    /// Binds `address` (see docs/transports.md for the syntax).
+    pub fn bind(address: &str) -> Result<Server> {
+        Self::bind_with(address, ServerOptions::default())
+    }
+
+    /// Binds `address` with explicit options.
+    pub fn bind_with(address: &str, options: ServerOptions) -> Result<Server> {
+        let parsed = Address::parse(address)?;
+        let gate = Gate::new(&options.auth)?;
+        if !gate.authenticates() {
+            if !parsed.is_local() && !options.allow_unauthenticated_public {
+                return Err(Error::exception(
+                    "PermissionError",
+                    format!(
+                        "refusing to serve {address} without authentication: other hosts \
+                         can reach it (allow_unauthenticated_public=True to insist)"
+                    ),
+                ));
+            }
+            log::warn!("serving {address} without authentication (auth=False)");
+        }
+        let poll = Poll::new()?;
+        let (endpoint, bound) = match &parsed {
+            Address::Zmq(ep) => {
+                let (router, bound) = transport::zmq::bind_router(ep, options.max_message)?;
+                let fd = transport::zmq::poll_fd(&router.socket)?;
+                poll.registry()
+                    .register(&mut SourceFd(&fd), ENDPOINT, Interest::READABLE)?;
+                (Endpoint::Zmq(zmq::Endpoint::new(router)), bound)
+            }
+            native => {
+                let (listener, bound) = Listener::bind(native)?;
+                poll.registry().register(
+                    &mut SourceFd(&listener.as_raw_fd()),
+                    ENDPOINT,
+                    Interest::READABLE,
+                )?;
+                (Endpoint::Native(listener), bound.to_url())
+            }
+        };
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let poll_fd = poll.as_raw_fd();
+        let io = Io {
+            poll,
+            events: Events::with_capacity(256),
+            endpoint: Some(endpoint),
+            conns: HashMap::new(),
+            next_token: FIRST_CONN,
+        };
+        let shared = Arc::new(Shared {
+            host: Host::new(bound.clone()),
+            address: bound,
+            queue: Queue::new(waker.clone()),
+            timers: Mutex::new(Vec::new()),
+            io: Mutex::new(io),
+            waker,
+            poll_fd,
+            closed: AtomicBool::new(false),
+            max_message: options.max_message,
+            heartbeat: options.heartbeat,
+            zmq: parsed.is_zmq(),
+            gate,
+            handshake_timeout: options.handshake_timeout,
+            admissions: zmq::Admissions::default(),
+            recently_served: AtomicBool::new(false),
+        });
+        shared.gate.publish_key(&shared.address);
+        // Peers that connect and never finish their handshake are dropped.
+        let weak = Arc::downgrade(&shared);
+        let sweep = (options.handshake_timeout / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        lock(&shared.timers).push(Timer {
+            interval: sweep,
+            due: Instant::now() + sweep,
+            callback: Box::new(move || {
+                if let Some(shared) = weak.upgrade() {
+                    shared.drop_stale_handshakes();
+                }
+            }),
+        });
+        let server = Server { shared };
+        let me: ObjectRef = Arc::new(ServerObject {
+            server: Arc::downgrade(&server.shared),
+        });
+        server.publish("self", me);
+        Ok(server)
+    }
+
+    /// The address clients connect to (a free port is filled in).
+    pub fn address(&self) -> &str {
+        &self.shared.address
+    }
+
+    /// The host of the server's objects.
+    pub fn host(&self) -> &Arc<Host> {
+        &self.shared.host
+    }
+
+    /// Publishes `value` under `name` (`client.get_item(name)` reads it).
+    pub fn publish(&self, name: impl Into<String>, value: impl Into<Value>) {
+        self.shared.host.publish(name, value);
+    }
+
+    /// Reads a published name.
+    pub fn published(&self, name: &str) -> Option<Value> {
+        self.shared.host.published(name)
+    }
+
+    /// Makes `value` importable under `module` (for Rust servers).
+    pub fn add_module(&self, module: impl Into<String>, value: impl Into<Value>) {
+        self.shared.host.add_module(module, value);
+    }
+
+    /// Installs the language runtime: module lookup for the `import`
+    /// action and hosting of plain values (the Python bindings install one).
+    pub fn set_runtime(&self, runtime: Arc<dyn Runtime>) {
+        self.shared.host.set_runtime(runtime);
+    }
+
+    /// Runs `callback` every `interval` in the serving thread, between
+    /// requests, while the server runs (pyacq's `start_timer`).
+    pub fn start_timer(&self, interval: Duration, callback: impl FnMut() + Send + 'static) {
+        lock(&self.shared.timers).push(Timer {
+            interval,
+            due: Instant::now() + interval,
+            callback: Box::new(callback),
+        });
+        let _ = self.shared.waker.wake();
+    }
+
+    /// A proxy reference to a local object, registered in the table.
+    pub fn get_proxy(&self, obj: &ObjectRef) -> ProxyRef {
+        self.shared.host.export(obj, None)
+    }
+
+    /// The local object a proxy of this server refers to (its attribute
+    /// path followed).
+    pub fn unwrap_proxy(&self, proxy: &ProxyRef) -> Result<Value> {
+        self.shared.host.unwrap_proxy(proxy)
+    }
+
+    /// Number of objects currently held for peers.
+    pub fn object_count(&self) -> usize {
+        self.shared.host.object_count()
+    }
+
+    /// True until the server is closed.
+    pub fn running(&self) -> bool {
+        !self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Closes the server: every client it has seen gets a disconnect
+    /// notice, connections are dropped, the address is released.
+    pub fn close(&self) {
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // If the serving thread is inside poll, it shuts down when woken;
+        // otherwise nobody is serving and this thread does it.
+        match self.shared.io.try_lock() {
+            Ok(mut io) => self.shared.shut_down(&mut io, None),
+            Err(_) => {
+                let _ = self.shared.waker.wake();
+            }
+        }
+    }
+
+    /// Serves in this thread until the server is closed.
+    pub fn run_forever(&self) -> Result<()> {
+        self.run_lazy()?;
+        while self.running() {
+            self.poll_once(None)?;
+        }
+        Ok(())
+    }
+
+    /// Serves in this thread until closed or until `timeout` passes
+    /// without a request; returns the number of requests handled.
+    pub fn run_for(&self, timeout: Duration) -> Result<usize> {
+        self.poll_once(Some(timeout))
+    }
+
+    /// Registers the server with this thread: callers waiting in this
+    /// thread serve it while they wait, and objects this thread sends are
+    /// served by it. One server per thread.
+    pub fn run_lazy(&self) -> Result<()> {
+        CURRENT.with(|c| {
+            let mut c = c.borrow_mut();
+            match &*c {
+                Some(s) if !Arc::ptr_eq(&s.shared, &self.shared) && s.running() => Err(
+                    Error::key_error("a server is already registered in this thread"),
+                ),
+                _ => {
+                    *c = Some(self.clone());
+                    peer::set_thread_service(Some(Arc::new(self.clone())));
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    /// The server registered with this thread, if any.
+    pub fn current() -> Option<Server> {
+        CURRENT.with(|c| c.borrow().clone().filter(Server::running))
+    }
+
+    /// The descriptor that becomes readable when the server has work
+    /// (for callers that poll it together with other descriptors).
+    pub fn poll_fd(&self) -> RawFd {
+        self.shared.poll_fd
+    }
+
+    /// Handles whatever is ready, waiting up to `timeout` (`None`: until
+    /// something happens). Returns the number of requests handled.
+    pub fn poll_once(&self, timeout: Option<Duration>) -> Result<usize> {
+        let shared = &self.shared;
+        let _serving = shared.queue.serving();
+        let mut handled = shared.run_queue();
+        if shared.zmq {
+            shared.service_zmq()?;
+            handled += shared.run_queue();
+        }
+        if handled > 0 {
+            shared.recently_served.store(true, Ordering::Relaxed);
+            shared.after_poll();
+            return Ok(handled);
+        }
+        let timeout = shared.timer_bound(timeout);
+        let ready: Vec<Token> = {
+            let mut io = lock(&shared.io);
+            if shared.closed.load(Ordering::Acquire) {
+                shared.shut_down(&mut io, None);
+                return Ok(0);
+            }
+            // Right after serving, the next request often comes within the
+            // spin budget; waiting for it awake saves a wake-up (spin.rs).
+            let budget = shared
+                .recently_served
+                .load(Ordering::Relaxed)
+                .then(|| spin::budget(timeout.map(|t| Instant::now() + t)))
+                .flatten();
+            shared.queue.set_polling(true);
+            let Io { poll, events, .. } = &mut *io;
+            let ready_now =
+                || poll_events(poll, events, Some(Duration::ZERO)).map(|()| !events.is_empty());
+            let polled = spin::until(budget, ready_now).and_then(|ready| {
+                if ready {
+                    Ok(())
+                } else {
+                    poll_events(poll, events, timeout)
+                }
+            });
+            if let Err(e) = polled {
+                shared.queue.set_polling(false);
+                return Err(e);
+            }
+            events.iter().map(|e| e.token()).collect()
+        };
+        for token in ready {
+            match token {
+                WAKER => {}
+                ENDPOINT => shared.service_endpoint()?,
+                conn => shared.service_conn(conn),
+            }
+        }
+        shared.queue.set_polling(false);
+        handled += shared.run_queue();
+        shared.after_poll();
+        shared
+            .recently_served
+            .store(handled > 0, Ordering::Relaxed);
+        Ok(handled)
+    }
+}
+
+/// One `epoll_wait`; an interrupted one reports no events.
+fn poll_events(poll: &mut Poll, events: &mut Events, timeout: Option<Duration>) -> Result<()> {
+    match poll.poll(events, timeout) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+            events.clear();
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl Service for Server {
+    fn host(&self) -> Arc<Host> {
+        self.shared.host.clone()
+    }
+
+    fn poll_fd(&self) -> RawFd {
+        self.shared.poll_fd
+    }
+
+    fn has_work(&self) -> bool {
+        self.shared.queue.has_jobs() || (self.shared.zmq && self.shared.zmq_readable())
+    }
+
+    fn serve(&self) -> Result<usize> {
+        self.poll_once(Some(Duration::ZERO))
+    }
+}
+
+// ---- running requests ---------------------------------------------------
+
+/// Replies of a batch of requests are written together, unless the batch
+/// has been running for this long (a slow request does not hold back the
+/// replies of the quick ones before it).
+const BATCH_WRITE: Duration = Duration::from_micros(100);
+
+impl Shared {
+    /// Runs every queued request, in order; returns how many ran.
+    fn run_queue(&self) -> usize {
+        let mut ran = 0;
+        let mut touched: Vec<Arc<Link>> = Vec::new();
+        let started = Instant::now();
+        while let Some(job) = self.queue.pop() {
+            if !touched.is_empty() && started.elapsed() > BATCH_WRITE {
+                touched.drain(..).for_each(|l| l.flush_queued());
+            }
+            ran += 1;
+            match job {
+                ServerJob::Link(job) => {
+                    let link = job.link().clone();
+                    let outcome = job.run(false);
+                    if outcome.close {
+                        link.flush_queued();
+                        self.close_for(Origin::Link(link));
+                        break;
+                    }
+                    if !touched.iter().rev().any(|l| Arc::ptr_eq(l, &link)) {
+                        touched.push(link);
+                    }
+                }
+                ServerJob::Zmq { identity, request } => {
+                    if self.run_zmq(&identity, request) {
+                        self.close_for(Origin::Zmq(identity));
+                        break;
+                    }
+                }
+            }
+        }
+        touched.iter().for_each(|l| l.flush_queued());
+        ran
+    }
+
+    /// Closes the server after answering `origin`'s `close`.
+    fn close_for(&self, origin: Origin) {
+        self.closed.store(true, Ordering::Release);
+        self.shut_down(&mut lock(&self.io), Some(&origin));
+    }
+
+    /// Runs one ZeroMQ request and sends its reply; true when it closed
+    /// the server.
+    fn run_zmq(&self, identity: &Bytes, request: protocol::Request) -> bool {
+        let queue = &self.queue;
+        let cancel = |peer: &Bytes, req_id: i64| {
+            queue.drop_where(|j| {
+                matches!(j, ServerJob::Zmq { identity, request } if identity == peer && request.req_id == req_id)
+            })
+        };
+        let ran = self.admissions.run(
+            &self.gate,
+            &self.address,
+            &self.host,
+            identity,
+            request,
+            &cancel,
+        );
+        let mut io = lock(&self.io);
+        if let Some(Endpoint::Zmq(endpoint)) = &mut io.endpoint {
+            endpoint.send(identity, ran.format, ran.reply);
+        }
+        ran.close
+    }
+
+    /// After a poll: timers, and the shutdown a `close` asked for.
+    fn after_poll(&self) {
+        self.run_due_timers();
+        if self.closed.load(Ordering::Acquire) {
+            self.shut_down(&mut lock(&self.io), None);
+        }
+    }
+}
+
+// ---- I/O --------------------------------------------------------------
+
+impl Shared {
+    /// Accepts new connections (native) or drains the ROUTER (ZeroMQ).
+    fn service_endpoint(&self) -> Result<()> {
+        let mut io = lock(&self.io);
+        let Some(Endpoint::Native(listener)) = &io.endpoint else {
+            drop(io);
+            return self.service_zmq();
+        };
+        let mut accepted = Vec::new();
+        loop {
+            match listener.accept() {
+                Ok(Some(channel)) => accepted.push(channel),
+                Ok(None) => break,
+                Err(e) => {
+                    log::warn!("accept failed on {}: {e}", self.address);
+                    break;
+                }
+            }
+        }
+        for channel in accepted {
+            let token = Token(io.next_token);
+            io.next_token += 1;
+            let pending = Pending::new(channel);
+            if let Err(e) =
+                io.poll
+                    .registry()
+                    .register(&mut SourceFd(&pending.fd()), token, Interest::READABLE)
+            {
+                log::warn!("cannot watch a new connection: {e}");
+                continue;
+            }
+            io.conns.insert(token, Conn::Pending(pending));
+        }
+        Ok(())
+    }
+
+    /// True when the ROUTER has a message waiting.
+    fn zmq_readable(&self) -> bool {
+        let Ok(io) = self.io.try_lock() else {
+            return false;
+        };
+        match &io.endpoint {
+            Some(Endpoint::Zmq(ep)) => transport::zmq::readable(&ep.router.socket).unwrap_or(false),
+            _ => false,
+        }
+    }
+
+    /// Queues every request waiting on the ZeroMQ socket.
+    fn service_zmq(&self) -> Result<()> {
+        loop {
+            let next = {
+                let io = lock(&self.io);
+                let Some(Endpoint::Zmq(endpoint)) = &io.endpoint else {
+                    return Ok(());
+                };
+                endpoint.next()?
+            };
+            let Some((identity, frames)) = next else {
+                return Ok(());
+            };
+            match protocol::Request::parse(frames) {
+                Ok(request) => self.queue.push_job(ServerJob::Zmq { identity, request }),
+                Err(bad) => {
+                    log::warn!("malformed request to {}: {}", self.address, bad.error);
+                    if let Some(req_id) = bad.req_id.filter(|id| *id >= 0) {
+                        let mut exporter = crate::codec::NoExport;
+                        let format = crate::codec::Format::Msgpack;
+                        let reply =
+                            protocol::reply_frames(format, req_id, Err(bad.error), &mut exporter)
+                                .ok();
+                        let mut io = lock(&self.io);
+                        if let Some(Endpoint::Zmq(endpoint)) = &mut io.endpoint {
+                            endpoint.send(&identity, format, reply);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads a native connection: a link routes its messages itself; a
+    /// pending one advances its handshake.
+    fn service_conn(&self, token: Token) {
+        let mut io = lock(&self.io);
+        match io.conns.remove(&token) {
+            Some(Conn::Open(link)) => {
+                drop(io);
+                link.read_available();
+                let mut io = lock(&self.io);
+                if link.dead().is_none() {
+                    io.conns.insert(token, Conn::Open(link));
+                } else {
+                    deregister(&io, &link);
+                }
+            }
+            Some(Conn::Pending(pending)) => {
+                let fd = pending.fd();
+                let admission = Admission {
+                    gate: &self.gate,
+                    address: &self.address,
+                    max_message: self.max_message,
+                    host: &self.host,
+                    executor: self.queue.clone(),
+                    heartbeat: self.heartbeat,
+                };
+                match pending.advance(&admission) {
+                    Step::Pending(p) => {
+                        io.conns.insert(token, Conn::Pending(p));
+                    }
+                    Step::Admitted(link) => {
+                        io.conns.insert(token, Conn::Open(link.clone()));
+                        drop(io);
+                        // Requests sent right behind the proof.
+                        link.read_available();
+                    }
+                    Step::Dropped => {
+                        let _ = io.poll.registry().deregister(&mut SourceFd(&fd));
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Sends disconnect notices, drops connections, releases the address.
+    fn shut_down(&self, io: &mut Io, except: Option<&Origin>) {
+        let Some(mut endpoint) = io.endpoint.take() else {
+            return;
+        };
+        let notice = protocol::disconnect_frames(crate::codec::Format::Farcall);
+        for (_, conn) in io.conns.drain() {
+            match conn {
+                Conn::Open(link) => {
+                    let closer = matches!(except, Some(Origin::Link(l)) if Arc::ptr_eq(l, &link));
+                    if closer {
+                        link.close("the server closed (close_server)");
+                    } else {
+                        link.close_with_notice(notice.clone(), "the server closed");
+                    }
+                }
+                Conn::Pending(_) => {}
+            }
+        }
+        if let Endpoint::Zmq(ep) = &mut endpoint {
+            let except = match except {
+                Some(Origin::Zmq(identity)) => Some(identity),
+                _ => None,
+            };
+            ep.say_goodbye(except);
+        }
+        // Dropping the listener removes a Unix socket file.
+        drop(endpoint);
+        self.host.clear();
+    }
+
+    /// Drops connections that have not finished their handshake in time
+    /// (a peer that connects and says nothing holds nothing for long).
+    fn drop_stale_handshakes(&self) {
+        let mut io = lock(&self.io);
+        let now = Instant::now();
+        let stale: Vec<Token> = io
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c, Conn::Pending(p) if now - p.since > self.handshake_timeout))
+            .map(|(t, _)| *t)
+            .collect();
+        for token in stale {
+            log::warn!(
+                "{}: a peer did not complete its handshake; dropping it",
+                self.address
+            );
+            if let Some(Conn::Pending(p)) = io.conns.remove(&token) {
+                let _ = io.poll.registry().deregister(&mut SourceFd(&p.fd()));
+            }
+        }
+        // Links that ended (their peer went) while nobody polled them.
+        let dead: Vec<Token> = io
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c, Conn::Open(l) if l.dead().is_some()))
+            .map(|(t, _)| *t)
+            .collect();
+        for token in dead {
+            if let Some(Conn::Open(link)) = io.conns.remove(&token) {
+                deregister(&io, &link);
+            }
+        }
+    }
+}
+
+/// Stops polling a link's descriptor.
+fn deregister(io: &Io, link: &Link) {
+    if let Some(fd) = link.read_fd() {
+        let _ = io.poll.registry().deregister(&mut SourceFd(&fd));
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Ok(io) = self.io.get_mut() {
+            for conn in io.conns.values() {
+                if let Conn::Open(link) = conn {
+                    link.close("the server was dropped");
+                }
+            }
+        }
+    }
+}
+
+// ---- timers -----------------------------------------------------------
+
+impl Shared {
+    /// Shortens a poll timeout so that it ends when the next timer is due.
+    fn timer_bound(&self, timeout: Option<Duration>) -> Option<Duration> {
+        let timers = lock(&self.timers);
+        let Some(next) = timers.iter().map(|t| t.due).min() else {
+            return timeout;
+        };
+        let until = next.saturating_duration_since(Instant::now());
+        Some(timeout.map_or(until, |t| t.min(until)))
+    }
+
+    /// Runs the timers that are due. Callbacks run without the timer lock,
+    /// so one may start another timer.
+    fn run_due_timers(&self) {
+        let now = Instant::now();
+        let due: Vec<Timer> = {
+            let mut timers = lock(&self.timers);
+            if timers.iter().all(|t| t.due > now) {
+                return;
+            }
+            let (due, waiting) = std::mem::take(&mut *timers)
+                .into_iter()
+                .partition(|t| t.due <= now);
+            *timers = waiting;
+            due
+        };
+        for mut timer in due {
+            (timer.callback)();
+            timer.due = now + timer.interval;
+            lock(&self.timers).push(timer);
+        }
+    }
+}
+
+// ---- the server as an object -----------------------------------------------
+
+/// The object published as `"self"`: the server, seen from a peer.
+struct ServerObject {
+    server: Weak<Shared>,
+}
+
+impl RemoteObject for ServerObject {
+    fn type_str(&self) -> String {
+        "<class 'farcall.RPCServer'>".into()
+    }
+
+    fn get_attr(&self, name: &str) -> Result<Value> {
+        let shared = self
+            .server
+            .upgrade()
+            .ok_or_else(|| Error::Disconnected("server closed".into()))?;
+        match name {
+            "address" => Ok(Value::from(shared.address.clone())),
+            _ => Err(Error::attribute_error(format!(
+                "'RPCServer' object has no attribute '{name}'"
+            ))),
+        }
+    }
+
+    fn call_method(&self, name: &str, _args: Vec<Value>, _kwargs: Kwargs) -> Result<Value> {
+        let shared = self
+            .server
+            .upgrade()
+            .ok_or_else(|| Error::Disconnected("server closed".into()))?;
+        match name {
+            "running" => Ok(Value::Bool(!shared.closed.load(Ordering::Acquire))),
+            "object_count" => Ok(Value::from(shared.host.object_count())),
+            _ => Err(Error::attribute_error(format!(
+                "'RPCServer' object has no method '{name}'"
+            ))),
+        }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
