@@ -226,7 +226,7 @@ fn scale(rounds: usize) {
         attributes: vec!["make".into()],
         ..counter
     };
-    let opts = farcall::client::call_opts(&make, vec![], vec![]);
+    let opts = farcall::protocol::command::CallObj::opts(&make, vec![], vec![]);
     let cycle = |n: usize| {
         for _ in 0..n / 1000 {
             let made: Vec<_> = (0..1000)

@@ -36,6 +36,8 @@ RECV_TIMEOUT = 2.0  # seconds, for every receive
 
 MAGIC = b"farcall/1"
 KIND_REQUEST, KIND_REPLY, KIND_HELLO = 1, 2, 3
+# A native request starts with its call chain (8 bytes, or empty for none).
+NO_CHAIN = b""
 # "close" is never sent to a server that admits us: it would close it.
 ACTIONS = [
     b"call_obj",
@@ -531,8 +533,10 @@ def fuzz_native(ts, seed, open_server):
                 sock.close()
                 sock = greeted(ts, gen)
                 for _ in range(r.randint(1, 20)):
-                    sock.sendall(message(KIND_REQUEST, gen.request()))
-                sock.sendall(message(KIND_REQUEST, [b"123", b"ping", b"auto", b"msgpack", b""]))
+                    chain = r.choice([NO_CHAIN, r.randbytes(8), r.randbytes(r.randint(1, 9))])
+                    sock.sendall(message(KIND_REQUEST, [chain] + gen.request()))
+                ping = [NO_CHAIN, b"123", b"ping", b"auto", b"msgpack", b""]
+                sock.sendall(message(KIND_REQUEST, ping))
                 while True:
                     got = recv_message(sock)
                     assert got is not None, why("dropped after well-framed requests")
@@ -546,7 +550,7 @@ def fuzz_native(ts, seed, open_server):
                         assert reply["rval"] == "pong", why(reply)
                         break
             elif case == 6:  # a request before the handshake is done
-                if send(sock, hello(gen) + message(KIND_REQUEST, gen.request())):
+                if send(sock, hello(gen) + message(KIND_REQUEST, [NO_CHAIN] + gen.request())):
                     assert closed_by_server(sock), why("a request before the proof was run")
             else:  # a storm of connections that say nothing
                 for _ in range(10):
@@ -599,8 +603,8 @@ def test_native_peer_gone_mid_message_is_released():
 
         baseline = socket_fds()
         for tail in (
-            message(KIND_REQUEST, [b"5", b"ping", b"auto", b"msgpack", b""])[:30],
-            message(KIND_REQUEST, [b"-1", b"ping", b"auto", b"msgpack", b""]),
+            message(KIND_REQUEST, [NO_CHAIN, b"5", b"ping", b"auto", b"msgpack", b""])[:30],
+            message(KIND_REQUEST, [NO_CHAIN, b"-1", b"ping", b"auto", b"msgpack", b""]),
         ):
             sock = greeted(ts, gen)
             napping.clear()

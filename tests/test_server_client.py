@@ -490,7 +490,9 @@ def test_connect_while_the_server_closes(fresh_child):
 
     def connect():
         try:
-            res["client"] = proc.client
+            # A link of its own (a serializer of its own): the process's
+            # link to the child would queue the ping behind the sleep.
+            res["client"] = RPCClient(proc.address, serializer="msgpack")
             res["ping"] = res["client"].ping()
         except BaseException as e:
             res["error"] = e

@@ -16,7 +16,7 @@ use farcall::codec::{self, Format, NoExport};
 use farcall::error::Error;
 use farcall::handshake::{self, Challenge, Hello, ServerProof, MAGIC};
 use farcall::protocol::{self, Action, Frames, ReturnType};
-use farcall::transport::stream::{encode_header, Kind};
+use farcall::channel::frame::{encode_header, Kind};
 use farcall::value::{Array, Date, DateTime, ProxyRef, Value};
 use farcall_fuzz::{join_frames, native_input, FORMATS};
 
@@ -319,10 +319,12 @@ fn challenges() -> [Challenge; 2] {
     [
         Challenge {
             address: "unix:///run/user/1000/farcall-1-0.sock".into(),
+            process: Some([0x66; 16]),
             auth: None,
         },
         Challenge {
             address: "tcp://127.0.0.1:5555".into(),
+            process: Some([0x77; 16]),
             auth: Some(ServerProof {
                 nonce: [0x33; 32],
                 key_id: Default::default(),
@@ -341,6 +343,7 @@ fn handshake_seeds(seeds: &mut Seeds) {
         ("proof", Hello::Proof([0x55; 32])),
         ("ok", Hello::Verdict(Ok(()))),
         ("denied", Hello::Verdict(Err("wrong key".into()))),
+        ("peer", Hello::Peer([0x88; 16])),
     ];
     for (name, hello) in messages {
         seeds.add("handshake", name, join_frames(&hello.to_frames()));
@@ -365,22 +368,30 @@ fn message(kind: Kind, frames: &[Bytes]) -> Vec<u8> {
     out
 }
 
+/// A native request: its call chain, then the request's frames.
+fn native_request(chain: u64, frames: Vec<Bytes>) -> Vec<u8> {
+    let (kind, frames) = farcall::protocol::message::request(chain, frames);
+    message(kind, &frames)
+}
+
 fn native_seeds(seeds: &mut Seeds) {
     let hello = message(Kind::Hello, &hello_frames());
-    let call = message(
-        Kind::Request,
-        &request(Format::Farcall, Action::CallObj, &call_opts()),
+    let call = native_request(
+        0x0123_4567_89ab_cdef,
+        request(Format::Farcall, Action::CallObj, &call_opts()),
     );
-    let ping = message(
-        Kind::Request,
-        &request(Format::Msgpack, Action::Ping, &Value::None),
-    );
+    let ping = native_request(0, request(Format::Msgpack, Action::Ping, &Value::None));
+    let (cancel_kind, cancel_frames) = farcall::protocol::message::cancel(7);
+    let cancel = message(cancel_kind, &cancel_frames);
+    let (beat_kind, beat_frames) =
+        farcall::protocol::message::beat(farcall::protocol::Beat::Ping);
+    let beat = message(beat_kind, &beat_frames);
     let reply = message(
         Kind::Reply,
         &protocol::reply_frames(Format::Farcall, 7, Ok(Value::from("pong")), &mut NoExport)
             .unwrap(),
     );
-    let session = [hello.clone(), call.clone(), ping.clone()].concat();
+    let session = [hello.clone(), call.clone(), ping.clone(), cancel, beat].concat();
     // Limit indices (see LIMITS): 5 = 4 KiB, 12 = 1 MiB, 15 = 16 MiB.
     // Chunk indices (see CHUNKS): 0 = 1 byte, 4 = 64, 6 = 4096.
     seeds.add(

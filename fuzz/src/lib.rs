@@ -21,7 +21,9 @@ use farcall::codec::{self, Format, NoExport};
 use farcall::error::Error;
 use farcall::handshake::{self, Auth, Hello};
 use farcall::protocol::{self, Action, Frames, Reply, Request};
-use farcall::transport::stream::{self, Fill, FrameReader, Kind};
+use farcall::channel::frame::{self as stream, Fill, FrameReader, Kind};
+use farcall::channel::FdChannel;
+use farcall::protocol::{Command, Message};
 use farcall::value::{Date, DateTime, Value};
 
 /// Most frames [`split_frames`] cuts from one input.
@@ -307,9 +309,11 @@ fn check_request(frames: Frames) {
         if frames[4].is_empty() {
             assert!(opts.is_none());
         }
-        // The server's handshake options, whatever the value is.
-        let _ = handshake::opts_bytes(&opts, "nonce");
-        let _ = handshake::opts_bytes(&opts, "proof");
+        // Every command's options, whatever the value is: parsed, or an
+        // error, never a panic.
+        if let Ok(mut again) = Request::parse(frames.clone()) {
+            let _ = Command::parse(&mut again, format);
+        }
         let (Some(action), Some(return_type)) = (action, return_type) else {
             continue;
         };
@@ -435,7 +439,7 @@ fn check_hello(hello: &Hello) {
             );
             assert!(!gate.admits(&handshake::PeerState::New, proof));
         }
-        Hello::Verdict(_) => {}
+        Hello::Verdict(_) | Hello::Peer(_) => {}
     }
 }
 
@@ -512,6 +516,8 @@ fn model(stream: &[u8], limit: impl Fn(usize) -> u64) -> Expected {
             1 => Kind::Request,
             2 => Kind::Reply,
             3 => Kind::Hello,
+            4 => Kind::Cancel,
+            5 => Kind::Heartbeat,
             _ => {
                 return Expected {
                     messages,
@@ -580,7 +586,7 @@ struct Harness {
 
 impl Harness {
     /// Reads what the socket has (after a readiness "edge").
-    fn pump(&mut self, fd: i32) {
+    fn pump(&mut self, channel: &FdChannel) {
         self.reader.mark_readable();
         while !self.error && !self.eof {
             match self.reader.next_message() {
@@ -614,7 +620,7 @@ impl Harness {
             }
             self.reads += 1;
             assert!(self.reads < 10_000_000, "the reader does not make progress");
-            match self.reader.fill(fd).expect("reading a socket pair") {
+            match self.reader.fill(channel).expect("reading a socket pair") {
                 Fill::Data => {}
                 Fill::WouldBlock => break,
                 Fill::Eof => self.eof = true,
@@ -656,8 +662,7 @@ pub fn run_native(data: &[u8]) -> Option<(usize, bool)> {
 
     let (mut tx, rx) = UnixStream::pair().expect("a socket pair");
     tx.set_nonblocking(true).unwrap();
-    rx.set_nonblocking(true).unwrap();
-    let fd = rx.as_raw_fd();
+    let rx = FdChannel::socket(rx.into(), "fuzz").expect("a channel");
     let mut h = Harness {
         reader: FrameReader::new(limits.0),
         limits,
@@ -682,7 +687,7 @@ pub fn run_native(data: &[u8]) -> Option<(usize, bool)> {
             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
             Err(e) => panic!("writing a socket pair: {e}"),
         }
-        h.pump(fd);
+        h.pump(&rx);
     }
     drop(tx);
     // The hang-up is one more readiness edge; read until the end.
@@ -690,7 +695,7 @@ pub fn run_native(data: &[u8]) -> Option<(usize, bool)> {
         if h.error || h.eof {
             break;
         }
-        h.pump(fd);
+        h.pump(&rx);
     }
     assert!(
         h.error || h.eof,
@@ -719,11 +724,22 @@ pub fn run_native(data: &[u8]) -> Option<(usize, bool)> {
                     assert_eq!(hello.to_frames(), frames);
                 }
             }
-            Kind::Request => check_request(frames),
+            Kind::Request => {
+                // Past the call chain, a request as over ZeroMQ.
+                let parsed = Message::parse(kind, frames.clone());
+                assert!(matches!(parsed, Ok(Message::Request(_))), "a request is a request");
+                if !frames.is_empty() {
+                    check_request(frames[1..].to_vec());
+                }
+            }
             Kind::Reply => {
                 for format in FORMATS {
                     check_reply(format, &frames);
                 }
+            }
+            Kind::Cancel | Kind::Heartbeat => {
+                // Parsed or refused (the link then drops), never a panic.
+                let _ = Message::parse(kind, frames);
             }
         }
     }
@@ -839,6 +855,7 @@ mod tests {
             "proof",
             "ok",
             "denied",
+            "peer",
         ] {
             assert!(
                 Hello::parse(&split_frames(&seed("handshake", name))).is_ok(),

@@ -1,41 +1,61 @@
-//! `RPCClient`: a connection to one server, one per thread and address.
+//! `RPCClient`: pyacq's view on the link to one server, one per thread
+//! and address.
 
-use std::time::{Duration, Instant};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::Duration;
 
 use farcall::client::ClientOptions;
-use farcall::codec::Format;
+use farcall::protocol::command::{CallObj, GetObj, Import};
 use farcall::protocol::Action;
 use farcall::{Client, ReturnType, SyncMode, Value};
 use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
+use crate::args;
+use crate::call;
 use crate::convert::{to_py, Mode, Outgoing, Ownership};
 use crate::errors::IntoPyResult;
 use crate::future::PyFuture;
 use crate::proxy::{self, ObjectProxy};
-use crate::server::address_arg;
 
 /// A connection to the server at `address`.
 ///
 /// There is one client per thread and address: `RPCClient.get_client`
-/// returns it, and constructing a second one raises KeyError. Proxies use
-/// the client of the thread they are used in.
+/// returns it, and constructing a second one raises KeyError. The
+/// clients of all threads (and the proxies of that server) share the
+/// process's one link to it, usable from any thread at once.
 #[pyclass(module = "farcall", name = "RPCClient", frozen, weakref)]
 pub struct RPCClient {
     client: Client,
 }
 
+thread_local! {
+    /// This thread's clients, by the address they were asked for.
+    static CLIENTS: RefCell<HashMap<String, Client>> = RefCell::new(HashMap::new());
+}
+
+/// This thread's live client for `address`, if any.
+fn existing(address: &str) -> Option<Client> {
+    CLIENTS
+        .with(|c| c.borrow().get(address).cloned())
+        .filter(|c| c.disconnected().is_none())
+}
+
 impl RPCClient {
     /// This thread's client for `address`, connecting on first use.
     pub fn for_address(py: Python<'_>, address: &str) -> PyResult<RPCClient> {
+        if let Some(client) = existing(address) {
+            return Ok(RPCClient { client });
+        }
         let client = crate::gil::released(py, || Client::get(address)).py(py)?;
-        Ok(RPCClient { client })
+        Ok(RPCClient::wrap(address, client))
     }
 
-    /// Wraps an engine client (registered for this thread).
-    pub fn wrap(client: Client) -> RPCClient {
-        client.register_for_thread();
+    /// Wraps an engine client as this thread's client for `address`.
+    pub fn wrap(address: &str, client: Client) -> RPCClient {
+        CLIENTS.with(|c| c.borrow_mut().insert(address.to_string(), client.clone()));
         RPCClient { client }
     }
 
@@ -53,14 +73,17 @@ impl RPCClient {
         let client = &self.client;
         match sync {
             SyncMode::Sync => {
-                let v =
-                    crate::gil::released(py, || client.call(action, &opts, return_type, timeout))
-                        .py(py)?;
-                to_py(py, v, Ownership::Reply(self.client.address()))
+                let (v, client) = call::sync(py, timeout, || {
+                    client.start(action, &opts, return_type, timeout)
+                })?;
+                to_py(py, v, Ownership::Reply(&client))
             }
             SyncMode::Async => {
-                let f =
-                    crate::gil::released(py, || client.send(action, &opts, return_type)).py(py)?;
+                let timeout = Some(args::limit(timeout));
+                let f = crate::gil::released(py, || {
+                    client.send_with_timeout(action, &opts, return_type, timeout)
+                })
+                .py(py)?;
                 Ok(Py::new(py, PyFuture::new(f))?.into_any())
             }
             SyncMode::Off => {
@@ -84,9 +107,9 @@ impl RPCClient {
         if let Some(kwds) = kwds {
             for (k, v) in kwds.iter() {
                 match k.extract::<String>()?.as_str() {
-                    "return_type" => return_type = proxy::return_type(&v)?,
-                    "sync" => sync = proxy::sync_mode(&v)?,
-                    "timeout" => timeout = proxy::timeout(&v)?,
+                    "return_type" => return_type = args::return_type(&v)?,
+                    "sync" => sync = args::sync_mode(&v)?,
+                    "timeout" => timeout = args::timeout(&v)?,
                     other => return Err(PyKeyError::new_err(format!("unknown option '{other}'"))),
                 }
             }
@@ -117,39 +140,40 @@ impl RPCClient {
         key: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let _ = reentrant; // waiting clients always serve their thread's server
-        let address = address_arg(address)?;
-        if Client::existing(&address).is_some_and(|c| c.disconnected().is_none()) {
+        let address = args::address(address)?;
+        if existing(&address).is_some() {
             return Err(PyKeyError::new_err(format!(
                 "an RPCClient for {address} already exists in this thread; use RPCClient.get_client"
             )));
         }
-        let format = match serializer {
-            None => None,
-            Some(name) => Some(
-                Format::from_name(name.as_bytes())
-                    .ok_or_else(|| PyValueError::new_err(format!("unknown serializer {name:?}")))?,
-            ),
-        };
+        let format = serializer.map(args::format).transpose()?;
         let options = ClientOptions {
             format,
-            auth: crate::server::auth_arg(py, auth, key)?,
+            auth: args::auth(py, auth, key)?,
             ..ClientOptions::default()
         };
         let open = matches!(options.auth, farcall::Auth::Open);
-        let client = crate::gil::released(py, || Client::connect_with(&address, options)).py(py)?;
+        let custom = format.is_some() || !matches!(options.auth, farcall::Auth::ProcessKey);
+        // The process's link to that server serves, unless this client
+        // asks for something of its own (a serializer, a key, no auth).
+        let client = crate::gil::released(py, || match Client::any_connected(&address) {
+            Some(shared) if !custom => Ok(shared),
+            _ => Client::connect_with(&address, options),
+        })
+        .py(py)?;
         if open {
-            crate::server::warn(
+            args::warn(
                 py,
                 &format!("RPCClient for {address} does not authenticate (auth=False)"),
             )?;
         }
-        Ok(RPCClient::wrap(client))
+        Ok(RPCClient::wrap(&address, client))
     }
 
     /// This thread's client for `address`, connecting on first use.
     #[staticmethod]
     fn get_client(py: Python<'_>, address: &Bound<'_, PyAny>) -> PyResult<RPCClient> {
-        RPCClient::for_address(py, &address_arg(address)?)
+        RPCClient::for_address(py, &args::address(address)?)
     }
 
     /// The server address.
@@ -170,6 +194,7 @@ impl RPCClient {
 
     /// Sends any action: `opts` is a dict; returns the result, a Future
     /// (`sync="async"`) or None (`sync="off"`).
+    /// `timeout` is in seconds; None waits without limit.
     #[pyo3(signature = (action, opts=None, return_type="auto", sync="sync", timeout=Some(10.0)))]
     fn send(
         &self,
@@ -190,7 +215,7 @@ impl RPCClient {
             .ok_or_else(|| PyValueError::new_err(format!("bad return_type {return_type:?}")))?;
         let sync = SyncMode::from_name(sync)
             .ok_or_else(|| PyValueError::new_err(format!("bad sync {sync:?}")))?;
-        let timeout = timeout.map(Duration::from_secs_f64);
+        let timeout = args::seconds(timeout)?;
         self.request(py, action, opts, return_type, sync, timeout)
     }
 
@@ -213,7 +238,7 @@ impl RPCClient {
             None => Vec::new(),
         };
         let kwargs = conv.kwargs(kwargs)?;
-        let opts = farcall::protocol::command::CallObj::opts(obj.get().reference(), args, kwargs);
+        let opts = CallObj::opts(obj.get().reference(), args, kwargs);
         self.request_kw(py, Action::CallObj, opts, kwds)
     }
 
@@ -225,7 +250,7 @@ impl RPCClient {
         obj: &Bound<'_, PyAny>,
         kwds: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
-        let opts = Value::map([("obj", value(obj)?)]);
+        let opts = GetObj::opts(value(obj)?);
         self.request_kw(py, Action::GetObj, opts, kwds)
     }
 
@@ -237,7 +262,7 @@ impl RPCClient {
         obj: &Bound<'_, PyAny>,
         kwds: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
-        let opts = Value::map([("obj", Outgoing::new(Mode::Copy).value(obj)?)]);
+        let opts = GetObj::opts(Outgoing::new(Mode::Copy).value(obj)?);
         let kw = PyDict::new(py);
         if let Some(kwds) = kwds {
             kw.update(kwds.as_mapping())?;
@@ -256,8 +281,7 @@ impl RPCClient {
         module: &str,
         kwds: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
-        let opts = Value::map([("module", Value::from(module))]);
-        self.request_kw(py, Action::Import, opts, kwds)
+        self.request_kw(py, Action::Import, Import::opts(module), kwds)
     }
 
     /// Releases the server-side reference behind `proxy`.
@@ -274,9 +298,15 @@ impl RPCClient {
 
     /// The object published on the server as `name`.
     fn __getitem__(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
-        let client = &self.client;
-        let v = crate::gil::released(py, || client.get_item(name)).py(py)?;
-        to_py(py, v, Ownership::Reply(self.client.address()))
+        let opts = farcall::protocol::command::GetItem::opts(name);
+        self.request(
+            py,
+            Action::GetItem,
+            opts,
+            ReturnType::Auto,
+            SyncMode::Sync,
+            Some(self.client.timeout()),
+        )
     }
 
     /// Publishes `obj` on the server as `name`.
@@ -288,25 +318,36 @@ impl RPCClient {
 
     /// Answers "pong" if the server is there.
     fn ping(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let client = &self.client;
-        let v = crate::gil::released(py, || client.ping()).py(py)?;
-        to_py(py, v, Ownership::Reply(self.client.address()))
+        let timeout = Some(self.client.timeout());
+        self.request(
+            py,
+            Action::Ping,
+            Value::None,
+            ReturnType::Auto,
+            SyncMode::Sync,
+            timeout,
+        )
     }
 
     /// Pings until the server answers or `timeout` seconds pass.
     #[pyo3(signature = (timeout=3.0))]
     fn ensure_connection(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
-        let client = &self.client;
-        let deadline = Instant::now() + Duration::from_secs_f64(timeout);
-        let r = crate::gil::released(py, || {
-            let left = deadline.saturating_duration_since(Instant::now());
-            client.call(Action::Ping, &Value::None, ReturnType::Auto, Some(left))
-        });
-        r.py(py).map(drop)
+        let timeout = args::seconds(Some(timeout))?;
+        self.request(
+            py,
+            Action::Ping,
+            Value::None,
+            ReturnType::Auto,
+            SyncMode::Sync,
+            timeout,
+        )
+        .map(drop)
     }
 
-    /// Closes this client's connection (the server keeps running).
+    /// Closes this process's link to the server (the server keeps
+    /// running); pending calls fail with DisconnectError.
     fn close(&self) {
+        CLIENTS.with(|c| c.borrow_mut().retain(|_, v| !v.same_as(&self.client)));
         self.client.close();
     }
 
@@ -369,7 +410,7 @@ impl RPCClient {
     fn __hash__(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.client.address().hash(&mut h);
+        self.client.link().id().hash(&mut h);
         h.finish()
     }
 }

@@ -8,11 +8,11 @@
 //! (what `return_type="value"` and `_get_value()` ask for).
 //!
 //! Incoming, values become the matching Python objects; proxies become
-//! `ObjectProxy`s, except a proxy to an object of this thread's server,
-//! which comes home as the object itself.
+//! `ObjectProxy`s, except a proxy to an object of this thread's server or
+//! of this process's own link host, which comes home as the object itself.
 
 use bytes::Bytes;
-use farcall::{Array, Date, DateTime, ObjectRef, Server, Value};
+use farcall::{Array, Client, Date, DateTime, Host, ObjectRef, Value};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -22,7 +22,7 @@ use pyo3::types::{
 };
 
 use crate::buffer::{pinned_bytes, RecvBuffer};
-use crate::host::PyHost;
+use crate::hosted::PyHost;
 use crate::proxy::ObjectProxy;
 
 /// How an object that is not of a natively carried type travels.
@@ -374,14 +374,25 @@ fn is_tagged(entries: &[(Value, Value)], type_name: &str) -> bool {
 }
 
 /// Who owns the server-side references of incoming proxies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub enum Ownership<'a> {
-    /// A reply from the server at this address: a proxy to one of its
-    /// objects is ours; one it passed along from elsewhere is borrowed
-    /// (see `farcall::Proxy::from_reply`).
-    Reply(&'a str),
-    /// A request's argument: the sender owns it.
+    /// A reply that came through this client: a proxy to one of its
+    /// peer's objects is ours (and called over its link); one the peer
+    /// passed along from elsewhere is borrowed (see
+    /// `farcall::Proxy::from_reply`).
+    Reply(&'a Client),
+    /// A request's argument: the sender owns it (see
+    /// `farcall::Proxy::received`).
     Borrowed,
+}
+
+/// The host of this process a proxy of `address` comes home to: the
+/// thread's server's, or the process's link host.
+fn home_host(address: &str) -> Option<std::sync::Arc<Host>> {
+    farcall::peer::thread_service()
+        .map(|s| s.host())
+        .filter(|h| h.address() == address)
+        .or_else(|| Some(Host::local()).filter(|h| h.address() == address))
 }
 
 /// Converts a received value to a Python object.
@@ -452,17 +463,15 @@ pub fn to_py(py: Python<'_>, value: Value, ownership: Ownership) -> PyResult<Py<
         Value::Date(d) => PyDate::new(py, d.year, d.month, d.day)?.into_any().unbind(),
         Value::Array(a) => array_object(py, a)?,
         Value::Proxy(reference) => {
-            if let Some(server) = Server::current() {
-                if server.address() == reference.rpc_addr {
-                    let local = server
-                        .unwrap_proxy(&reference)
-                        .map_err(|e| crate::errors::to_py(py, e))?;
-                    return to_py(py, local, ownership);
-                }
+            if let Some(host) = home_host(&reference.rpc_addr) {
+                let local = host
+                    .unwrap_proxy(&reference)
+                    .map_err(|e| crate::errors::to_py(py, e))?;
+                return to_py(py, local, ownership);
             }
             let proxy = match ownership {
-                Ownership::Reply(server) => farcall::Proxy::from_reply(reference, server),
-                Ownership::Borrowed => farcall::Proxy::borrowed(reference),
+                Ownership::Reply(client) => farcall::Proxy::from_reply(reference, client),
+                Ownership::Borrowed => farcall::Proxy::received(reference),
             };
             Py::new(py, ObjectProxy::new(py, proxy))?.into_any()
         }
@@ -475,9 +484,14 @@ fn object_to_py(py: Python<'_>, obj: ObjectRef) -> PyResult<Py<PyAny>> {
     if let Some(host) = obj.as_any().downcast_ref::<PyHost>() {
         return Ok(host.object().clone_ref(py));
     }
-    match Server::current() {
-        Some(server) => {
-            let reference = server.get_proxy(&obj);
+    // Served where this thread serves (its server, or the link of the
+    // request it runs), and reached through a proxy like any remote one.
+    let host = farcall::peer::thread_service()
+        .map(|s| s.host())
+        .or_else(|| farcall::peer::current_link().map(|l| l.host().clone()));
+    match host {
+        Some(host) => {
+            let reference = host.export(&obj, None);
             let proxy = farcall::Proxy::owning(reference);
             Ok(Py::new(py, ObjectProxy::new(py, proxy))?.into_any())
         }

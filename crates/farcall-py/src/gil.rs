@@ -9,10 +9,15 @@
 //! So once the hook has run, a thread other than the main one that comes
 //! back from a wait parks without taking the GIL, as CPython 3.14 does
 //! with daemon threads itself.
+//!
+//! [`wait`] is how every blocking wait of the bindings runs: with the GIL
+//! released and, in the main thread, cut into slices so that Ctrl-C is
+//! raised within [`SIGNAL_CHECK`] however long the wait.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::thread::ThreadId;
+use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
@@ -39,10 +44,48 @@ pub fn released<T: Send>(py: Python<'_>, f: impl Send + FnOnce() -> T) -> T {
     })
 }
 
+/// True once the interpreter is exiting (see [`_exiting`]).
+pub fn exiting() -> bool {
+    EXITING.load(Ordering::Acquire)
+}
+
 /// Called at interpreter exit (atexit), before children are stopped: waits
 /// that end from now on, in threads other than the main one, park instead
 /// of taking the GIL.
 #[pyfunction]
 pub fn _exiting() {
     EXITING.store(true, Ordering::Release);
+}
+
+/// How often a wait of the main thread looks up to let Python handle
+/// signals (Ctrl-C).
+pub const SIGNAL_CHECK: Duration = Duration::from_millis(100);
+
+/// Waits with the GIL released until `step` is done or `deadline` passes
+/// (`Ok(None)`). `step(until)` waits at most until `until` and returns
+/// `Some` once done. In the main thread the wait is cut into slices of
+/// [`SIGNAL_CHECK`] with a check for signals in between: a
+/// `KeyboardInterrupt` ends the wait with that error, and the caller
+/// cancels what it waited for.
+pub fn wait<T: Send>(
+    py: Python<'_>,
+    deadline: Option<Instant>,
+    mut step: impl Send + FnMut(Option<Instant>) -> Option<T>,
+) -> PyResult<Option<T>> {
+    let main = MAIN_THREAD.get() == Some(&std::thread::current().id());
+    loop {
+        let until = if main {
+            let slice = Instant::now() + SIGNAL_CHECK;
+            Some(deadline.map_or(slice, |d| d.min(slice)))
+        } else {
+            deadline
+        };
+        if let Some(done) = released(py, || step(until)) {
+            return Ok(Some(done));
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(None);
+        }
+        py.check_signals()?;
+    }
 }

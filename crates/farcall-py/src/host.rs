@@ -5,7 +5,6 @@
 //! real imports and real Python objects for values returned by proxy.
 
 use std::any::Any;
-use std::sync::Arc;
 
 use farcall::{Kwargs, ObjectRef, RemoteObject, Result, Runtime, Value};
 use pyo3::prelude::*;
@@ -13,33 +12,7 @@ use pyo3::types::{PyDict, PyTuple};
 
 use crate::convert::{to_py, Mode, Outgoing, Ownership};
 use crate::errors::from_py;
-
-/// A Python object that peers drive through proxies.
-pub struct PyHost {
-    obj: Py<PyAny>,
-    type_str: String,
-}
-
-impl PyHost {
-    /// Wraps `obj` for hosting.
-    pub fn new_ref(obj: &Bound<'_, PyAny>) -> PyResult<ObjectRef> {
-        Ok(Arc::new(PyHost {
-            type_str: obj.get_type().str()?.to_string(),
-            obj: obj.clone().unbind(),
-        }))
-    }
-
-    /// The hosted Python object.
-    pub fn object(&self) -> &Py<PyAny> {
-        &self.obj
-    }
-
-    /// Runs `f` with the GIL and the object, turning a Python exception
-    /// into the error sent back to the caller.
-    fn with<T>(&self, f: impl FnOnce(&Bound<'_, PyAny>) -> PyResult<T>) -> Result<T> {
-        Python::attach(|py| f(self.obj.bind(py)).map_err(|e| from_py(py, e)))
-    }
-}
+use crate::hosted::PyHost;
 
 /// Arguments of a request as Python objects (proxies borrowed: the caller
 /// owns their references).

@@ -156,7 +156,7 @@ impl LogSender {
     #[new]
     #[pyo3(signature = (address, capacity=10000))]
     fn new(py: Python<'_>, address: &Bound<'_, PyAny>, capacity: usize) -> PyResult<Self> {
-        let address = crate::server::address_arg(address)?;
+        let address = crate::args::address(address)?;
         let inner = flog::LogSender::with_capacity(&address, capacity).py(py)?;
         Ok(LogSender {
             inner: Arc::new(inner),
@@ -317,7 +317,7 @@ impl LogReceiver {
     #[pyo3(signature = (address=None))]
     fn new(py: Python<'_>, address: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let address = match address {
-            Some(a) => crate::server::address_arg(a)?,
+            Some(a) => crate::args::address(a)?,
             None => flog::DEFAULT_ADDRESS.to_string(),
         };
         let inner = flog::LogReceiver::bind(&address).py(py)?;

@@ -1,29 +1,17 @@
-//! `ObjectProxy`: a remote object used almost like a local one.
-//!
-//! Everything a sync call does on the client runs here in Rust: reading
-//! the deferred attribute, parsing the `_sync`/`_return_type`/`_timeout`
-//! keywords, converting arguments, sending and waiting with the GIL
-//! released, converting the result. No Python-level function of ours runs.
+//! `ObjectProxy`, the type: a remote object used almost like a local
+//! one, and its options. What it does when used (calls, attributes,
+//! operators) is in `proxy_methods`.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use farcall::{Invoked, ProxyRef, ReturnType, SyncMode, Value};
-use pyo3::basic::CompareOp;
-use pyo3::exceptions::{PyAttributeError, PyKeyError, PyTypeError, PyValueError};
-use pyo3::ffi;
+use farcall::{ProxyRef, ReturnType, SyncMode};
+use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::types::{PyDict, PyTuple};
 
-use crate::convert::{to_py, Mode, Outgoing, Ownership};
-use crate::errors::{error_class, IntoPyResult};
-use crate::future::PyFuture;
-
-/// How long "no timeout" waits: long enough to never matter, short enough
-/// that deadline arithmetic cannot overflow.
-const FOREVER: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+use crate::args;
 
 /// A proxy's options (`_set_proxy_options`).
 pub struct Options {
@@ -54,11 +42,11 @@ impl Options {
         for (key, value) in kwargs.iter() {
             let key: String = key.extract()?;
             match key.as_str() {
-                "sync" | "_sync" | "callSync" => self.sync = sync_mode(&value)?,
+                "sync" | "_sync" | "callSync" => self.sync = args::sync_mode(&value)?,
                 "return_type" | "_return_type" | "returnType" => {
-                    self.return_type = return_type(&value)?
+                    self.return_type = args::return_type(&value)?
                 }
-                "timeout" | "_timeout" => self.timeout = timeout(&value)?,
+                "timeout" | "_timeout" => self.timeout = args::timeout(&value)?,
                 "defer_getattr" | "deferGetattr" => self.defer_getattr = value.is_truthy()?,
                 "no_proxy_types" | "noProxyTypes" => {
                     self.no_proxy_types = if value.is_none() {
@@ -83,7 +71,7 @@ impl Options {
     /// The options as a dict, with pyacq's names.
     pub fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        d.set_item("sync", sync_name(self.sync))?;
+        d.set_item("sync", self.sync.name())?;
         d.set_item("return_type", self.return_type.name())?;
         d.set_item("timeout", self.timeout.map(|t| t.as_secs_f64()))?;
         d.set_item("defer_getattr", self.defer_getattr)?;
@@ -104,48 +92,6 @@ impl Default for Options {
             auto_delete: true,
         }
     }
-}
-
-fn sync_name(s: SyncMode) -> &'static str {
-    match s {
-        SyncMode::Sync => "sync",
-        SyncMode::Async => "async",
-        SyncMode::Off => "off",
-    }
-}
-
-/// Parses a `sync` option.
-pub fn sync_mode(v: &Bound<'_, PyAny>) -> PyResult<SyncMode> {
-    let name: &str = v.extract()?;
-    SyncMode::from_name(name).ok_or_else(|| {
-        PyValueError::new_err(format!(
-            "sync must be 'sync', 'async' or 'off', not {name:?}"
-        ))
-    })
-}
-
-/// Parses a `return_type` option.
-pub fn return_type(v: &Bound<'_, PyAny>) -> PyResult<ReturnType> {
-    let name: &str = v.extract()?;
-    ReturnType::from_name(name.as_bytes()).ok_or_else(|| {
-        PyValueError::new_err(format!(
-            "return_type must be 'auto', 'proxy' or 'value', not {name:?}"
-        ))
-    })
-}
-
-/// Parses a timeout in seconds (`None`: no limit).
-pub fn timeout(v: &Bound<'_, PyAny>) -> PyResult<Option<Duration>> {
-    if v.is_none() {
-        return Ok(None);
-    }
-    let secs: f64 = v.extract()?;
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(PyValueError::new_err(format!(
-            "timeout must be a non-negative number of seconds, not {secs}"
-        )));
-    }
-    Ok(Some(Duration::from_secs_f64(secs)))
 }
 
 /// Default proxy options per server address (`RPCClient.set_proxy_options`).
@@ -178,12 +124,12 @@ pub fn defaults(py: Python<'_>, address: &str) -> Options {
 /// `repr()` never calls the remote side.
 #[pyclass(module = "farcall", name = "ObjectProxy", frozen, weakref)]
 pub struct ObjectProxy {
-    proxy: farcall::Proxy,
+    pub(crate) proxy: farcall::Proxy,
     options: Mutex<Options>,
     /// Proxies to attributes read before: `proxy.method(...)` in a loop
     /// reuses one instead of building a new proxy per call. Cleared when
     /// the options change (children copy them).
-    children: Mutex<Vec<(String, Py<ObjectProxy>)>>,
+    pub(crate) children: Mutex<Vec<(String, Py<ObjectProxy>)>>,
 }
 
 /// Most attribute proxies one proxy remembers.
@@ -208,12 +154,13 @@ impl ObjectProxy {
         self.proxy.reference()
     }
 
-    fn options(&self) -> std::sync::MutexGuard<'_, Options> {
+    /// The proxy's options, locked.
+    pub(crate) fn options(&self) -> std::sync::MutexGuard<'_, Options> {
         self.options.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A proxy to attribute `name`, with the same options.
-    fn derived(&self, py: Python<'_>, name: &str) -> ObjectProxy {
+    pub(crate) fn derived(&self, py: Python<'_>, name: &str) -> ObjectProxy {
         ObjectProxy {
             proxy: self.proxy.attr(name),
             options: Mutex::new(self.options().clone_ref(py)),
@@ -223,7 +170,7 @@ impl ObjectProxy {
 
     /// The deferred proxy to attribute `name`, reused when it was read
     /// before.
-    fn child(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
+    pub(crate) fn child(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
         let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, child)) = children.iter().find(|(n, _)| n == name) {
             return Ok(child.clone_ref(py).into_any());
@@ -234,520 +181,5 @@ impl ObjectProxy {
         }
         children.push((name.to_string(), child.clone_ref(py)));
         Ok(child.into_any())
-    }
-
-    /// Runs a call on the remote object (or its method `method`) with the
-    /// proxy's options, overridden by `sync`/`return_type`/`timeout`.
-    fn invoke(
-        &self,
-        py: Python<'_>,
-        method: Option<&str>,
-        args: Vec<Value>,
-        kwargs: Vec<(String, Value)>,
-        overrides: Overrides,
-    ) -> PyResult<Py<PyAny>> {
-        let (sync, return_type, timeout) = {
-            let o = self.options();
-            (
-                overrides.sync.unwrap_or(o.sync),
-                overrides.return_type.unwrap_or(o.return_type),
-                overrides.timeout.unwrap_or(o.timeout).unwrap_or(FOREVER),
-            )
-        };
-        let proxy = &self.proxy;
-        let out = crate::gil::released(py, || {
-            proxy.invoke(method, args, kwargs, sync, return_type, Some(timeout))
-        })
-        .py(py)?;
-        match out {
-            Invoked::Value(v) => to_py(py, v, Ownership::Reply(self.proxy.address())),
-            Invoked::Future(f) => Ok(Py::new(py, PyFuture::new(f))?.into_any()),
-            Invoked::Sent => Ok(py.None()),
-        }
-    }
-
-    /// Calls special method `name` with one converted argument per item.
-    fn special(
-        &self,
-        py: Python<'_>,
-        name: &str,
-        args: &[&Bound<'_, PyAny>],
-        force_sync: bool,
-    ) -> PyResult<Py<PyAny>> {
-        let values = {
-            let o = self.options();
-            let conv = Outgoing {
-                mode: Mode::Auto,
-                no_proxy: o.no_proxy_types.as_ref().map(|t| t.bind(py)),
-            };
-            args.iter()
-                .map(|a| conv.value(a))
-                .collect::<PyResult<Vec<_>>>()?
-        };
-        let overrides = Overrides {
-            sync: force_sync.then_some(SyncMode::Sync),
-            ..Overrides::default()
-        };
-        self.invoke(py, Some(name), values, Vec::new(), overrides)
-    }
-
-    fn fetch(&self, py: Python<'_>, return_type: ReturnType) -> PyResult<Py<PyAny>> {
-        let timeout = self.options().timeout.unwrap_or(FOREVER);
-        let proxy = &self.proxy;
-        let v = crate::gil::released(py, || proxy.fetch_as(return_type, Some(timeout))).py(py)?;
-        to_py(py, v, Ownership::Reply(self.proxy.address()))
-    }
-
-    /// Releases the reference now if this proxy owns it (true); false for
-    /// a borrowed proxy.
-    pub fn release(&self, py: Python<'_>) -> PyResult<bool> {
-        if !self.proxy.owns() {
-            return Ok(false);
-        }
-        let proxy = &self.proxy;
-        crate::gil::released(py, || proxy.release()).py(py)?;
-        Ok(true)
-    }
-
-    /// `__pow__`/`__rpow__`: three-argument pow is not forwarded.
-    fn pow(
-        &self,
-        py: Python<'_>,
-        name: &str,
-        other: &Bound<'_, PyAny>,
-        modulo: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
-        if modulo.is_some() {
-            return Err(PyTypeError::new_err("pow() with a modulo is not forwarded"));
-        }
-        self.special(py, name, &[other], false)
-    }
-
-    fn identity(&self) -> (&str, u64, &[String]) {
-        let r = self.proxy.reference();
-        (&r.rpc_addr, r.obj_id, &r.attributes)
-    }
-}
-
-/// Per-call overrides of a proxy's options.
-#[derive(Default)]
-struct Overrides {
-    sync: Option<SyncMode>,
-    return_type: Option<ReturnType>,
-    timeout: Option<Option<Duration>>,
-}
-
-impl Overrides {
-    /// Takes `_sync`, `_return_type` and `_timeout` (and pyacq's older
-    /// `_callSync`, `_returnType`) out of a call's keywords, in one pass
-    /// over them (this runs on every call that has keywords).
-    fn take(kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Overrides> {
-        let mut o = Overrides::default();
-        let Some(kwargs) = kwargs else {
-            return Ok(o);
-        };
-        let mut taken = Vec::new();
-        for (key, value) in kwargs.iter() {
-            let key = key.cast_into::<PyString>()?;
-            let name = key.to_str()?;
-            if !name.starts_with('_') {
-                continue;
-            }
-            match name {
-                "_sync" | "_callSync" => o.sync = Some(sync_mode(&value)?),
-                "_return_type" | "_returnType" => o.return_type = Some(return_type(&value)?),
-                "_timeout" => o.timeout = Some(timeout(&value)?),
-                _ => continue,
-            }
-            taken.push(key);
-        }
-        for key in taken {
-            kwargs.del_item(key)?;
-        }
-        Ok(o)
-    }
-}
-
-#[pymethods]
-impl ObjectProxy {
-    /// Calls the remote object: `proxy(*args, _sync=, _return_type=,
-    /// _timeout=, **kwargs)`. Returns the result, a `Future` (`"async"`),
-    /// or None (`"off"`).
-    #[pyo3(signature = (*args, **kwargs))]
-    fn __call__(
-        &self,
-        py: Python<'_>,
-        args: &Bound<'_, PyTuple>,
-        kwargs: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Py<PyAny>> {
-        let overrides = Overrides::take(kwargs)?;
-        let (args, kwargs) = {
-            let o = self.options();
-            let conv = Outgoing {
-                mode: Mode::Auto,
-                no_proxy: o.no_proxy_types.as_ref().map(|t| t.bind(py)),
-            };
-            (conv.values(args)?, conv.kwargs(kwargs)?)
-        };
-        self.invoke(py, None, args, kwargs, overrides)
-    }
-
-    /// A deferred proxy to attribute `name` (or, with `defer_getattr` off
-    /// or for names starting with `_`, the attribute fetched now). The
-    /// proxy's own names (`_get_value`, `__class__`, ...) all start with
-    /// `_`; other names skip the class lookup, which `proxy.method(...)`
-    /// would otherwise pay for with an AttributeError on every call.
-    fn __getattribute__(slf: &Bound<'_, Self>, name: &Bound<'_, PyString>) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        let me = slf.get();
-        let text = name.to_str()?;
-        let private = text.starts_with('_');
-        if private {
-            // SAFETY: both pointers are valid, borrowed objects.
-            let own = unsafe { ffi::PyObject_GenericGetAttr(slf.as_ptr(), name.as_ptr()) };
-            if !own.is_null() {
-                // SAFETY: GenericGetAttr returned a new reference.
-                return Ok(unsafe { Bound::from_owned_ptr(py, own) }.unbind());
-            }
-            let err = PyErr::fetch(py);
-            if !err.is_instance_of::<PyAttributeError>(py) {
-                return Err(err);
-            }
-        }
-        if !private && me.options().defer_getattr {
-            return me.child(py, text);
-        }
-        let derived = me.derived(py, text);
-        let return_type = derived.options().return_type;
-        derived.fetch(py, return_type).map_err(|e| {
-            // hasattr() and friends need a real AttributeError.
-            let remote_attr_error = error_class(py, "RemoteCallException")
-                .ok()
-                .filter(|cls| e.is_instance(py, cls))
-                .and_then(|_| e.value(py).getattr("type_str").ok())
-                .and_then(|t| t.extract::<String>().ok())
-                .is_some_and(|t| t == "AttributeError");
-            if remote_attr_error {
-                PyAttributeError::new_err(text.to_string())
-            } else {
-                e
-            }
-        })
-    }
-
-    /// Sets an attribute on the remote object.
-    fn __setattr__(&self, py: Python<'_>, name: &str, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        let name = PyString::new(py, name);
-        self.special(py, "__setattr__", &[name.as_any(), value], false)
-            .map(drop)
-    }
-
-    /// Deletes an attribute of the remote object.
-    fn __delattr__(&self, py: Python<'_>, name: &str) -> PyResult<()> {
-        let name = PyString::new(py, name);
-        self.special(py, "__delattr__", &[name.as_any()], false)
-            .map(drop)
-    }
-
-    /// The remote object itself: fetched by proxy or value per the options.
-    /// A proxy without deferred attributes is returned as it is.
-    fn _undefer(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        let me = slf.get();
-        if me.proxy.reference().attributes.is_empty() {
-            return Ok(slf.clone().into_any().unbind());
-        }
-        let return_type = me.options().return_type;
-        me.fetch(slf.py(), return_type)
-    }
-
-    /// A copy of the remote object (an error if it cannot be copied).
-    fn _get_value(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.fetch(py, ReturnType::Value)
-    }
-
-    /// Releases the remote reference now; the proxy is unusable after.
-    fn _delete(&self, py: Python<'_>) -> PyResult<()> {
-        let proxy = &self.proxy;
-        crate::gil::released(py, || proxy.release()).py(py)
-    }
-
-    /// Changes this proxy's options: `sync`, `return_type`, `timeout`,
-    /// `defer_getattr`, `no_proxy_types`, `auto_delete`.
-    #[pyo3(signature = (**kwargs))]
-    fn _set_proxy_options(&self, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
-        let Some(kwargs) = kwargs else {
-            return Ok(());
-        };
-        let mut o = self.options();
-        o.update(kwargs)?;
-        self.proxy.keep_alive(!o.auto_delete);
-        drop(o);
-        self.children
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-        Ok(())
-    }
-
-    /// This proxy's options, as a dict.
-    #[getter]
-    fn _proxy_options<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        self.options().to_dict(py)
-    }
-
-    /// The object's id in its server's table.
-    #[getter]
-    fn _obj_id(&self) -> u64 {
-        self.proxy.reference().obj_id
-    }
-
-    /// This reference's id (one per proxy sent).
-    #[getter]
-    fn _ref_id(&self) -> u64 {
-        self.proxy.reference().ref_id
-    }
-
-    /// The remote type, as `str(type(obj))`, e.g. `"<class 'list'>"`.
-    #[getter]
-    fn _type_str(&self) -> &str {
-        self.proxy.type_str()
-    }
-
-    /// The deferred attribute path below the object.
-    #[getter]
-    fn _attributes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        PyTuple::new(py, &self.proxy.reference().attributes)
-    }
-
-    /// The address of the server that owns the object.
-    #[getter]
-    fn _rpc_addr(&self) -> &str {
-        self.proxy.address()
-    }
-
-    fn __repr__(&self) -> String {
-        format!("{:?}", self.proxy)
-    }
-
-    fn __hash__(&self) -> u64 {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.identity().hash(&mut h);
-        h.finish()
-    }
-
-    /// Two proxies are equal when they refer to the same remote object;
-    /// other comparisons run remotely.
-    fn __richcmp__(
-        &self,
-        py: Python<'_>,
-        other: &Bound<'_, PyAny>,
-        op: CompareOp,
-    ) -> PyResult<Py<PyAny>> {
-        if let (Ok(other), CompareOp::Eq | CompareOp::Ne) = (other.cast::<ObjectProxy>(), op) {
-            let same = self.identity() == other.get().identity();
-            let equal = same == matches!(op, CompareOp::Eq);
-            return Ok(equal.into_pyobject(py)?.to_owned().into_any().unbind());
-        }
-        let name = match op {
-            CompareOp::Lt => "__lt__",
-            CompareOp::Le => "__le__",
-            CompareOp::Eq => "__eq__",
-            CompareOp::Ne => "__ne__",
-            CompareOp::Gt => "__gt__",
-            CompareOp::Ge => "__ge__",
-        };
-        self.special(py, name, &[other], false)
-    }
-
-    fn __getitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__getitem__", &[key], false)
-    }
-
-    fn __setitem__(
-        &self,
-        py: Python<'_>,
-        key: &Bound<'_, PyAny>,
-        value: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        self.special(py, "__setitem__", &[key, value], false)
-            .map(drop)
-    }
-
-    fn __delitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.special(py, "__delitem__", &[key], false).map(drop)
-    }
-
-    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
-        self.special(py, "__len__", &[], true)?.extract(py)
-    }
-
-    fn __contains__(&self, py: Python<'_>, item: &Bound<'_, PyAny>) -> PyResult<bool> {
-        self.special(py, "__contains__", &[item], true)?
-            .bind(py)
-            .is_truthy()
-    }
-
-    fn __bool__(&self, py: Python<'_>) -> PyResult<bool> {
-        self.special(py, "__bool__", &[], true)?
-            .bind(py)
-            .is_truthy()
-    }
-
-    /// Iterates over a copy of the remote items, fetched in one round trip.
-    fn __iter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let items = self.special(py, "__farcall_list__", &[], true)?;
-        Ok(items.bind(py).try_iter()?.into_any().unbind())
-    }
-
-    fn __neg__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__neg__", &[], false)
-    }
-    fn __pos__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__pos__", &[], false)
-    }
-    fn __abs__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__abs__", &[], false)
-    }
-    fn __invert__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__invert__", &[], false)
-    }
-
-    // Binary operators run remotely (through `operator`, so reflected
-    // operands work as in Python).
-    fn __add__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__add__", &[other], false)
-    }
-    fn __sub__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__sub__", &[other], false)
-    }
-    fn __mul__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__mul__", &[other], false)
-    }
-    fn __matmul__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__matmul__", &[other], false)
-    }
-    fn __truediv__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__truediv__", &[other], false)
-    }
-    fn __floordiv__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__floordiv__", &[other], false)
-    }
-    fn __mod__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__mod__", &[other], false)
-    }
-    fn __lshift__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__lshift__", &[other], false)
-    }
-    fn __rshift__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__rshift__", &[other], false)
-    }
-    fn __and__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__and__", &[other], false)
-    }
-    fn __or__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__or__", &[other], false)
-    }
-    fn __xor__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__xor__", &[other], false)
-    }
-    fn __radd__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__radd__", &[other], false)
-    }
-    fn __rsub__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__rsub__", &[other], false)
-    }
-    fn __rmul__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__rmul__", &[other], false)
-    }
-    fn __rmatmul__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__rmatmul__", &[other], false)
-    }
-    fn __rtruediv__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__rtruediv__", &[other], false)
-    }
-    fn __rfloordiv__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__rfloordiv__", &[other], false)
-    }
-    fn __rmod__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__rmod__", &[other], false)
-    }
-    fn __rlshift__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__rlshift__", &[other], false)
-    }
-    fn __rrshift__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__rrshift__", &[other], false)
-    }
-    fn __rand__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__rand__", &[other], false)
-    }
-    fn __ror__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__ror__", &[other], false)
-    }
-    fn __rxor__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.special(py, "__rxor__", &[other], false)
-    }
-    // In-place operators act on the remote object; the proxy stays bound
-    // to it.
-    fn __iadd__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.special(py, "__iadd__", &[other], true).map(drop)
-    }
-    fn __isub__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.special(py, "__isub__", &[other], true).map(drop)
-    }
-    fn __imul__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.special(py, "__imul__", &[other], true).map(drop)
-    }
-    fn __imatmul__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.special(py, "__imatmul__", &[other], true).map(drop)
-    }
-    fn __itruediv__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.special(py, "__itruediv__", &[other], true).map(drop)
-    }
-    fn __ifloordiv__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.special(py, "__ifloordiv__", &[other], true).map(drop)
-    }
-    fn __imod__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.special(py, "__imod__", &[other], true).map(drop)
-    }
-    fn __ilshift__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.special(py, "__ilshift__", &[other], true).map(drop)
-    }
-    fn __irshift__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.special(py, "__irshift__", &[other], true).map(drop)
-    }
-    fn __iand__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.special(py, "__iand__", &[other], true).map(drop)
-    }
-    fn __ior__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.special(py, "__ior__", &[other], true).map(drop)
-    }
-    fn __ixor__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.special(py, "__ixor__", &[other], true).map(drop)
-    }
-    fn __pow__(
-        &self,
-        py: Python<'_>,
-        other: &Bound<'_, PyAny>,
-        modulo: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
-        self.pow(py, "__pow__", other, modulo)
-    }
-
-    fn __rpow__(
-        &self,
-        py: Python<'_>,
-        other: &Bound<'_, PyAny>,
-        modulo: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Py<PyAny>> {
-        self.pow(py, "__rpow__", other, modulo)
-    }
-
-    fn __ipow__(
-        &self,
-        py: Python<'_>,
-        other: &Bound<'_, PyAny>,
-        _modulo: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
-        self.special(py, "__ipow__", &[other], true).map(drop)
     }
 }

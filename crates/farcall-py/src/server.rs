@@ -5,73 +5,22 @@
 //! the GIL taken only while Python code runs.
 
 use std::cell::RefCell;
-use std::sync::Arc;
 use std::time::Duration;
 
-use farcall::auth::Key;
 use farcall::{Auth, Server, ServerOptions};
-use pyo3::exceptions::{PyKeyError, PyTypeError, PyValueError};
+use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
 
+use crate::args;
 use crate::client::RPCClient;
 use crate::convert::{to_py, Mode, Outgoing, Ownership};
 use crate::errors::IntoPyResult;
-use crate::host::{PyHost, PyRuntime};
+use crate::gil::SIGNAL_CHECK;
+use crate::hosted::PyHost;
 use crate::proxy::ObjectProxy;
-
-/// How often `run_forever` looks up from the socket to let Python handle
-/// signals (Ctrl-C).
-const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
 thread_local! {
     static THREAD_SERVER: RefCell<Option<Py<RPCServer>>> = const { RefCell::new(None) };
-}
-
-/// How to authenticate, from Python's `auth=` and `key=` (32 bytes, or
-/// 64 hex digits).
-pub fn auth_arg(py: Python<'_>, auth: bool, key: Option<&Bound<'_, PyAny>>) -> PyResult<Auth> {
-    let key = match key {
-        None => None,
-        Some(k) => {
-            let raw = match k.cast::<PyBytes>() {
-                Ok(b) => b.as_bytes().to_vec(),
-                Err(_) => {
-                    let text: String = k.extract()?;
-                    farcall::auth::decode_hex(text.trim()).ok_or_else(|| {
-                        PyValueError::new_err("a key is 32 bytes or 64 hex digits")
-                    })?
-                }
-            };
-            Some(Key::from_bytes(&raw).py(py)?)
-        }
-    };
-    Ok(match (auth, key) {
-        (false, Some(_)) => {
-            return Err(PyValueError::new_err("auth=False takes no key"));
-        }
-        (false, None) => Auth::Open,
-        (true, Some(k)) => Auth::Key(k),
-        (true, None) => Auth::ProcessKey,
-    })
-}
-
-/// Logs `message` as a warning on the `farcall` logger.
-pub fn warn(py: Python<'_>, message: &str) -> PyResult<()> {
-    PyModule::import(py, "logging")?
-        .call_method1("getLogger", ("farcall",))?
-        .call_method1("warning", (message,))?;
-    Ok(())
-}
-
-/// An address given as `str` or (pyacq style) `bytes`.
-pub fn address_arg(address: &Bound<'_, PyAny>) -> PyResult<String> {
-    if let Ok(b) = address.cast::<PyBytes>() {
-        return Ok(String::from_utf8_lossy(b.as_bytes()).into_owned());
-    }
-    address
-        .extract::<String>()
-        .map_err(|_| PyTypeError::new_err("an address is a str (or bytes)"))
 }
 
 /// A server that hosts Python objects and answers requests.
@@ -113,18 +62,18 @@ impl RPCServer {
         allow_unauthenticated_public: bool,
     ) -> PyResult<Self> {
         let address = match address {
-            Some(a) => address_arg(a)?,
+            Some(a) => args::address(a)?,
             None => "tcp://127.0.0.1:*".to_string(),
         };
         let options = ServerOptions {
-            auth: auth_arg(py, auth, key)?,
+            auth: args::auth(py, auth, key)?,
             allow_unauthenticated_public,
             ..ServerOptions::default()
         };
         let open = matches!(options.auth, Auth::Open);
         let server = crate::gil::released(py, || Server::bind_with(&address, options)).py(py)?;
         if open {
-            warn(
+            args::warn(
                 py,
                 &format!(
                     "RPCServer at {} accepts unauthenticated peers (auth=False)",
@@ -132,7 +81,6 @@ impl RPCServer {
                 ),
             )?;
         }
-        server.set_runtime(Arc::new(PyRuntime));
         Ok(RPCServer { server })
     }
 

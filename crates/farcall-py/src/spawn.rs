@@ -63,11 +63,11 @@ impl ProcessSpawner {
             options = options.name(name);
         }
         if let Some(address) = address {
-            options = options.address(crate::server::address_arg(address)?);
+            options = options.address(crate::args::address(address)?);
         }
         // Without log_addr/log_level, the children log to this process's
         // log server (if farcall.log runs one), as in pyacq.
-        let log_addr = log_addr.map(crate::server::address_arg).transpose()?;
+        let log_addr = log_addr.map(crate::args::address).transpose()?;
         let (log_addr, log_level) =
             crate::log::child_log_options(py, log_addr, log_level.cloned())?;
         let mut extra = serde_json::Map::new();
@@ -90,15 +90,12 @@ impl ProcessSpawner {
         Ok(ProcessSpawner { child })
     }
 
-    /// This thread's client of the child's server.
+    /// The client of the child's server (the link the spawner opened, even
+    /// once disconnected, so that `proc.client.disconnected()` says so
+    /// after the child died).
     #[getter]
-    fn client(&self, py: Python<'_>) -> PyResult<RPCClient> {
-        // This thread's client as it is, even disconnected (so that
-        // `proc.client.disconnected()` can say so after the child died).
-        match farcall::Client::existing(self.child.address()) {
-            Some(client) => Ok(RPCClient::wrap(client)),
-            None => RPCClient::for_address(py, self.child.address()),
-        }
+    fn client(&self) -> RPCClient {
+        RPCClient::wrap(self.child.address(), self.child.client().clone())
     }
 
     /// The address of the child's server.

@@ -132,6 +132,43 @@ impl Client {
         })
     }
 
+    /// Sends a request whose reply the caller waits for next (it is
+    /// written at once, and the caller enforces `timeout`, the engine does
+    /// not): the first half of a sync call, for callers that wait in
+    /// slices (to let Python handle Ctrl-C between them).
+    pub fn start<'a>(
+        &self,
+        action: Action,
+        opts: impl Into<Opts<'a>>,
+        return_type: ReturnType,
+        timeout: Option<Duration>,
+    ) -> Result<Future> {
+        let mode = CallMode {
+            wants_reply: true,
+            timeout,
+            enforce: false,
+            urgent: true,
+        };
+        let req_id = self.link.send(action, opts.into(), return_type, mode)?;
+        Ok(Future {
+            link: self.link.clone(),
+            req_id,
+            consumed: false,
+        })
+    }
+
+    /// The proxy for a reference this client's peer sent in a reply
+    /// (owned, and called over this client's link when it is the peer's).
+    pub fn proxy(&self, value: Value) -> Result<crate::Proxy> {
+        match value {
+            Value::Proxy(r) => Ok(crate::Proxy::from_reply(r, self)),
+            other => Err(Error::type_error(format!(
+                "expected a proxy, got {}",
+                other.kind()
+            ))),
+        }
+    }
+
     /// Sends a request that wants no reply (`opts` as for [`Client::send`]).
     pub fn send_off<'a>(
         &self,
@@ -182,7 +219,12 @@ impl Client {
 
     /// Reads the object the server published as `name`.
     pub fn get_item(&self, name: &str) -> Result<Value> {
-        self.call(Action::GetItem, &GetItem::opts(name), ReturnType::Auto, None)
+        self.call(
+            Action::GetItem,
+            &GetItem::opts(name),
+            ReturnType::Auto,
+            None,
+        )
     }
 
     /// Publishes `value` on the server as `name`.
@@ -194,7 +236,12 @@ impl Client {
 
     /// Imports `module` on the server and returns it (by proxy).
     pub fn import(&self, module: &str) -> Result<Value> {
-        self.call(Action::Import, &Import::opts(module), ReturnType::Auto, None)
+        self.call(
+            Action::Import,
+            &Import::opts(module),
+            ReturnType::Auto,
+            None,
+        )
     }
 
     /// Releases the server's object behind `proxy` (one reference).
@@ -260,7 +307,11 @@ impl Future {
     /// passes first; the call then stays pending and can be waited on again.
     /// Once a result has been returned, later calls report an error.
     pub fn wait_for(&mut self, timeout: Option<Duration>) -> Result<Option<Result<Value>>> {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        self.wait_until(timeout.and_then(|t| Instant::now().checked_add(t)))
+    }
+
+    /// [`Future::wait_for`] until `deadline` (`None`: no limit).
+    pub fn wait_until(&mut self, deadline: Option<Instant>) -> Result<Option<Result<Value>>> {
         let got = self.link.wait(self.req_id, deadline)?;
         if got.is_some() {
             self.consumed = true;
@@ -271,6 +322,13 @@ impl Future {
     /// True when the result has arrived (reads what is available now).
     pub fn is_done(&self) -> bool {
         self.link.is_done(self.req_id)
+    }
+
+    /// Wakes `waker` once the call is answered (from whichever thread
+    /// reads the reply, with no lock held); true when it is answered
+    /// already (the waker is then not kept).
+    pub fn notify_when_done(&self, waker: &std::task::Waker) -> bool {
+        !self.link.set_waker(self.req_id, waker)
     }
 
     /// Gives up on the call: it is forgotten, and the peer is told so that

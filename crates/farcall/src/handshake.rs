@@ -340,7 +340,8 @@ impl Hello {
         }
         let fixed =
             |f: &Bytes, what: &str| -> Result<[u8; 32]> { f[..].try_into().map_err(|_| bad(what)) };
-        let id = |f: &Bytes| -> Result<ClientId> { f[..].try_into().map_err(|_| bad("process id")) };
+        let id =
+            |f: &Bytes| -> Result<ClientId> { f[..].try_into().map_err(|_| bad("process id")) };
         Ok(match (&kind[..], rest) {
             (b"hello", [nonce, client]) => Hello::Hello(fixed(nonce, "nonce")?, id(client)?),
             (b"peer", [process]) => Hello::Peer(id(process)?),

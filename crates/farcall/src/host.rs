@@ -308,7 +308,10 @@ impl Host {
 impl Drop for Host {
     fn drop(&mut self) {
         let mut all = lock(hosts());
-        if all.get(&self.address).is_some_and(|h| h.strong_count() == 0) {
+        if all
+            .get(&self.address)
+            .is_some_and(|h| h.strong_count() == 0)
+        {
             all.remove(&self.address);
         }
     }

@@ -69,7 +69,6 @@ static HOST_NAME: RwLock<Option<Arc<str>>> = RwLock::new(None);
 static PROCESS_NAME: RwLock<Option<Arc<str>>> = RwLock::new(None);
 static THREAD_NAMES: OnceLock<Mutex<HashMap<u64, Arc<str>>>> = OnceLock::new();
 
-
 /// The name of this host in log records (default: the system host name).
 pub fn host_name() -> Arc<str> {
     if let Some(name) = read(&HOST_NAME) {

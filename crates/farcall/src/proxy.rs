@@ -19,11 +19,11 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use crate::client::{Client, Future};
-use crate::peer::{self, Link};
-use crate::protocol::command::{CallObj, GetObj};
 use crate::convert::FromValue;
 use crate::error::{Error, Result};
 use crate::object::Kwargs;
+use crate::peer::{self, Link};
+use crate::protocol::command::{CallObj, GetObj};
 use crate::protocol::{Action, ReturnType, SyncMode};
 use crate::value::{ProxyRef, Value};
 
@@ -332,7 +332,8 @@ impl Proxy {
             }
             SyncMode::Async => {
                 let timeout = Some(timeout.unwrap_or(client.timeout()));
-                let future = client.send_with_timeout(Action::CallObj, opts, return_type, timeout)?;
+                let future =
+                    client.send_with_timeout(Action::CallObj, opts, return_type, timeout)?;
                 Invoked::Future(future)
             }
             SyncMode::Off => {
@@ -340,6 +341,34 @@ impl Proxy {
                 Invoked::Sent
             }
         })
+    }
+
+    /// Starts a sync call of the object (or `method` of it): the request
+    /// is written at once and the caller waits on the future, enforcing
+    /// `timeout` itself (see [`Client::start`]).
+    pub fn start(
+        &self,
+        method: Option<&str>,
+        args: Vec<Value>,
+        kwargs: Kwargs,
+        return_type: ReturnType,
+        timeout: Option<Duration>,
+    ) -> Result<Future> {
+        let fields = CallObj::fields(&self.reference, method, &args, &kwargs);
+        self.client()?
+            .start(Action::CallObj, &fields[..], return_type, timeout)
+    }
+
+    /// Starts fetching the object the proxy refers to, as
+    /// [`Proxy::start`] starts a call.
+    pub fn start_fetch(
+        &self,
+        return_type: ReturnType,
+        timeout: Option<Duration>,
+    ) -> Result<Future> {
+        let opts = GetObj::opts(Value::Proxy(self.reference.clone()));
+        self.client()?
+            .start(Action::GetObj, &opts, return_type, timeout)
     }
 
     /// Fetches the object the proxy refers to (its attribute path

@@ -37,8 +37,8 @@ use crate::error::{Error, Result};
 use crate::handshake::Auth;
 use crate::protocol::{Action, ReturnType};
 use crate::server::{Server, ServerOptions};
-use crate::transport::stream::wait_fd;
 use crate::sync::lock;
+use crate::transport::stream::wait_fd;
 use crate::value::Value;
 
 /// Default bound on the wait for a child's first reply.
@@ -920,7 +920,6 @@ pub fn serve_as_child(setup: impl FnOnce(&Server, &ChildConfig) -> Result<()>) -
 }
 
 // ---- plumbing -------------------------------------------------------------
-
 
 /// True for the errors a write or read gets when the other end is gone.
 fn is_peer_gone(e: &io::Error) -> bool {

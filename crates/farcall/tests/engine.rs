@@ -526,10 +526,8 @@ fn malformed_and_truncated_native_streams_do_not_hurt_the_server() {
         Bytes::from_static(b"msgpack"),
         Bytes::new(),
     ];
-    let mut msg = farcall::channel::frame::encode_header(
-        farcall::channel::frame::Kind::Request,
-        &frames,
-    );
+    let mut msg =
+        farcall::channel::frame::encode_header(farcall::channel::frame::Kind::Request, &frames);
     frames.iter().for_each(|f| msg.extend_from_slice(f));
     s.write_all(&msg).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();

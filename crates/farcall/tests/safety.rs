@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use farcall::auth::Key;
-use farcall::client::ClientOptions;
 use farcall::channel::frame::{encode_header, Kind};
+use farcall::client::ClientOptions;
 use farcall::{Auth, Client, Error, Proxy, Server, ServerOptions, Value};
 
 mod support;

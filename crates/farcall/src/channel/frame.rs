@@ -167,9 +167,15 @@ impl Outgoing {
 
     /// Writes everything, waiting for the channel when it is full, until
     /// `deadline`.
-    pub fn flush_blocking(&mut self, channel: &dyn Channel, deadline: Option<Instant>) -> Result<()> {
+    pub fn flush_blocking(
+        &mut self,
+        channel: &dyn Channel,
+        deadline: Option<Instant>,
+    ) -> Result<()> {
         while !self.flush(channel)? {
-            let fd = channel.write_fd().expect("only a pollable channel would block");
+            let fd = channel
+                .write_fd()
+                .expect("only a pollable channel would block");
             if !wait_fd(fd, libc::POLLOUT, deadline)? {
                 return Err(Error::Timeout(std::time::Duration::ZERO));
             }

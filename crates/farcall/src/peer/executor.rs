@@ -92,8 +92,7 @@ fn execute(link: &Arc<Link>, request: &mut Request) -> (Format, Result<Value>, b
         (Ok(Command::Close(_)), Ok(_)) => return (format, Ok(Value::Bool(true)), true),
         (Ok(Command::Hello(_) | Command::Auth(_) | Command::Cancel(_)), Ok(_)) => {
             Err(Error::Protocol(
-                "handshake actions are for ZeroMQ peers; native connections say hello first"
-                    .into(),
+                "handshake actions are for ZeroMQ peers; native connections say hello first".into(),
             ))
         }
         (Ok(command), Ok(return_type)) => link.host().run(command, return_type),

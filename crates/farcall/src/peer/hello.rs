@@ -38,12 +38,17 @@ pub(crate) fn dial(address: &str, options: &LinkOptions) -> Result<Arc<Link>> {
     match Address::parse(address)? {
         Address::Zmq(endpoint) => dial_zmq(address, &endpoint, options).map_err(cannot),
         native => {
-            let channel: Arc<dyn Channel> =
-                Arc::new(stream::connect(&native).map_err(cannot)?);
+            let channel: Arc<dyn Channel> = Arc::new(stream::connect(&native).map_err(cannot)?);
             let mut reader = FrameReader::new(options.max_message);
             let mut out = Outgoing::default();
-            let challenge = client_handshake(channel.as_ref(), &mut reader, &mut out, address, &options.auth)
-                .map_err(cannot)?;
+            let challenge = client_handshake(
+                channel.as_ref(),
+                &mut reader,
+                &mut out,
+                address,
+                &options.auth,
+            )
+            .map_err(cannot)?;
             let home = if challenge.address.is_empty() {
                 address.to_string()
             } else {
@@ -118,7 +123,10 @@ fn client_handshake(
 ) -> Result<Challenge> {
     let deadline = Some(Instant::now() + CONNECT_TIMEOUT);
     let hs = ClientHandshake::new(address, auth)?;
-    out.push(Kind::Hello, Hello::Hello(*hs.nonce(), handshake::client_id()).to_frames());
+    out.push(
+        Kind::Hello,
+        Hello::Hello(*hs.nonce(), handshake::client_id()).to_frames(),
+    );
     flush(channel, out, deadline)?;
     let Hello::Challenge(challenge) = read_hello(reader, channel, deadline)? else {
         return Err(Error::Protocol("expected the server's challenge".into()));
@@ -164,7 +172,9 @@ fn read_hello(
                 ))
             }
             Fill::WouldBlock => {
-                let fd = channel.read_fd().expect("a channel that would block has a descriptor");
+                let fd = channel
+                    .read_fd()
+                    .expect("a channel that would block has a descriptor");
                 if !wait_serving(fd, deadline)? {
                     return Err(Error::Timeout(CONNECT_TIMEOUT));
                 }

@@ -121,7 +121,10 @@ impl InFlight {
         let Some(deadline) = deadline else {
             return Ok(None);
         };
-        let earliest = self.deadlines.peek().is_none_or(|Reverse((d, _))| deadline < *d);
+        let earliest = self
+            .deadlines
+            .peek()
+            .is_none_or(|Reverse((d, _))| deadline < *d);
         self.deadlines.push(Reverse((deadline, req_id)));
         if self.deadlines.len() > 1024 && self.deadlines.len() > 2 * self.slots.len() {
             self.sweep();
@@ -131,7 +134,12 @@ impl InFlight {
 
     /// Stores the outcome of call `req_id`; false when nobody waits for it
     /// any more (it timed out, or was one-way).
-    pub(crate) fn complete(&mut self, req_id: i64, outcome: Result<Value>, wake: &mut Wakeups) -> bool {
+    pub(crate) fn complete(
+        &mut self,
+        req_id: i64,
+        outcome: Result<Value>,
+        wake: &mut Wakeups,
+    ) -> bool {
         let Some(slot) = self.slots.get_mut(&req_id) else {
             return false;
         };
@@ -191,7 +199,11 @@ impl InFlight {
 
     /// Fails the calls whose deadline has passed with a timeout; returns
     /// their ids (to cancel on the peer) and the next deadline.
-    pub(crate) fn expire(&mut self, now: Instant, wake: &mut Wakeups) -> (Vec<i64>, Option<Instant>) {
+    pub(crate) fn expire(
+        &mut self,
+        now: Instant,
+        wake: &mut Wakeups,
+    ) -> (Vec<i64>, Option<Instant>) {
         let mut expired = Vec::new();
         while let Some(Reverse((deadline, req_id))) = self.deadlines.peek().copied() {
             if deadline > now {
@@ -279,7 +291,10 @@ mod tests {
         let mut t = InFlight::default();
         let first = t.insert(1, Some(Duration::from_millis(5)), true).unwrap();
         assert!(first.is_some(), "the first deadline is the earliest");
-        assert!(t.insert(2, Some(Duration::from_secs(60)), true).unwrap().is_none());
+        assert!(t
+            .insert(2, Some(Duration::from_secs(60)), true)
+            .unwrap()
+            .is_none());
         t.insert(3, None, true).unwrap();
         let mut wake = Wakeups::default();
         let (expired, next) = t.expire(Instant::now() + Duration::from_millis(10), &mut wake);
@@ -291,8 +306,14 @@ mod tests {
         assert!(!t.forget(2));
         let mut wake = Wakeups::default();
         assert!(t.fail_all("gone", &mut wake));
-        assert!(matches!(t.take(3), Status::Done(Err(Error::Disconnected(_)))));
-        assert!(t.insert(4, None, true).is_err(), "a dead link takes no calls");
+        assert!(matches!(
+            t.take(3),
+            Status::Done(Err(Error::Disconnected(_)))
+        ));
+        assert!(
+            t.insert(4, None, true).is_err(),
+            "a dead link takes no calls"
+        );
     }
 
     #[test]
@@ -301,9 +322,15 @@ mod tests {
         t.insert(1, None, false).unwrap();
         let mut wake = Wakeups::default();
         assert!(t.complete(1, Ok(Value::Int(1)), &mut wake));
-        assert!(!t.complete(1, Ok(Value::Int(2)), &mut wake), "answered once");
+        assert!(
+            !t.complete(1, Ok(Value::Int(2)), &mut wake),
+            "answered once"
+        );
         assert!(matches!(t.take(1), Status::Done(Ok(Value::Int(1)))));
-        assert!(!t.complete(1, Ok(Value::Int(3)), &mut wake), "taken: nobody waits");
+        assert!(
+            !t.complete(1, Ok(Value::Int(3)), &mut wake),
+            "taken: nobody waits"
+        );
         assert!(matches!(t.take(1), Status::Unknown));
     }
 }

@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use super::in_flight::Wakeups;
 use super::{message, nanos_since_epoch, Link, Wire};
-use crate::protocol::Beat;
 use crate::channel::frame::{Fill, FrameReader, DEFAULT_MAX_MESSAGE};
 use crate::channel::Channel;
+use crate::protocol::Beat;
 use crate::sync::lock;
 
 /// How soon the I/O thread looks again at a link whose role was taken.
@@ -89,7 +89,10 @@ fn io() -> &'static IoThread {
                 libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC),
             )
         };
-        assert!(epfd >= 0 && wake_fd >= 0, "cannot create the I/O thread's descriptors");
+        assert!(
+            epfd >= 0 && wake_fd >= 0,
+            "cannot create the I/O thread's descriptors"
+        );
         let io: &'static IoThread = Box::leak(Box::new(IoThread {
             // SAFETY: fresh descriptors we own.
             epfd: unsafe { OwnedFd::from_raw_fd(epfd) },
@@ -123,9 +126,21 @@ pub(crate) fn watch(link: &Arc<Link>, pump: Option<FrameReader>) {
     match &link.wire {
         Wire::Stream { channel, .. } => match (channel.read_fd(), channel.write_fd()) {
             (Some(r), w) => {
-                ctl(io, libc::EPOLL_CTL_ADD, r, token(link, DATA), interest(link, true, false));
+                ctl(
+                    io,
+                    libc::EPOLL_CTL_ADD,
+                    r,
+                    token(link, DATA),
+                    interest(link, true, false),
+                );
                 if let Some(w) = w.filter(|w| *w != r) {
-                    ctl(io, libc::EPOLL_CTL_ADD, w, token(link, WRITE), libc::EPOLLONESHOT as u32);
+                    ctl(
+                        io,
+                        libc::EPOLL_CTL_ADD,
+                        w,
+                        token(link, WRITE),
+                        libc::EPOLLONESHOT as u32,
+                    );
                 }
             }
             (None, _) => {
@@ -143,7 +158,13 @@ pub(crate) fn watch(link: &Arc<Link>, pump: Option<FrameReader>) {
         Wire::Zmq { fd, monitor_fd, .. } => {
             let once = (libc::EPOLLIN | libc::EPOLLONESHOT) as u32;
             ctl(io, libc::EPOLL_CTL_ADD, *fd, token(link, DATA), once);
-            ctl(io, libc::EPOLL_CTL_ADD, *monitor_fd, token(link, MONITOR), once);
+            ctl(
+                io,
+                libc::EPOLL_CTL_ADD,
+                *monitor_fd,
+                token(link, MONITOR),
+                once,
+            );
         }
     }
     let mut st = lock(&io.state);
@@ -161,7 +182,11 @@ pub(crate) fn watch(link: &Arc<Link>, pump: Option<FrameReader>) {
 pub(crate) fn unwatch(link: &Link) {
     let io = io();
     let fds: Vec<RawFd> = match &link.wire {
-        Wire::Stream { channel, .. } => channel.read_fd().into_iter().chain(channel.write_fd()).collect(),
+        Wire::Stream { channel, .. } => channel
+            .read_fd()
+            .into_iter()
+            .chain(channel.write_fd())
+            .collect(),
         Wire::Zmq { fd, monitor_fd, .. } => vec![*fd, *monitor_fd],
     };
     for fd in fds {
@@ -176,7 +201,8 @@ fn interest(link: &Link, read: bool, write: bool) -> u32 {
     if read {
         events |= (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
     }
-    if write && !matches!(&link.wire, Wire::Stream { channel, .. } if channel.write_fd() != channel.read_fd())
+    if write
+        && !matches!(&link.wire, Wire::Stream { channel, .. } if channel.write_fd() != channel.read_fd())
     {
         events |= libc::EPOLLOUT as u32;
     }
@@ -196,7 +222,13 @@ fn arm(link: &Link) {
             let Some(r) = channel.read_fd() else {
                 return;
             };
-            ctl(io, libc::EPOLL_CTL_MOD, r, token(link, DATA), interest(link, read, write));
+            ctl(
+                io,
+                libc::EPOLL_CTL_MOD,
+                r,
+                token(link, DATA),
+                interest(link, read, write),
+            );
             if let Some(w) = channel.write_fd().filter(|w| *w != r) {
                 let mut events = libc::EPOLLONESHOT as u32;
                 if write {
@@ -206,7 +238,13 @@ fn arm(link: &Link) {
             }
         }
         Wire::Zmq { fd, .. } => {
-            ctl(io, libc::EPOLL_CTL_MOD, *fd, token(link, DATA), interest(link, read, false));
+            ctl(
+                io,
+                libc::EPOLL_CTL_MOD,
+                *fd,
+                token(link, DATA),
+                interest(link, read, false),
+            );
         }
     }
 }
@@ -279,7 +317,9 @@ impl IoThread {
                 -1
             } else {
                 // Rounded up: waking early would only spin.
-                next.saturating_sub(now).div_ceil(1_000_000).min(i32::MAX as u64) as i32
+                next.saturating_sub(now)
+                    .div_ceil(1_000_000)
+                    .min(i32::MAX as u64) as i32
             };
             // SAFETY: a valid epoll descriptor and event buffer.
             let n = unsafe {
@@ -305,7 +345,10 @@ impl IoThread {
                     };
                     continue;
                 }
-                let link = lock(&self.state).links.get(&(data >> 2)).and_then(Weak::upgrade);
+                let link = lock(&self.state)
+                    .links
+                    .get(&(data >> 2))
+                    .and_then(Weak::upgrade);
                 if let Some(link) = link {
                     on_event(&link, data & 3, flags);
                 }
@@ -374,7 +417,13 @@ fn on_event(link: &Arc<Link>, which: u64, flags: u32) {
             link.read_available();
         } else {
             let once = (libc::EPOLLIN | libc::EPOLLONESHOT) as u32;
-            ctl(io(), libc::EPOLL_CTL_MOD, *monitor_fd, token(link, MONITOR), once);
+            ctl(
+                io(),
+                libc::EPOLL_CTL_MOD,
+                *monitor_fd,
+                token(link, MONITOR),
+                once,
+            );
         }
         return;
     }
@@ -384,7 +433,7 @@ fn on_event(link: &Arc<Link>, which: u64, flags: u32) {
             Ok(true) => {}
             Ok(false) => link.watch.out.store(true, Ordering::SeqCst),
             Err(e) => {
-                link.end(&format!("connection to {} lost: {e}", link.describe()));
+                link.write_failed(&e);
                 return;
             }
         }
@@ -448,7 +497,8 @@ fn beat(link: &Arc<Link>, now: Instant) {
         return;
     }
     let now_ns = nanos_since_epoch(now);
-    let silent = Duration::from_nanos(now_ns.saturating_sub(link.last_seen.load(Ordering::Relaxed)));
+    let silent =
+        Duration::from_nanos(now_ns.saturating_sub(link.last_seen.load(Ordering::Relaxed)));
     if silent >= hb.timeout {
         link.end(&format!(
             "{} stopped answering (no heartbeat for {:.1} s)",

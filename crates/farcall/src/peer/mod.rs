@@ -405,7 +405,14 @@ impl Link {
         return_type: ReturnType,
     ) -> Result<Frames> {
         let mut exporter = self.exporter();
-        protocol::request_frames(req_id, action, return_type, self.format, opts, &mut exporter)
+        protocol::request_frames(
+            req_id,
+            action,
+            return_type,
+            self.format,
+            opts,
+            &mut exporter,
+        )
     }
 
     /// Who exports the local objects this thread sends: its server's host
@@ -572,7 +579,10 @@ impl Exporter for LinkExporter<'_> {
             return NoExport.export(obj);
         };
         let mut exporters = lock(&self.link.exporters);
-        if !exporters.iter().any(|h| std::ptr::eq(h.as_ptr(), Arc::as_ptr(host))) {
+        if !exporters
+            .iter()
+            .any(|h| std::ptr::eq(h.as_ptr(), Arc::as_ptr(host)))
+        {
             exporters.retain(|h| h.strong_count() > 0);
             exporters.push(Arc::downgrade(host));
         }

@@ -73,9 +73,7 @@ impl Link {
             }
             Err(e) => {
                 drop(out);
-                let why = format!("connection to {} lost: {e}", self.describe());
-                self.end(&why);
-                Err(Error::Disconnected(why))
+                Err(self.write_failed(&e))
             }
         }
     }
@@ -98,8 +96,22 @@ impl Link {
         match self.flush_now() {
             Ok(true) => {}
             Ok(false) => io::want_write(self),
-            Err(e) => self.end(&format!("connection to {} lost: {e}", self.describe())),
+            Err(e) => {
+                self.write_failed(&e);
+            }
         }
+    }
+
+    /// The channel refused our bytes (the peer is gone): the replies it
+    /// sent before going still count, so read them first (the end of the
+    /// stream then ends the link, with its reason); end the link here only
+    /// if nobody else is reading it. The error for the caller.
+    pub(crate) fn write_failed(self: &Arc<Self>, e: &std::io::Error) -> Error {
+        let why = format!("connection to {} lost: {e}", self.describe());
+        if self.read_available() {
+            self.end(&why);
+        }
+        Error::Disconnected(self.dead().unwrap_or(why))
     }
 
     /// Writes what the channel takes now; true when nothing is left.

@@ -120,9 +120,11 @@ impl Link {
     /// Reads and routes every message that can be read without waiting.
     /// Errors mean the link is unusable.
     fn drain(self: &Arc<Self>, role: &mut ReadState, wake: &mut Wakeups) -> Result<usize> {
+        // Whatever was noted, this turn reads it.
+        let hinted = self.hint.swap(false, Ordering::SeqCst);
         match (role, &self.wire) {
             (ReadState::Stream(reader), Wire::Stream { channel, .. }) => {
-                if self.hint.swap(false, Ordering::SeqCst) {
+                if hinted {
                     reader.mark_readable();
                 }
                 let mut routed = 0;
@@ -155,7 +157,12 @@ impl Link {
                     }
                 }
             }
-            (ReadState::Zmq, Wire::Zmq { dealer, dropped, .. }) => {
+            (
+                ReadState::Zmq,
+                Wire::Zmq {
+                    dealer, dropped, ..
+                },
+            ) => {
                 let mut routed = 0;
                 loop {
                     let frames = {
@@ -189,7 +196,12 @@ impl Link {
     }
 
     /// Routes one native message.
-    pub(crate) fn route(self: &Arc<Self>, kind: Kind, frames: Frames, wake: &mut Wakeups) -> Result<()> {
+    pub(crate) fn route(
+        self: &Arc<Self>,
+        kind: Kind,
+        frames: Frames,
+        wake: &mut Wakeups,
+    ) -> Result<()> {
         match Message::parse(kind, frames)? {
             Message::Request(Ok(request)) => self.executor.push(Job {
                 link: self.clone(),
@@ -282,7 +294,9 @@ impl Link {
                 self.role.try_lock().ok()
             };
             let serve = match role {
-                Some(role) => self.read_turn(role, req_id, deadline, &signal, service.as_deref())?,
+                Some(role) => {
+                    self.read_turn(role, req_id, deadline, &signal, service.as_deref())?
+                }
                 None => self.sleep(req_id, deadline, &signal, service.as_deref())?,
             };
             if serve {
@@ -309,7 +323,8 @@ impl Link {
         let mut wake = Wakeups::default();
         let mut drained = self.drain(&mut role, &mut wake);
         let mut serve = false;
-        let idle = matches!(drained, Ok(0)) && wake.is_empty() && !lock(&self.flight).is_done(req_id);
+        let idle =
+            matches!(drained, Ok(0)) && wake.is_empty() && !lock(&self.flight).is_done(req_id);
         if idle {
             let (fd, zmq) = match &self.wire {
                 Wire::Stream { channel, .. } => (channel.read_fd(), false),

@@ -58,14 +58,23 @@ impl Message {
                 }
                 let chain_frame = frames.remove(0);
                 let chain = match chain_frame.len() {
-                    0 => 0,
-                    8 => u64::from_le_bytes(chain_frame[..].try_into().expect("8 bytes")),
-                    n => return Err(Error::Protocol(format!("a call chain of {n} bytes"))),
+                    0 => Ok(0),
+                    8 => Ok(u64::from_le_bytes(
+                        chain_frame[..].try_into().expect("8 bytes"),
+                    )),
+                    n => Err(Error::Protocol(format!("a call chain of {n} bytes"))),
                 };
-                Message::Request(Request::parse(frames).map(|mut r| {
-                    r.chain = chain;
-                    r
-                }))
+                Message::Request(match (chain, Request::parse(frames)) {
+                    (Ok(chain), Ok(mut r)) => {
+                        r.chain = chain;
+                        Ok(r)
+                    }
+                    (Err(error), Ok(r)) => Err(BadRequest {
+                        req_id: Some(r.req_id),
+                        error,
+                    }),
+                    (_, Err(bad)) => Err(bad),
+                })
             }
             Kind::Reply => Message::Reply(frames),
             Kind::Hello => Message::Hello(frames),

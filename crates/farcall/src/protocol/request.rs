@@ -198,4 +198,3 @@ pub fn request_frames<'a>(
     frames.extend(buffers);
     Ok(frames)
 }
-

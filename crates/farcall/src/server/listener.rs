@@ -46,7 +46,7 @@ pub(crate) struct Admission<'a> {
 /// Where a pending connection stands after reading what it sent.
 pub(crate) enum Step {
     /// Still in its handshake.
-    Pending(Pending),
+    Pending(Box<Pending>),
     /// Admitted: now a link.
     Admitted(Arc<Link>),
     /// Refused or gone (logged).
@@ -72,7 +72,7 @@ impl Pending {
     }
 
     /// Reads and answers every handshake message that has arrived.
-    pub(crate) fn advance(mut self, admission: &Admission<'_>) -> Step {
+    pub(crate) fn advance(mut self: Box<Self>, admission: &Admission<'_>) -> Step {
         self.reader.mark_readable();
         loop {
             let frames = match self.next_hello() {
@@ -111,11 +111,7 @@ impl Pending {
         loop {
             match self.reader.next_message()? {
                 Some((Kind::Hello, frames)) => return Ok(Some(frames)),
-                Some(_) => {
-                    return Err(Error::Protocol(
-                        "a message before the handshake".into(),
-                    ))
-                }
+                Some(_) => return Err(Error::Protocol("a message before the handshake".into())),
                 None => {}
             }
             if self.reader.drained() {
@@ -147,19 +143,24 @@ impl Pending {
         };
         self.out.push(Kind::Hello, reply.to_frames());
         if !self.out.flush(&self.channel)? {
-            return Err(Error::Protocol("the peer does not read its handshake".into()));
+            return Err(Error::Protocol(
+                "the peer does not read its handshake".into(),
+            ));
         }
         self.state = state;
         Ok(self.state.admitted())
     }
 
     /// Turns the admitted connection into a link of the server.
-    fn admit(mut self, admission: &Admission<'_>) -> Step {
+    fn admit(mut self: Box<Self>, admission: &Admission<'_>) -> Step {
         let client = self.client.expect("admitted after a hello");
         self.reader.set_max_message(admission.max_message);
+        let Pending {
+            channel, reader, ..
+        } = *self;
         let link = Link::accepted(
-            Arc::new(self.channel),
-            self.reader,
+            Arc::new(channel),
+            reader,
             Format::Farcall,
             admission.host.clone(),
             admission.executor.clone(),

@@ -129,7 +129,7 @@ enum Endpoint {
 
 /// A native connection: in its handshake, or a link.
 enum Conn {
-    Pending(Pending),
+    Pending(Box<Pending>),
     Open(Arc<Link>),
 }
 
@@ -413,9 +413,7 @@ impl Server {
         shared.queue.set_polling(false);
         handled += shared.run_queue();
         shared.after_poll();
-        shared
-            .recently_served
-            .store(handled > 0, Ordering::Relaxed);
+        shared.recently_served.store(handled > 0, Ordering::Relaxed);
         Ok(handled)
     }
 }
@@ -556,7 +554,7 @@ impl Shared {
         for channel in accepted {
             let token = Token(io.next_token);
             io.next_token += 1;
-            let pending = Pending::new(channel);
+            let pending = Box::new(Pending::new(channel));
             if let Err(e) =
                 io.poll
                     .registry()
@@ -697,7 +695,9 @@ impl Shared {
         let stale: Vec<Token> = io
             .conns
             .iter()
-            .filter(|(_, c)| matches!(c, Conn::Pending(p) if now - p.since > self.handshake_timeout))
+            .filter(
+                |(_, c)| matches!(c, Conn::Pending(p) if now - p.since > self.handshake_timeout),
+            )
             .map(|(t, _)| *t)
             .collect();
         for token in stale {

@@ -86,8 +86,7 @@ impl Queue {
         let mut jobs = lock(&self.jobs);
         let before = jobs.len();
         jobs.retain(|j| !matches(j));
-        self.len
-            .fetch_sub(before - jobs.len(), Ordering::Release);
+        self.len.fetch_sub(before - jobs.len(), Ordering::Release);
     }
 
     /// Marks the calling thread as the one serving this queue (until the

@@ -118,7 +118,8 @@ impl Admissions {
         let (format, result, close) = match request.format() {
             Err(e) => (Format::Msgpack, Err(e), false),
             Ok(format) => {
-                let (result, close) = self.execute(gate, address, host, identity, &mut request, format, cancel);
+                let (result, close) =
+                    self.execute(gate, address, host, identity, &mut request, format, cancel);
                 (format, result, close)
             }
         };
