@@ -12,11 +12,11 @@
 use std::path::Path;
 
 use bytes::Bytes;
+use farcall::channel::frame::{encode_header, Kind};
 use farcall::codec::{self, Format, NoExport};
 use farcall::error::Error;
 use farcall::handshake::{self, Challenge, Hello, ServerProof, MAGIC};
 use farcall::protocol::{self, Action, Frames, ReturnType};
-use farcall::channel::frame::{encode_header, Kind};
 use farcall::value::{Array, Date, DateTime, ProxyRef, Value};
 use farcall_fuzz::{join_frames, native_input, FORMATS};
 
@@ -383,8 +383,7 @@ fn native_seeds(seeds: &mut Seeds) {
     let ping = native_request(0, request(Format::Msgpack, Action::Ping, &Value::None));
     let (cancel_kind, cancel_frames) = farcall::protocol::message::cancel(7);
     let cancel = message(cancel_kind, &cancel_frames);
-    let (beat_kind, beat_frames) =
-        farcall::protocol::message::beat(farcall::protocol::Beat::Ping);
+    let (beat_kind, beat_frames) = farcall::protocol::message::beat(farcall::protocol::Beat::Ping);
     let beat = message(beat_kind, &beat_frames);
     let reply = message(
         Kind::Reply,
