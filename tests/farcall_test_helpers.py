@@ -191,3 +191,23 @@ def build_array(np, spec):
         big = np.concatenate([a, a], axis=-1) if a.ndim else a
         a = big[..., ::2] if a.ndim else big
     return a
+
+
+def call_later(f, delay, *args):
+    """Calls ``f(*args)`` from a thread of its own after ``delay`` seconds
+    (outside any call chain); returns at once."""
+
+    def run():
+        time.sleep(delay)
+        f(*args)
+
+    threading.Thread(target=run, daemon=True).start()
+
+
+class Bouncer:
+    """A -> B -> A: calls ``other.bounce(me, other, n - 1)`` down to 0."""
+
+    def bounce(self, other, me, n):
+        if n == 0:
+            return 0
+        return other.bounce(me, other, n - 1) + 1

@@ -89,7 +89,8 @@ impl Proxy {
     /// A proxy that owns `reference` (released when the last clone drops).
     /// If this process owns the reference already, the owner is shared.
     pub fn owning(reference: ProxyRef) -> Proxy {
-        Proxy::owning_via(reference, None)
+        let link = Link::find(&reference.rpc_addr);
+        Proxy::owning_via(reference, link)
     }
 
     fn owning_via(reference: ProxyRef, link: Option<Arc<Link>>) -> Proxy {
@@ -151,7 +152,9 @@ impl Proxy {
     /// borrowed (the sender owns it), and called over the link of the
     /// request this thread runs when that is the object's home.
     pub fn received(reference: ProxyRef) -> Proxy {
-        let link = peer::current_link().filter(|l| l.peer_home() == reference.rpc_addr);
+        let link = peer::current_link()
+            .filter(|l| l.peer_home() == reference.rpc_addr)
+            .or_else(|| Link::find(&reference.rpc_addr));
         Proxy {
             link,
             ..Proxy::borrowed(reference)

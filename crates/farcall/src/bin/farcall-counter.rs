@@ -25,6 +25,12 @@ impl Counter {
         std::process::id()
     }
 
+    /// Sleeps `ms` milliseconds, then returns them (a long call).
+    pub fn sleep_ms(&self, ms: u64) -> u64 {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        ms
+    }
+
     /// Exits the process at once, without a goodbye (for fault tests).
     pub fn crash(&self) {
         std::process::exit(3);

@@ -33,6 +33,8 @@ pub(crate) struct Outbox {
     pub(crate) queue: Outgoing,
     /// The flusher thread has been asked to write this queue.
     flush_scheduled: bool,
+    /// The last write left bytes behind: the channel was full.
+    full: bool,
 }
 
 impl Outbox {
@@ -41,6 +43,7 @@ impl Outbox {
         Outbox {
             queue,
             flush_scheduled: false,
+            full: false,
         }
     }
 }
@@ -126,11 +129,14 @@ impl Link {
         }
         let before = out.queue.queued_bytes();
         let done = out.queue.flush(channel.as_ref())?;
-        if out.queue.queued_bytes() < before {
-            // The peer takes our bytes: it is alive, even if it is busy
-            // reading a large message and says nothing.
+        if out.full && out.queue.queued_bytes() < before {
+            // A full channel took more: the peer reads, so it is alive,
+            // even if it is busy reading a large message and says nothing.
+            // (Bytes taken by a channel with room prove nothing: the
+            // kernel buffers them for a stopped peer too.)
             self.saw_peer();
         }
+        out.full = !done;
         Ok(done)
     }
 

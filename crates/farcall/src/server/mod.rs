@@ -593,6 +593,18 @@ impl Shared {
                 return Ok(());
             };
             match protocol::Request::parse(frames) {
+                // A cancel acts now: the request it names waits in the
+                // queue, ahead of it.
+                Ok(mut request) if matches!(request.action(), Ok(protocol::Action::Cancel)) => {
+                    let req_id = self
+                        .admissions
+                        .cancelled(&self.gate, &identity, &mut request);
+                    if let Some(req_id) = req_id {
+                        self.queue.drop_where(|j| {
+                            matches!(j, ServerJob::Zmq { identity: who, request } if *who == identity && request.req_id == req_id)
+                        });
+                    }
+                }
                 Ok(request) => self.queue.push_job(ServerJob::Zmq { identity, request }),
                 Err(bad) => {
                     log::warn!("malformed request to {}: {}", self.address, bad.error);

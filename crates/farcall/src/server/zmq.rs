@@ -192,6 +192,25 @@ impl Admissions {
         (result, false)
     }
 
+    /// The request id a `farcall_cancel` from `identity` names, if the
+    /// peer is admitted and the request well formed.
+    pub(crate) fn cancelled(
+        &self,
+        gate: &Gate,
+        identity: &Bytes,
+        request: &mut Request,
+    ) -> Option<i64> {
+        let admitted = !gate.authenticates()
+            || lock(&self.peers)
+                .get(identity)
+                .is_some_and(PeerState::admitted);
+        let format = request.format().ok()?;
+        match Command::parse(request, format) {
+            Ok(Command::Cancel(c)) if admitted => Some(c.req_id),
+            _ => None,
+        }
+    }
+
     /// `farcall_hello`: the server's challenge.
     fn hello(
         &self,

@@ -1,0 +1,515 @@
+//! Peer links: calls both ways over one link, call chains, dead and
+//! stopped peers, deadlines, cancellation, many threads through one link.
+//! Native links and ZeroMQ endpoints alike, wherever the behaviour applies.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::task::{Wake, Waker};
+use std::thread::{self, ThreadId};
+use std::time::{Duration, Instant};
+
+use farcall::object::Kwargs;
+use farcall::protocol::{Action, ReturnType};
+use farcall::{
+    Client, ClientOptions, Error, Heartbeat, Proxy, RemoteObject, Server, ServerOptions, Value,
+};
+
+mod support;
+
+use support::{serve, serve_with};
+
+const NATIVE: [&str; 2] = ["unix://*", "tcp+native://127.0.0.1:*"];
+
+fn every_transport() -> Vec<String> {
+    vec![
+        "unix://*".into(),
+        "tcp+native://127.0.0.1:*".into(),
+        "tcp://127.0.0.1:*".into(),
+    ]
+}
+
+/// A callback hosted by the calling side: records the threads it ran in,
+/// and can call a proxy back (to build chains).
+#[derive(Default)]
+struct Recorder {
+    threads: Mutex<Vec<ThreadId>>,
+}
+
+impl RemoteObject for Recorder {
+    fn type_str(&self) -> String {
+        "<class 'Recorder'>".into()
+    }
+
+    fn call(&self, args: Vec<Value>, _kwargs: Kwargs) -> farcall::Result<Value> {
+        self.threads.lock().unwrap().push(thread::current().id());
+        Ok(args.into_iter().next().unwrap_or_default())
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// Calls what it is given, in the server's thread.
+#[farcall::remote]
+pub struct Caller {}
+
+#[farcall::remote]
+impl Caller {
+    /// Calls `f(x)` and returns what it returned.
+    pub fn call_back(&self, f: Proxy, x: i64) -> farcall::Result<Value> {
+        f.call(vec![Value::Int(x)])
+    }
+
+    /// Sleeps, then returns.
+    pub fn sleep_ms(&self, ms: u64) -> u64 {
+        thread::sleep(Duration::from_millis(ms));
+        ms
+    }
+}
+
+#[test]
+fn the_server_calls_back_over_the_link_into_the_waiting_thread() {
+    for address in NATIVE {
+        let server = Server::bind(address).unwrap();
+        server.publish("caller", farcall::object(Caller {}));
+        let running = server.clone();
+        let serving = thread::spawn(move || running.run_forever());
+        let client = Client::connect(server.address()).unwrap();
+        let caller = client.proxy(client.get_item("caller").unwrap()).unwrap();
+        let recorder = Arc::new(Recorder::default());
+        let callback = Value::Object(recorder.clone());
+        // This thread has no server: the callback is hosted by the link
+        // and the server reaches it over the same link.
+        let got = caller
+            .call_method("call_back", vec![callback, Value::Int(7)])
+            .unwrap();
+        assert_eq!(got, Value::Int(7), "{address}");
+        assert_eq!(
+            *recorder.threads.lock().unwrap(),
+            vec![thread::current().id()],
+            "{address}: the callback ran in the thread that waited for it"
+        );
+        server.close();
+        serving.join().unwrap().unwrap();
+    }
+}
+
+/// Calls `other.bounce(me, other, n - 1)` until `n` is 0, then answers
+/// the depth. Re-entrant (no lock held while it calls out), as a Python
+/// object would be.
+struct Bouncer;
+
+impl RemoteObject for Bouncer {
+    fn type_str(&self) -> String {
+        "<class 'Bouncer'>".into()
+    }
+
+    fn call_method(&self, name: &str, args: Vec<Value>, _kwargs: Kwargs) -> farcall::Result<Value> {
+        assert_eq!(name, "bounce");
+        let mut args = args.into_iter();
+        let other: Proxy = farcall::FromValue::from_value(args.next().unwrap_or_default())?;
+        let me: Proxy = farcall::FromValue::from_value(args.next().unwrap_or_default())?;
+        let n = args.next().and_then(|v| v.as_i64()).unwrap_or(0);
+        if n == 0 {
+            return Ok(Value::Int(0));
+        }
+        let depth = other.call_method(
+            "bounce",
+            vec![me.into(), other.clone().into(), Value::Int(n - 1)],
+        )?;
+        Ok(Value::Int(depth.as_i64().unwrap_or(-1) + 1))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+#[test]
+fn a_b_a_between_two_servers_in_threads_of_one_process() {
+    for address in every_transport() {
+        let servers: Vec<Server> = (0..2)
+            .map(|_| {
+                let s = Server::bind(&address).unwrap();
+                s.publish("b", Value::Object(Arc::new(Bouncer)));
+                s
+            })
+            .collect();
+        let threads: Vec<_> = servers
+            .iter()
+            .map(|s| {
+                let s = s.clone();
+                thread::spawn(move || s.run_forever())
+            })
+            .collect();
+        let p1 = Proxy::adopt(
+            Client::connect(servers[0].address())
+                .unwrap()
+                .get_item("b")
+                .unwrap(),
+        )
+        .unwrap();
+        let p2 = Proxy::adopt(
+            Client::connect(servers[1].address())
+                .unwrap()
+                .get_item("b")
+                .unwrap(),
+        )
+        .unwrap();
+        let started = Instant::now();
+        let depth = p1
+            .call_method(
+                "bounce",
+                vec![p2.clone().into(), p1.clone().into(), Value::Int(5)],
+            )
+            .unwrap_or_else(|e| panic!("{address}: {e}"));
+        assert_eq!(depth, Value::Int(5), "{address}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{address}: {:?}",
+            started.elapsed()
+        );
+        for s in &servers {
+            s.close();
+        }
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+    }
+}
+
+/// A `farcall-counter` child process serving on `address`.
+struct ChildServer {
+    child: Child,
+    address: String,
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_server(address: &str) -> ChildServer {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_farcall-counter"))
+        .arg(address)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn farcall-counter");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    ChildServer {
+        child,
+        address: line.trim().to_string(),
+    }
+}
+
+fn signal(child: &Child, sig: libc::c_int) {
+    // SAFETY: kill(2) on a child we own.
+    unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+}
+
+#[test]
+fn a_killed_child_fails_every_pending_call_at_once() {
+    for address in every_transport() {
+        let server = spawn_server(&address);
+        let client = Client::connect(&server.address).unwrap();
+        let counter = client.proxy(client.get_item("counter").unwrap()).unwrap();
+        let sleep = counter.attr("sleep_ms");
+        let pending: Vec<_> = (0..5)
+            .map(|_| sleep.call_async(vec![Value::Int(30_000)], vec![]).unwrap())
+            .collect();
+        let waiting = {
+            let sleep = sleep.clone();
+            thread::spawn(move || {
+                let r = sleep.call(vec![Value::Int(30_000)]);
+                (r, Instant::now())
+            })
+        };
+        thread::sleep(Duration::from_millis(200));
+        signal(&server.child, libc::SIGKILL);
+        let killed = Instant::now();
+        for f in pending {
+            let r = f.wait(Some(Duration::from_secs(10)));
+            assert!(matches!(r, Err(Error::Disconnected(_))), "{address}: {r:?}");
+        }
+        let (r, failed_at) = waiting.join().unwrap();
+        assert!(matches!(r, Err(Error::Disconnected(_))), "{address}: {r:?}");
+        assert!(
+            failed_at.duration_since(killed) < Duration::from_secs(1),
+            "{address}: {:?}",
+            failed_at.duration_since(killed)
+        );
+        // Later calls fail at once too, and the link says why.
+        let started = Instant::now();
+        assert!(
+            matches!(client.ping(), Err(Error::Disconnected(_))),
+            "{address}"
+        );
+        assert!(
+            counter
+                .call_method("add", vec![Value::Int(1)])
+                .is_err_and(|e| e.is_disconnect()),
+            "{address}"
+        );
+        assert!(started.elapsed() < Duration::from_millis(500), "{address}");
+        assert!(client.disconnected().is_some(), "{address}");
+    }
+}
+
+#[test]
+fn a_dead_zeromq_server_is_seen_without_a_call() {
+    let server = spawn_server("tcp://127.0.0.1:*");
+    let client = Client::connect(&server.address).unwrap();
+    assert_eq!(client.ping().unwrap(), Value::from("pong"));
+    signal(&server.child, libc::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while client.disconnected().is_none() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert!(client.disconnected().is_some(), "the monitor saw the drop");
+    let started = Instant::now();
+    assert!(client
+        .send_off(Action::Ping, &Value::None, ReturnType::Auto)
+        .is_err());
+    assert!(client
+        .send(Action::Ping, &Value::None, ReturnType::Auto)
+        .is_err());
+    assert!(started.elapsed() < Duration::from_millis(100));
+}
+
+#[test]
+fn closing_the_server_from_another_client_is_seen_by_all() {
+    for address in every_transport() {
+        let running = serve(&address);
+        let watcher = Client::connect(&running.address()).unwrap();
+        let closer = Client::connect_with(&running.address(), ClientOptions::default()).unwrap();
+        assert!(!watcher.same_as(&closer));
+        assert_eq!(watcher.ping().unwrap(), Value::from("pong"));
+        closer.close_server().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while watcher.disconnected().is_none() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            watcher.disconnected().is_some(),
+            "{address}: the notice was read"
+        );
+        assert!(
+            watcher.ping().is_err_and(|e| e.is_disconnect()),
+            "{address}"
+        );
+    }
+}
+
+fn quick_heartbeat() -> ClientOptions {
+    ClientOptions {
+        heartbeat: Heartbeat::with_timeout(Duration::from_millis(600)),
+        ..ClientOptions::default()
+    }
+}
+
+#[test]
+fn a_stopped_peer_is_found_by_the_heartbeat() {
+    for address in NATIVE {
+        let server = spawn_server(address);
+        let client = Client::connect_with(&server.address, quick_heartbeat()).unwrap();
+        let counter = client.proxy(client.get_item("counter").unwrap()).unwrap();
+        signal(&server.child, libc::SIGSTOP);
+        let started = Instant::now();
+        let r = counter.call_method("add", vec![Value::Int(1)]);
+        let took = started.elapsed();
+        signal(&server.child, libc::SIGCONT);
+        assert!(
+            matches!(&r, Err(Error::Disconnected(why)) if why.contains("heartbeat")),
+            "{address}: {r:?}"
+        );
+        assert!(took < Duration::from_secs(3), "{address}: {took:?}");
+    }
+}
+
+#[test]
+fn a_long_call_is_not_a_dead_peer() {
+    for address in NATIVE {
+        let server = spawn_server(address);
+        let client = Client::connect_with(&server.address, quick_heartbeat()).unwrap();
+        let counter = client.proxy(client.get_item("counter").unwrap()).unwrap();
+        // Four heartbeat timeouts of one busy call: the child's I/O thread
+        // answers the pings while its server thread sleeps.
+        let r = counter.call_method("sleep_ms", vec![Value::Int(2400)]);
+        assert_eq!(r.unwrap(), Value::Int(2400), "{address}");
+        assert_eq!(client.ping().unwrap(), Value::from("pong"));
+    }
+}
+
+/// A waker that records that it was woken.
+struct Flag(AtomicBool);
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn an_async_timeout_is_enforced_with_nobody_waiting() {
+    for address in every_transport() {
+        let running = serve(&address);
+        let client = Client::connect(&running.address()).unwrap();
+        let counter = client.proxy(client.get_item("counter").unwrap()).unwrap();
+        let fields = farcall::protocol::command::CallObj::fields(
+            counter.reference(),
+            Some("sleep_ms"),
+            &[Value::Int(1500)],
+            &[],
+        );
+        let started = Instant::now();
+        let future = client
+            .send_with_timeout(
+                Action::CallObj,
+                &fields[..],
+                ReturnType::Auto,
+                Some(Duration::from_millis(150)),
+            )
+            .unwrap();
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        assert!(!future.notify_when_done(&Waker::from(flag.clone())));
+        while !flag.0.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(5) {
+            thread::sleep(Duration::from_millis(5));
+        }
+        let woken = started.elapsed();
+        assert!(
+            flag.0.load(Ordering::SeqCst),
+            "{address}: the waker never ran"
+        );
+        assert!(
+            woken < Duration::from_secs(1),
+            "{address}: woken after {woken:?}"
+        );
+        let r = future.wait(Some(Duration::ZERO));
+        assert!(matches!(r, Err(Error::Timeout(_))), "{address}: {r:?}");
+        // The link goes on serving.
+        assert_eq!(client.ping().unwrap(), Value::from("pong"), "{address}");
+    }
+}
+
+#[test]
+fn a_cancelled_call_is_skipped_if_it_has_not_started() {
+    for address in every_transport() {
+        let running = serve(&address);
+        let client = Client::connect(&running.address()).unwrap();
+        let counter = client.proxy(client.get_item("counter").unwrap()).unwrap();
+        let busy = counter
+            .attr("sleep_ms")
+            .call_async(vec![Value::Int(400)], vec![])
+            .unwrap();
+        let mut queued = counter
+            .attr("add")
+            .call_async(vec![Value::Int(1)], vec![])
+            .unwrap();
+        thread::sleep(Duration::from_millis(100));
+        assert!(queued.cancel(), "{address}: it was pending");
+        // Dropping an unanswered future cancels it too.
+        drop(
+            counter
+                .attr("add")
+                .call_async(vec![Value::Int(10)], vec![])
+                .unwrap(),
+        );
+        busy.wait(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(
+            counter.call_method("add", vec![Value::Int(100)]).unwrap(),
+            Value::Int(100),
+            "{address}: neither cancelled add ran"
+        );
+    }
+}
+
+#[test]
+fn a_hundred_threads_call_through_one_link() {
+    for address in every_transport() {
+        let running = serve(&address);
+        let client = Client::connect(&running.address()).unwrap();
+        let counter = client.proxy(client.get_item("counter").unwrap()).unwrap();
+        let start = Arc::new(Barrier::new(100));
+        let done = Arc::new(AtomicUsize::new(0));
+        let threads: Vec<_> = (0..100)
+            .map(|_| {
+                let (counter, start, done) = (counter.clone(), start.clone(), done.clone());
+                thread::spawn(move || {
+                    start.wait();
+                    for _ in 0..20 {
+                        counter.call_method("add", vec![Value::Int(1)]).unwrap();
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(done.load(Ordering::SeqCst), 100);
+        assert_eq!(
+            counter.get_attr("count").unwrap(),
+            Value::Int(2000),
+            "{address}"
+        );
+        assert_eq!(client.pending(), 0, "{address}: nothing left in flight");
+    }
+}
+
+#[test]
+fn a_private_channel_carries_calls_both_ways() {
+    // Two links over one socket pair, in one process: each side calls the
+    // other's host. (Both ends share this process's link host, so each
+    // publishes under its own name.)
+    let (a, b) = farcall::channel::FdChannel::pair().unwrap();
+    let opened = thread::spawn(move || {
+        farcall::Link::over_private(Arc::new(b), &Default::default()).unwrap()
+    });
+    let left = farcall::Link::over_private(Arc::new(a), &Default::default()).unwrap();
+    let right = opened.join().unwrap();
+    farcall::Host::local().publish("caller", farcall::object(Caller {}));
+    let from_left = Client::from_link(left.clone());
+    let from_right = Client::from_link(right);
+    for client in [&from_left, &from_right] {
+        let got = client.get_item("caller").unwrap();
+        assert!(matches!(got, Value::Proxy(_)), "{got:?}");
+        let caller = client.proxy(got).unwrap();
+        assert_eq!(
+            caller.call_method("sleep_ms", vec![Value::Int(1)]).unwrap(),
+            Value::Int(1)
+        );
+    }
+    left.close("done");
+    assert!(from_right.ping().is_err_and(|e| e.is_disconnect()));
+}
+
+#[test]
+fn what_a_link_held_is_released_when_it_goes() {
+    let options = ServerOptions {
+        heartbeat: Heartbeat::with_timeout(Duration::from_millis(500)),
+        ..ServerOptions::default()
+    };
+    let running = serve_with("unix://*", options);
+    let client = Client::connect(&running.address()).unwrap();
+    let counter = client.proxy(client.get_item("counter").unwrap()).unwrap();
+    let child = counter.call_method("spawn_child", vec![]).unwrap();
+    let before = running.server.object_count();
+    assert!(matches!(child, Value::Proxy(_)));
+    client.close();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while running.server.object_count() >= before && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        running.server.object_count() < before,
+        "released when the link went"
+    );
+}
