@@ -3,8 +3,8 @@
 //!
 //! `cargo run --release -p farcall-bench --bin rpc_bench` (see README.md).
 //! The binary re-runs itself as the server process (`rpc_bench serve KIND
-//! ADDRESS`). `SECTIONS=latency,pipelined,across,scale` (the default) picks what
-//! runs, e.g. `SECTIONS=pipelined` under a profiler.
+//! ADDRESS`). `SECTIONS=latency,pipelined,across,scale,death` (the default)
+//! picks what runs, e.g. `SECTIONS=pipelined` under a profiler.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -28,6 +28,12 @@ impl Counter {
         a + b
     }
 
+    /// Sleeps, for calls still pending when the process dies.
+    pub fn sleep_ms(&self, ms: u64) -> u64 {
+        std::thread::sleep(Duration::from_millis(ms));
+        ms
+    }
+
     /// A new object, returned by proxy (for create/release cycles).
     pub fn make(&self) -> farcall::ObjectRef {
         farcall::object(Counter { count: 0 })
@@ -47,7 +53,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_000);
     let sections =
-        std::env::var("SECTIONS").unwrap_or_else(|_| "latency,pipelined,across,scale".into());
+        std::env::var("SECTIONS").unwrap_or_else(|_| "latency,pipelined,across,scale,death".into());
     let wants = |name: &str| sections.split(',').any(|s| s.trim() == name);
     let dir = std::env::temp_dir();
     let pid = std::process::id();
@@ -117,6 +123,9 @@ fn main() {
     }
     if wants("scale") {
         scale(rounds);
+    }
+    if wants("death") {
+        death(&unix_raw);
     }
 }
 
@@ -257,6 +266,112 @@ fn scale(rounds: usize) {
     );
     client.close_server().unwrap();
     let _ = child.wait();
+}
+
+/// Times from a SIGKILL of the server process to the moment every call
+/// pending on it has failed (five async calls nobody waits on, and one sync
+/// call waiting in another thread), per transport, next to the time a raw
+/// blocked read of a Unix or TCP socket takes to see the same death.
+fn death(unix_raw: &std::path::Path) {
+    const RUNS: usize = 20;
+    println!(
+        "\n{:<34} {:>10} {:>10} {:>12}",
+        "SIGKILL -> every pending call failed", "median", "max", "vs floor"
+    );
+    let kill = |child: &Child| {
+        // SAFETY: kill(2) on a child we own.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+    };
+    let raw = |kind: &str, address: &str| -> Vec<Duration> {
+        (0..RUNS)
+            .map(|_| {
+                let (mut child, address) = spawn(kind, address);
+                let mut conn: Box<dyn ReadWrite + Send> = match kind {
+                    "raw-unix" => Box::new(UnixStream::connect(&address).unwrap()),
+                    _ => Box::new(TcpStream::connect(&address).unwrap()),
+                };
+                let reader = std::thread::spawn(move || {
+                    let mut buf = [0u8; 1];
+                    let _ = conn.read(&mut buf);
+                    Instant::now()
+                });
+                std::thread::sleep(Duration::from_millis(50));
+                let killed = Instant::now();
+                kill(&child);
+                let seen = reader.join().unwrap();
+                let _ = child.wait();
+                seen.saturating_duration_since(killed)
+            })
+            .collect()
+    };
+    let floors = [
+        ("unix", raw("raw-unix", unix_raw.to_str().unwrap())),
+        ("tcp", raw("raw-tcp", "127.0.0.1:0")),
+    ];
+    for (floor, samples) in &floors {
+        report_max(
+            &format!("raw {floor} socket: blocked read sees it"),
+            samples,
+            None,
+        );
+    }
+    for (address, floor) in [
+        ("unix://*", 0),
+        ("tcp+native://127.0.0.1:*", 1),
+        ("tcp://127.0.0.1:*", 1),
+    ] {
+        let samples: Vec<Duration> = (0..RUNS)
+            .map(|_| {
+                let (mut child, address) = spawn("farcall", address);
+                let client = Client::connect(&address).unwrap();
+                let counter = client.proxy(client.get_item("counter").unwrap()).unwrap();
+                let sleep = counter.attr("sleep_ms");
+                let pending: Vec<_> = (0..5)
+                    .map(|_| sleep.call_async(vec![Value::Int(60_000)], vec![]).unwrap())
+                    .collect();
+                let waiting = std::thread::spawn(move || {
+                    let r = sleep.call(vec![Value::Int(60_000)]);
+                    assert!(r.is_err());
+                    Instant::now()
+                });
+                std::thread::sleep(Duration::from_millis(50));
+                let killed = Instant::now();
+                kill(&child);
+                let mut last = killed;
+                for f in pending {
+                    assert!(f.wait(Some(Duration::from_secs(30))).is_err());
+                    last = last.max(Instant::now());
+                }
+                last = last.max(waiting.join().unwrap());
+                let _ = child.wait();
+                last.saturating_duration_since(killed)
+            })
+            .collect();
+        report_max(
+            &format!("farcall {}", scheme(address)),
+            &samples,
+            Some(&floors[floor].1),
+        );
+    }
+}
+
+/// [`report`], with the largest sample instead of the 99th percentile.
+fn report_max(name: &str, samples: &[Duration], floor: Option<&[Duration]>) {
+    let med = percentile(samples, 0.5);
+    let max = percentile(samples, 1.0);
+    let ratio = floor
+        .map(|f| {
+            format!(
+                "{:.2}x",
+                med.as_secs_f64() / percentile(f, 0.5).as_secs_f64().max(1e-9)
+            )
+        })
+        .unwrap_or_default();
+    println!(
+        "{name:<34} {:>8.2}ms {:>8.2}ms {ratio:>12}",
+        med.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3
+    );
 }
 
 /// A process's resident memory, from /proc.

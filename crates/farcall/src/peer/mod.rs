@@ -182,6 +182,9 @@ pub struct Link {
     role: Mutex<ReadState>,
     /// Someone saw the channel readable while another held the role.
     hint: AtomicBool,
+    /// The signal of the thread holding the role while it sleeps in its
+    /// poll, to wake it when news comes some other way (a ZeroMQ monitor).
+    reader_signal: Mutex<Option<Arc<signal::Signal>>>,
     flight: Mutex<InFlight>,
     next_req_id: AtomicI64,
     format: Format,
@@ -266,6 +269,7 @@ impl Link {
             wire: parts.wire,
             role: Mutex::new(role),
             hint: AtomicBool::new(true),
+            reader_signal: Mutex::new(None),
             flight: Mutex::new(InFlight::default()),
             next_req_id: AtomicI64::new(1),
             format: parts.format,

@@ -76,6 +76,10 @@ impl Link {
         let mut read = false;
         loop {
             let Ok(mut role) = self.role.try_lock() else {
+                // Wake the holder if it sleeps: it reads on waking.
+                if let Some(s) = lock(&self.reader_signal).as_ref() {
+                    s.notify();
+                }
                 return read;
             };
             read = true;
@@ -340,6 +344,7 @@ impl Link {
                 fds.push(pollfd(s.poll_fd(), libc::POLLIN));
                 fds.len() - 1
             });
+            *lock(&self.reader_signal) = Some(Signal::current());
             if !signal.begin_wait() {
                 if zmq {
                     let slice = Instant::now() + ZMQ_SLICE;
@@ -357,6 +362,7 @@ impl Link {
                 }
             }
             signal.end_wait();
+            *lock(&self.reader_signal) = None;
             if let Some(at) = channel_at {
                 if fds[at].revents & libc::POLLOUT != 0 {
                     self.flush_queued();
