@@ -16,7 +16,7 @@ use crate::codec::Format;
 use crate::error::{Error, Result};
 use crate::host::LINK_SCHEME;
 use crate::peer::Status;
-use crate::peer::{CallMode, Link, LinkOptions};
+use crate::peer::{CallMode, Link, LinkOptions, Waiting};
 use crate::protocol::command::{CallObj, Delete, GetItem, Import, SetItem};
 use crate::protocol::{Action, Opts, ReturnType};
 use crate::value::{ProxyRef, Value};
@@ -129,6 +129,7 @@ impl Client {
             link: self.link.clone(),
             req_id,
             consumed: false,
+            _waiting: None,
         })
     }
 
@@ -149,11 +150,15 @@ impl Client {
             enforce: false,
             urgent: true,
         };
+        // The caller waits next, in this thread: requests of its call chain
+        // come to it from now on (a callback may be quicker than the wait).
+        let waiting = Waiting::here(self.link.id());
         let req_id = self.link.send(action, opts.into(), return_type, mode)?;
         Ok(Future {
             link: self.link.clone(),
             req_id,
             consumed: false,
+            _waiting: Some(waiting),
         })
     }
 
@@ -291,6 +296,8 @@ pub struct Future {
     link: Arc<Link>,
     req_id: i64,
     consumed: bool,
+    /// A sync call's registration as waiting in its call chain.
+    _waiting: Option<Waiting>,
 }
 
 impl Future {

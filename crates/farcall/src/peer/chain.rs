@@ -11,7 +11,7 @@
 //! The chain and link of the request a thread runs are its [`Context`],
 //! which is also what `get_connection()` answers.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -36,8 +36,8 @@ thread_local! {
     static INBOX: Arc<Inbox> = Arc::new(Inbox {
         jobs: Mutex::new(VecDeque::new()),
         signal: Signal::current(),
+        holds: Mutex::new(0),
     });
-    static DEPTH: Cell<usize> = const { Cell::new(0) };
 }
 
 /// The chain a request sent from this thread belongs to.
@@ -83,6 +83,9 @@ impl Drop for Running {
 pub(crate) struct Inbox {
     jobs: Mutex<VecDeque<Job>>,
     signal: Arc<Signal>,
+    /// How many [`Waiting`]s hold it registered (counted under the lock
+    /// of the registry).
+    holds: Mutex<usize>,
 }
 
 impl Inbox {
@@ -101,32 +104,39 @@ impl Inbox {
     }
 }
 
-/// Waiting threads' inboxes by chain; the latest waiter of a chain gets
-/// its requests (the deepest point of the chain).
-fn waiting() -> &'static Mutex<HashMap<u64, Vec<Arc<Inbox>>>> {
-    static WAITING: OnceLock<Mutex<HashMap<u64, Vec<Arc<Inbox>>>>> = OnceLock::new();
+/// A waiting thread's inbox and the link it waits on.
+type Waiter = (Arc<Inbox>, u64);
+
+/// Waiting threads by chain. A request of a chain goes to the thread that
+/// waits on the link it came by (the caller it answers to), else to the
+/// latest waiter of the chain (the deepest point of the chain).
+fn waiting() -> &'static Mutex<HashMap<u64, Vec<Waiter>>> {
+    static WAITING: OnceLock<Mutex<HashMap<u64, Vec<Waiter>>>> = OnceLock::new();
     WAITING.get_or_init(Default::default)
 }
 
 /// A thread waiting for a reply: requests of its chain come to its inbox
-/// until dropped. Nested waits of one thread register once.
+/// until dropped. Nested waits of one thread register once. A sync call
+/// registers before its request is sent (a callback can be quicker than
+/// the caller's next step) and holds the registration until it is
+/// answered, so the guard may travel with the call's future.
 pub(crate) struct Waiting {
     chain: u64,
     inbox: Arc<Inbox>,
+    link: u64,
 }
 
 impl Waiting {
-    /// Registers the calling thread under its current chain.
-    pub(crate) fn here() -> Waiting {
+    /// Registers the calling thread under its current chain, as waiting
+    /// on link `link`.
+    pub(crate) fn here(link: u64) -> Waiting {
         let chain = current();
         let inbox = INBOX.with(Arc::clone);
-        if DEPTH.with(|d| d.replace(d.get() + 1)) == 0 {
-            lock(waiting())
-                .entry(chain)
-                .or_default()
-                .push(inbox.clone());
-        }
-        Waiting { chain, inbox }
+        let mut all = lock(waiting());
+        all.entry(chain).or_default().push((inbox.clone(), link));
+        *lock(&inbox.holds) += 1;
+        drop(all);
+        Waiting { chain, inbox, link }
     }
 
     /// The next request of this thread's chain, if any.
@@ -137,18 +147,22 @@ impl Waiting {
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        if DEPTH.with(|d| d.replace(d.get() - 1)) != 1 {
-            return;
-        }
         let mut all = lock(waiting());
         if let Some(list) = all.get_mut(&self.chain) {
-            if let Some(at) = list.iter().rposition(|i| Arc::ptr_eq(i, &self.inbox)) {
+            let mine = |(i, l): &Waiter| Arc::ptr_eq(i, &self.inbox) && *l == self.link;
+            if let Some(at) = list.iter().rposition(mine) {
                 list.remove(at);
             }
             if list.is_empty() {
                 all.remove(&self.chain);
             }
         }
+        let mut holds = lock(&self.inbox.holds);
+        *holds -= 1;
+        if *holds > 0 {
+            return;
+        }
+        drop(holds);
         drop(all);
         // Requests that came too late for this wait run on the pool.
         while let Some(job) = self.inbox.pop() {
@@ -167,7 +181,11 @@ pub(crate) fn offer(job: Job) -> Option<Job> {
     // Pushed under the map's lock: once a wait has unregistered (under
     // that lock too), nothing more lands in its inbox.
     let all = lock(waiting());
-    let Some(inbox) = all.get(&chain).and_then(|list| list.last()) else {
+    let Some(list) = all.get(&chain) else {
+        return Some(job);
+    };
+    let link = job.link.id();
+    let Some((inbox, _)) = list.iter().rev().find(|(_, l)| *l == link).or(list.last()) else {
         return Some(job);
     };
     lock(&inbox.jobs).push_back(job);
@@ -177,6 +195,10 @@ pub(crate) fn offer(job: Job) -> Option<Job> {
 
 /// Drops request `req_id` of `link` from whichever inbox holds it.
 pub(crate) fn cancel(link: u64, req_id: i64) -> bool {
-    let inboxes: Vec<Arc<Inbox>> = lock(waiting()).values().flatten().cloned().collect();
+    let inboxes: Vec<Arc<Inbox>> = lock(waiting())
+        .values()
+        .flatten()
+        .map(|(i, _)| i.clone())
+        .collect();
     inboxes.iter().any(|i| i.cancel(link, req_id))
 }

@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+pub(crate) use chain::Waiting;
 pub use executor::{Executor, Job, LocalExecutor};
 pub use hello::wait_serving;
 
@@ -616,6 +617,7 @@ impl Link {
             enforce: false,
             urgent: true,
         };
+        let _waiting = chain::Waiting::here(self.id);
         let req_id = self.send(action, opts, return_type, mode)?;
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         match self.wait(req_id, deadline)? {

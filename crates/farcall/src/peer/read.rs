@@ -262,7 +262,7 @@ impl Link {
         deadline: Option<Instant>,
     ) -> Result<Option<Result<Value>>> {
         self.flush_queued();
-        let waiting = Waiting::here();
+        let waiting = Waiting::here(self.id);
         let signal = Signal::current();
         let service = thread_service();
         lock(&self.flight).set_waiter(req_id, Some(signal.clone()));

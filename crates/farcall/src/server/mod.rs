@@ -403,13 +403,7 @@ impl Server {
             }
             events.iter().map(|e| e.token()).collect()
         };
-        for token in ready {
-            match token {
-                WAKER => {}
-                ENDPOINT => shared.service_endpoint()?,
-                conn => shared.service_conn(conn),
-            }
-        }
+        shared.handle_events(ready)?;
         shared.queue.set_polling(false);
         handled += shared.run_queue();
         shared.after_poll();
@@ -417,6 +411,10 @@ impl Server {
         Ok(handled)
     }
 }
+
+/// A request that ran this long may have been overtaken by news for the
+/// requests behind it (a cancel): read what has arrived before the next.
+const SLOW_REQUEST: Duration = Duration::from_millis(1);
 
 /// One `epoll_wait`; an interrupted one reports no events.
 fn poll_events(poll: &mut Poll, events: &mut Events, timeout: Option<Duration>) -> Result<()> {
@@ -461,11 +459,27 @@ impl Shared {
         let mut ran = 0;
         let mut touched: Vec<Arc<Link>> = Vec::new();
         let started = Instant::now();
+        let mut last = Instant::now();
         while let Some(job) = self.queue.pop() {
             if !touched.is_empty() && started.elapsed() > BATCH_WRITE {
                 touched.drain(..).for_each(|l| l.flush_queued());
             }
             ran += 1;
+            let job = if last.elapsed() > SLOW_REQUEST {
+                // Back at the head (it came first), then read: only a
+                // cancel that arrived meanwhile can take it out.
+                self.queue.push_front(job);
+                if let Err(e) = self.absorb() {
+                    log::warn!("reading {} between requests: {e}", self.address);
+                }
+                match self.queue.pop() {
+                    Some(job) => job,
+                    None => break,
+                }
+            } else {
+                job
+            };
+            last = Instant::now();
             match job {
                 ServerJob::Link(job) => {
                     let link = job.link().clone();
@@ -519,6 +533,35 @@ impl Shared {
             endpoint.send(identity, ran.format, ran.reply);
         }
         ran.close
+    }
+
+    /// Reads whatever has arrived, without waiting and without running
+    /// requests (they join the queue, cancels apply at once).
+    fn absorb(&self) -> Result<()> {
+        if self.zmq {
+            self.service_zmq()?;
+        }
+        let ready: Vec<Token> = {
+            let Ok(mut io) = self.io.try_lock() else {
+                return Ok(()); // a nested poll of this thread holds it
+            };
+            let Io { poll, events, .. } = &mut *io;
+            poll_events(poll, events, Some(Duration::ZERO))?;
+            events.iter().map(|e| e.token()).collect()
+        };
+        self.handle_events(ready)
+    }
+
+    /// Handles the events of one poll.
+    fn handle_events(&self, ready: Vec<Token>) -> Result<()> {
+        for token in ready {
+            match token {
+                WAKER => {}
+                ENDPOINT => self.service_endpoint()?,
+                conn => self.service_conn(conn),
+            }
+        }
+        Ok(())
     }
 
     /// After a poll: timers, and the shutdown a `close` asked for.

@@ -67,6 +67,12 @@ impl Queue {
         }
     }
 
+    /// Puts a request back at the head of the queue.
+    pub(crate) fn push_front(&self, job: ServerJob) {
+        lock(&self.jobs).push_front(job);
+        self.len.fetch_add(1, Ordering::Release);
+    }
+
     /// The next request, in arrival order.
     pub(crate) fn pop(&self) -> Option<ServerJob> {
         let job = lock(&self.jobs).pop_front();
