@@ -93,6 +93,12 @@ impl RPCClient {
         }
     }
 
+    /// A sync ping, waiting up to `timeout`.
+    fn ping_within(&self, py: Python<'_>, timeout: Option<Duration>) -> PyResult<Py<PyAny>> {
+        let (sync, ret) = (SyncMode::Sync, ReturnType::Auto);
+        self.request(py, Action::Ping, Value::None, ret, sync, timeout)
+    }
+
     /// `request` with pyacq's `return_type=`, `sync=`, `timeout=` keywords.
     fn request_kw(
         &self,
@@ -318,30 +324,14 @@ impl RPCClient {
 
     /// Answers "pong" if the server is there.
     fn ping(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let timeout = Some(self.client.timeout());
-        self.request(
-            py,
-            Action::Ping,
-            Value::None,
-            ReturnType::Auto,
-            SyncMode::Sync,
-            timeout,
-        )
+        self.ping_within(py, Some(self.client.timeout()))
     }
 
     /// Pings until the server answers or `timeout` seconds pass.
     #[pyo3(signature = (timeout=3.0))]
     fn ensure_connection(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
-        let timeout = args::seconds(Some(timeout))?;
-        self.request(
-            py,
-            Action::Ping,
-            Value::None,
-            ReturnType::Auto,
-            SyncMode::Sync,
-            timeout,
-        )
-        .map(drop)
+        self.ping_within(py, args::seconds(Some(timeout))?)
+            .map(drop)
     }
 
     /// Closes this process's link to the server (the server keeps

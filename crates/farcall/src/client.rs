@@ -125,12 +125,7 @@ impl Client {
             urgent: false,
         };
         let req_id = self.link.send(action, opts.into(), return_type, mode)?;
-        Ok(Future {
-            link: self.link.clone(),
-            req_id,
-            consumed: false,
-            _waiting: None,
-        })
+        Ok(self.future(req_id, None))
     }
 
     /// Sends a request whose reply the caller waits for next (it is
@@ -154,12 +149,16 @@ impl Client {
         // come to it from now on (a callback may be quicker than the wait).
         let waiting = Waiting::here(self.link.id());
         let req_id = self.link.send(action, opts.into(), return_type, mode)?;
-        Ok(Future {
+        Ok(self.future(req_id, Some(waiting)))
+    }
+
+    fn future(&self, req_id: i64, waiting: Option<Waiting>) -> Future {
+        Future {
             link: self.link.clone(),
             req_id,
             consumed: false,
-            _waiting: Some(waiting),
-        })
+            _waiting: waiting,
+        }
     }
 
     /// The proxy for a reference this client's peer sent in a reply

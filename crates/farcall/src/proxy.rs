@@ -31,8 +31,9 @@ use crate::value::{ProxyRef, Value};
 #[derive(Clone)]
 pub struct Proxy {
     reference: ProxyRef,
-    /// The link to the object's home, when known.
-    link: Option<Arc<Link>>,
+    /// The link to the object's home, once known (found at the first call
+    /// when the proxy was made without it).
+    link: OnceLock<Arc<Link>>,
     /// Shared by every proxy derived from one reference; releases it on drop.
     owner: Option<Arc<Owner>>,
     return_type: ReturnType,
@@ -75,6 +76,15 @@ fn lock_owners() -> std::sync::MutexGuard<'static, Owners> {
         .unwrap_or_else(|p| p.into_inner())
 }
 
+/// A cell holding `link`, if known.
+fn known(link: Option<Arc<Link>>) -> OnceLock<Arc<Link>> {
+    let cell = OnceLock::new();
+    if let Some(link) = link {
+        let _ = cell.set(link);
+    }
+    cell
+}
+
 /// What [`Proxy::invoke`] gives back, by sync mode.
 pub enum Invoked {
     /// The result of a sync call.
@@ -111,7 +121,7 @@ impl Proxy {
         drop(owners);
         Proxy {
             reference,
-            link,
+            link: known(link),
             owner: Some(owner),
             return_type: ReturnType::Auto,
             timeout: None,
@@ -122,7 +132,7 @@ impl Proxy {
     pub fn borrowed(reference: ProxyRef) -> Proxy {
         Proxy {
             reference,
-            link: None,
+            link: OnceLock::new(),
             owner: None,
             return_type: ReturnType::Auto,
             timeout: None,
@@ -156,7 +166,7 @@ impl Proxy {
             .filter(|l| l.peer_home() == reference.rpc_addr)
             .or_else(|| Link::find(&reference.rpc_addr));
         Proxy {
-            link,
+            link: known(link),
             ..Proxy::borrowed(reference)
         }
     }
@@ -213,10 +223,12 @@ impl Proxy {
     /// The client to call the object through: the proxy's link, else the
     /// process's link to the object's home (opened on first use).
     pub fn client(&self) -> Result<Client> {
-        match &self.link {
-            Some(link) => Ok(Client::from_link(link.clone())),
-            None => Client::get(&self.reference.rpc_addr),
+        if let Some(link) = self.link.get() {
+            return Ok(Client::from_link(link.clone()));
         }
+        let client = Client::get(&self.reference.rpc_addr)?;
+        let _ = self.link.set(client.link().clone());
+        Ok(client)
     }
 
     /// Calls the object with positional arguments.

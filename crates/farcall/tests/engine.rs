@@ -1,9 +1,8 @@
 //! The engine end to end: servers and clients in threads and processes,
 //! over every transport.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,7 @@ use farcall::{Auth, Client, Error, Proxy, ProxyRef, ServerOptions, Value};
 
 mod support;
 
-use support::{serve, serve_with};
+use support::{serve, serve_with, spawn_server};
 
 /// One address per transport: native Unix, native TCP, ZeroMQ tcp and ipc.
 fn addresses() -> Vec<String> {
@@ -565,34 +564,6 @@ fn oversized_messages_are_refused() {
 }
 
 // ---- across processes -------------------------------------------------
-
-struct ChildServer {
-    child: Child,
-    address: String,
-}
-
-impl Drop for ChildServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_server(address: &str) -> ChildServer {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_farcall-counter"))
-        .arg(address)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn farcall-counter");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    ChildServer {
-        child,
-        address: line.trim().to_string(),
-    }
-}
 
 #[test]
 fn a_server_in_another_process() {

@@ -2,8 +2,7 @@
 //! stopped peers, deadlines, cancellation, many threads through one link.
 //! Native links and ZeroMQ endpoints alike, wherever the behaviour applies.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::task::{Wake, Waker};
@@ -18,7 +17,7 @@ use farcall::{
 
 mod support;
 
-use support::{serve, serve_with};
+use support::{serve, serve_with, spawn_server};
 
 const NATIVE: [&str; 2] = ["unix://*", "tcp+native://127.0.0.1:*"];
 
@@ -178,35 +177,6 @@ fn a_b_a_between_two_servers_in_threads_of_one_process() {
         for t in threads {
             t.join().unwrap().unwrap();
         }
-    }
-}
-
-/// A `farcall-counter` child process serving on `address`.
-struct ChildServer {
-    child: Child,
-    address: String,
-}
-
-impl Drop for ChildServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_server(address: &str) -> ChildServer {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_farcall-counter"))
-        .arg(address)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn farcall-counter");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    ChildServer {
-        child,
-        address: line.trim().to_string(),
     }
 }
 

@@ -130,49 +130,27 @@ impl Channel for FdChannel {
     }
 
     fn read_uninit(&self, buf: &mut [MaybeUninit<u8>]) -> io::Result<Option<usize>> {
-        loop {
-            // SAFETY: the pointer and length describe `buf`, which read(2)
-            // may fill with at most buf.len() bytes.
-            let n = unsafe {
-                libc::read(
-                    self.read.as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                )
-            };
-            if n >= 0 {
-                return Ok(Some(n as usize));
-            }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => return Ok(None),
-                _ => return Err(err),
-            }
-        }
+        // SAFETY: the pointer and length describe `buf`, which read(2) may
+        // fill with at most buf.len() bytes.
+        retry(|| unsafe {
+            libc::read(
+                self.read.as_raw_fd(),
+                buf.as_mut_ptr() as *mut libc::c_void,
+                buf.len(),
+            )
+        })
     }
 
     fn write(&self, bufs: &[IoSlice<'_>]) -> io::Result<Option<usize>> {
-        loop {
-            // SAFETY: IoSlice is ABI-compatible with iovec; the slices
-            // outlive the call.
-            let n = unsafe {
-                libc::writev(
-                    self.write_raw_fd(),
-                    bufs.as_ptr() as *const libc::iovec,
-                    bufs.len().min(libc::UIO_MAXIOV as usize) as libc::c_int,
-                )
-            };
-            if n >= 0 {
-                return Ok(Some(n as usize));
-            }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => return Ok(None),
-                _ => return Err(err),
-            }
-        }
+        // SAFETY: IoSlice is ABI-compatible with iovec; the slices outlive
+        // the call.
+        retry(|| unsafe {
+            libc::writev(
+                self.write_raw_fd(),
+                bufs.as_ptr() as *const libc::iovec,
+                bufs.len().min(libc::UIO_MAXIOV as usize) as libc::c_int,
+            )
+        })
     }
 
     fn read_fd(&self) -> Option<RawFd> {
@@ -206,6 +184,23 @@ impl Channel for FdChannel {
 
     fn describe(&self) -> String {
         self.name.to_string()
+    }
+}
+
+/// Runs a read(2)/write(2)-like call until it is not interrupted: its
+/// count, `None` when it would block, or the error.
+fn retry(mut call: impl FnMut() -> isize) -> io::Result<Option<usize>> {
+    loop {
+        let n = call();
+        if n >= 0 {
+            return Ok(Some(n as usize));
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(None),
+            _ => return Err(err),
+        }
     }
 }
 

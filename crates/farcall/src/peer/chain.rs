@@ -32,12 +32,16 @@ thread_local! {
         .map(u64::from_le_bytes)
         .unwrap_or(1)
         .max(1);
+    /// The frame naming [`OWN_CHAIN`], made once.
+    static OWN_FRAME: bytes::Bytes = OWN_CHAIN.with(|c| crate::protocol::message::chain_frame(*c));
     static CONTEXT: RefCell<Option<Context>> = const { RefCell::new(None) };
     static INBOX: Arc<Inbox> = Arc::new(Inbox {
-        jobs: Mutex::new(VecDeque::new()),
+        state: Mutex::new(InboxState::default()),
         signal: Signal::current(),
-        holds: Mutex::new(0),
     });
+    /// The chains this thread's inbox is registered under, with how many
+    /// waits hold each (its own chain stays registered for good).
+    static REGISTERED: RefCell<Registrations> = RefCell::new(Registrations::default());
 }
 
 /// The chain a request sent from this thread belongs to.
@@ -45,6 +49,14 @@ pub(crate) fn current() -> u64 {
     CONTEXT
         .with(|c| c.borrow().as_ref().map(|c| c.chain))
         .unwrap_or_else(|| OWN_CHAIN.with(|c| *c))
+}
+
+/// The frame naming [`current`], as a request carries it.
+pub(crate) fn current_frame() -> bytes::Bytes {
+    match CONTEXT.with(|c| c.borrow().as_ref().map(|c| c.chain)) {
+        Some(chain) => crate::protocol::message::chain_frame(chain),
+        None => OWN_FRAME.with(bytes::Bytes::clone),
+    }
 }
 
 /// The link of the request this thread is running, if any.
@@ -81,62 +93,152 @@ impl Drop for Running {
 
 /// Requests of a waiting thread's chain, for it to run.
 pub(crate) struct Inbox {
-    jobs: Mutex<VecDeque<Job>>,
+    state: Mutex<InboxState>,
     signal: Arc<Signal>,
-    /// How many [`Waiting`]s hold it registered (counted under the lock
-    /// of the registry).
-    holds: Mutex<usize>,
+}
+
+#[derive(Default)]
+struct InboxState {
+    jobs: VecDeque<Job>,
+    /// The links the thread waits on, innermost wait last; empty when it
+    /// does not wait (then it takes no requests).
+    waits: Vec<u64>,
 }
 
 impl Inbox {
     /// The next request for this thread, if any.
-    pub(crate) fn pop(&self) -> Option<Job> {
-        lock(&self.jobs).pop_front()
+    fn pop(&self) -> Option<Job> {
+        lock(&self.state).jobs.pop_front()
+    }
+
+    /// Takes `job` if the thread waits (on `link`, when `on_link`), else
+    /// gives it back.
+    fn offer(&self, job: Job, on_link: bool) -> Option<Job> {
+        let mut st = lock(&self.state);
+        let link = job.link.id();
+        let fits = if on_link {
+            st.waits.contains(&link)
+        } else {
+            !st.waits.is_empty()
+        };
+        if !fits {
+            return Some(job);
+        }
+        st.jobs.push_back(job);
+        drop(st);
+        self.signal.notify();
+        None
     }
 
     /// Drops the request `req_id` of `link` if it has not started; true
     /// when it was there.
     fn cancel(&self, link: u64, req_id: i64) -> bool {
-        let mut jobs = lock(&self.jobs);
-        let before = jobs.len();
-        jobs.retain(|j| !(j.link.id() == link && j.request.req_id == req_id));
-        jobs.len() != before
+        let mut st = lock(&self.state);
+        let before = st.jobs.len();
+        st.jobs
+            .retain(|j| !(j.link.id() == link && j.request.req_id == req_id));
+        st.jobs.len() != before
     }
 }
 
-/// A waiting thread's inbox and the link it waits on.
-type Waiter = (Arc<Inbox>, u64);
-
-/// Waiting threads by chain. A request of a chain goes to the thread that
-/// waits on the link it came by (the caller it answers to), else to the
-/// latest waiter of the chain (the deepest point of the chain).
-fn waiting() -> &'static Mutex<HashMap<u64, Vec<Waiter>>> {
-    static WAITING: OnceLock<Mutex<HashMap<u64, Vec<Waiter>>>> = OnceLock::new();
+/// Inboxes by chain. A request of a chain goes to the thread that waits
+/// on the link it came by (the caller it answers to), else to the latest
+/// waiting thread of the chain (the deepest point of the chain).
+fn waiting() -> &'static Mutex<HashMap<u64, Vec<Arc<Inbox>>>> {
+    static WAITING: OnceLock<Mutex<HashMap<u64, Vec<Arc<Inbox>>>>> = OnceLock::new();
     WAITING.get_or_init(Default::default)
 }
 
-/// A thread waiting for a reply: requests of its chain come to its inbox
-/// until dropped. Nested waits of one thread register once. A sync call
-/// registers before its request is sent (a callback can be quicker than
-/// the caller's next step) and holds the registration until it is
-/// answered, so the guard may travel with the call's future.
+/// A thread's registrations in [`waiting`]; its own chain's is removed
+/// when the thread ends.
+#[derive(Default)]
+struct Registrations {
+    own: Option<(u64, Arc<Inbox>)>,
+    /// Other chains (of requests the thread runs), with their holds.
+    others: Vec<(u64, usize)>,
+}
+
+impl Registrations {
+    /// Registers the inbox under `chain` (once), holding it.
+    fn hold(&mut self, chain: u64, own: u64, inbox: &Arc<Inbox>) {
+        if chain == own {
+            if self.own.is_none() {
+                register(chain, inbox);
+                self.own = Some((chain, inbox.clone()));
+            }
+            return;
+        }
+        match self.others.iter_mut().find(|(c, _)| *c == chain) {
+            Some((_, holds)) => *holds += 1,
+            None => {
+                register(chain, inbox);
+                self.others.push((chain, 1));
+            }
+        }
+    }
+
+    /// Lets a hold of `chain` go; a chain not its own is unregistered
+    /// with its last hold.
+    fn release(&mut self, chain: u64, inbox: &Arc<Inbox>) {
+        let Some(at) = self.others.iter().position(|(c, _)| *c == chain) else {
+            return;
+        };
+        self.others[at].1 -= 1;
+        if self.others[at].1 == 0 {
+            self.others.swap_remove(at);
+            unregister(chain, inbox);
+        }
+    }
+}
+
+impl Drop for Registrations {
+    fn drop(&mut self) {
+        if let Some((chain, inbox)) = self.own.take() {
+            unregister(chain, &inbox);
+        }
+    }
+}
+
+fn register(chain: u64, inbox: &Arc<Inbox>) {
+    lock(waiting())
+        .entry(chain)
+        .or_default()
+        .push(inbox.clone());
+}
+
+fn unregister(chain: u64, inbox: &Arc<Inbox>) {
+    let mut all = lock(waiting());
+    if let Some(list) = all.get_mut(&chain) {
+        if let Some(at) = list.iter().rposition(|i| Arc::ptr_eq(i, inbox)) {
+            list.remove(at);
+        }
+        if list.is_empty() {
+            all.remove(&chain);
+        }
+    }
+}
+
+/// A thread waiting for a reply on a link: requests of its chain come to
+/// its inbox until dropped. A sync call registers before its request is
+/// sent (a callback can be quicker than the caller's next step) and holds
+/// the registration until it is answered, so the guard may travel with the
+/// call's future (it must be dropped in the thread that made it).
 pub(crate) struct Waiting {
     chain: u64,
     inbox: Arc<Inbox>,
-    link: u64,
 }
 
 impl Waiting {
     /// Registers the calling thread under its current chain, as waiting
-    /// on link `link`.
+    /// on link `link`. Cheap: the thread's own chain is registered once
+    /// for its life; a wait only marks the inbox.
     pub(crate) fn here(link: u64) -> Waiting {
         let chain = current();
         let inbox = INBOX.with(Arc::clone);
-        let mut all = lock(waiting());
-        all.entry(chain).or_default().push((inbox.clone(), link));
-        *lock(&inbox.holds) += 1;
-        drop(all);
-        Waiting { chain, inbox, link }
+        let own = OWN_CHAIN.with(|c| *c);
+        REGISTERED.with(|r| r.borrow_mut().hold(chain, own, &inbox));
+        lock(&inbox.state).waits.push(link);
+        Waiting { chain, inbox }
     }
 
     /// The next request of this thread's chain, if any.
@@ -147,27 +249,18 @@ impl Waiting {
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        let mut all = lock(waiting());
-        if let Some(list) = all.get_mut(&self.chain) {
-            let mine = |(i, l): &Waiter| Arc::ptr_eq(i, &self.inbox) && *l == self.link;
-            if let Some(at) = list.iter().rposition(mine) {
-                list.remove(at);
+        let leftovers: Vec<Job> = {
+            let mut st = lock(&self.inbox.state);
+            st.waits.pop();
+            if st.waits.is_empty() {
+                st.jobs.drain(..).collect()
+            } else {
+                Vec::new()
             }
-            if list.is_empty() {
-                all.remove(&self.chain);
-            }
-        }
-        let mut holds = lock(&self.inbox.holds);
-        *holds -= 1;
-        if *holds > 0 {
-            return;
-        }
-        drop(holds);
-        drop(all);
+        };
         // Requests that came too late for this wait run on the pool.
-        while let Some(job) = self.inbox.pop() {
-            super::executor::pool_push(job);
-        }
+        leftovers.into_iter().for_each(super::executor::pool_push);
+        let _ = REGISTERED.try_with(|r| r.borrow_mut().release(self.chain, &self.inbox));
     }
 }
 
@@ -178,27 +271,24 @@ pub(crate) fn offer(job: Job) -> Option<Job> {
     if chain == 0 {
         return Some(job);
     }
-    // Pushed under the map's lock: once a wait has unregistered (under
-    // that lock too), nothing more lands in its inbox.
-    let all = lock(waiting());
-    let Some(list) = all.get(&chain) else {
-        return Some(job);
+    let inboxes: Vec<Arc<Inbox>> = match lock(waiting()).get(&chain) {
+        Some(list) => list.clone(),
+        None => return Some(job),
     };
-    let link = job.link.id();
-    let Some((inbox, _)) = list.iter().rev().find(|(_, l)| *l == link).or(list.last()) else {
-        return Some(job);
-    };
-    lock(&inbox.jobs).push_back(job);
-    inbox.signal.notify();
-    None
+    let mut job = job;
+    for on_link in [true, false] {
+        for inbox in inboxes.iter().rev() {
+            match inbox.offer(job, on_link) {
+                None => return None,
+                Some(back) => job = back,
+            }
+        }
+    }
+    Some(job)
 }
 
 /// Drops request `req_id` of `link` from whichever inbox holds it.
 pub(crate) fn cancel(link: u64, req_id: i64) -> bool {
-    let inboxes: Vec<Arc<Inbox>> = lock(waiting())
-        .values()
-        .flatten()
-        .map(|(i, _)| i.clone())
-        .collect();
+    let inboxes: Vec<Arc<Inbox>> = lock(waiting()).values().flatten().cloned().collect();
     inboxes.iter().any(|i| i.cancel(link, req_id))
 }

@@ -54,22 +54,21 @@ pub(crate) fn dial(address: &str, options: &LinkOptions) -> Result<Arc<Link>> {
             } else {
                 challenge.address.clone()
             };
-            Ok(Link::assemble(Parts {
-                wire: Wire::Stream {
-                    channel,
-                    out: Mutex::new(Outbox::with(out)),
-                },
-                reader: ReadState::Stream(reader),
-                format: options.format.unwrap_or(Format::Farcall),
-                timeout: options.timeout,
-                host: Host::local(),
-                executor: LocalExecutor::shared(),
-                peer: PeerInfo {
-                    home,
-                    name: address.to_string(),
-                },
-                heartbeat: options.heartbeat,
-            }))
+            let wire = Wire::Stream {
+                channel,
+                out: Mutex::new(Outbox::with(out)),
+            };
+            let peer = PeerInfo {
+                home,
+                name: address.to_string(),
+            };
+            Ok(open(
+                wire,
+                ReadState::Stream(reader),
+                Format::Farcall,
+                options,
+                peer,
+            ))
         }
     }
 }
@@ -85,23 +84,42 @@ pub(crate) fn private(channel: Arc<dyn Channel>, options: &LinkOptions) -> Resul
         Hello::Peer(id) => id,
         _ => return Err(Error::Protocol("expected the peer's hello".into())),
     };
-    let name = channel.describe();
-    Ok(Link::assemble(Parts {
-        wire: Wire::Stream {
-            channel,
-            out: Mutex::new(Outbox::default()),
-        },
-        reader: ReadState::Stream(reader),
-        format: options.format.unwrap_or(Format::Farcall),
+    let peer = PeerInfo {
+        home: host::link_address(&peer),
+        name: channel.describe(),
+    };
+    let wire = Wire::Stream {
+        channel,
+        out: Mutex::new(Outbox::with(out)),
+    };
+    Ok(open(
+        wire,
+        ReadState::Stream(reader),
+        Format::Farcall,
+        options,
+        peer,
+    ))
+}
+
+/// A link this process opened: its requests run on this process's link
+/// host (chain, else pool); `format` unless the options force another.
+fn open(
+    wire: Wire,
+    reader: ReadState,
+    format: Format,
+    options: &LinkOptions,
+    peer: PeerInfo,
+) -> Arc<Link> {
+    Link::assemble(Parts {
+        wire,
+        reader,
+        format: options.format.unwrap_or(format),
         timeout: options.timeout,
         host: Host::local(),
         executor: LocalExecutor::shared(),
-        peer: PeerInfo {
-            home: host::link_address(&peer),
-            name,
-        },
+        peer,
         heartbeat: options.heartbeat,
-    }))
+    })
 }
 
 /// Writes what `out` holds, waiting for room until `deadline`.
@@ -221,24 +239,17 @@ fn dial_zmq(address: &str, endpoint: &str, options: &LinkOptions) -> Result<Arc<
         .map(|c| c.address.clone())
         .filter(|a| !a.is_empty())
         .unwrap_or_else(|| address.to_string());
-    Ok(Link::assemble(Parts {
-        wire: Wire::Zmq {
-            dealer: Mutex::new(dealer),
-            fd,
-            monitor_fd,
-            dropped: AtomicBool::new(false),
-        },
-        reader: ReadState::Zmq,
-        format: options.format.unwrap_or(format),
-        timeout: options.timeout,
-        host: Host::local(),
-        executor: LocalExecutor::shared(),
-        peer: PeerInfo {
-            home,
-            name: address.to_string(),
-        },
-        heartbeat: options.heartbeat,
-    }))
+    let wire = Wire::Zmq {
+        dealer: Mutex::new(dealer),
+        fd,
+        monitor_fd,
+        dropped: AtomicBool::new(false),
+    };
+    let peer = PeerInfo {
+        home,
+        name: address.to_string(),
+    };
+    Ok(open(wire, ReadState::Zmq, format, options, peer))
 }
 
 /// One handshake request over ZeroMQ (msgpack, which every server reads),

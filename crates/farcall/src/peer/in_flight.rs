@@ -85,6 +85,8 @@ pub(crate) struct InFlight {
     pub(crate) sleepers: Vec<Arc<Signal>>,
     /// Why the link is dead, once it is.
     dead: Option<String>,
+    /// Unanswered calls an async task waits for.
+    tasks: usize,
 }
 
 impl InFlight {
@@ -147,6 +149,7 @@ impl InFlight {
             return false;
         }
         slot.outcome = Some(outcome);
+        self.tasks -= usize::from(slot.waker.is_some());
         wake.add(slot.waiter.take(), slot.waker.take());
         true
     }
@@ -180,6 +183,9 @@ impl InFlight {
     pub(crate) fn set_waker(&mut self, req_id: i64, waker: &Waker) -> bool {
         match self.slots.get_mut(&req_id) {
             Some(slot) if slot.outcome.is_none() => {
+                if slot.waker.is_none() {
+                    self.tasks += 1;
+                }
                 if !slot.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
                     slot.waker = Some(waker.clone());
                 }
@@ -192,9 +198,12 @@ impl InFlight {
     /// Forgets call `req_id`; true when it was still unanswered (the peer
     /// should be told it need not run it).
     pub(crate) fn forget(&mut self, req_id: i64) -> bool {
-        self.slots
-            .remove(&req_id)
-            .is_some_and(|s| s.outcome.is_none())
+        let Some(slot) = self.slots.remove(&req_id) else {
+            return false;
+        };
+        let pending = slot.outcome.is_none();
+        self.tasks -= usize::from(pending && slot.waker.is_some());
+        pending
     }
 
     /// Fails the calls whose deadline has passed with a timeout; returns
@@ -217,6 +226,7 @@ impl InFlight {
                 continue;
             }
             slot.outcome = Some(Err(Error::Timeout(slot.timeout)));
+            self.tasks -= usize::from(slot.waker.is_some());
             wake.add(slot.waiter.take(), slot.waker.take());
             expired.push(req_id);
         }
@@ -236,9 +246,10 @@ impl InFlight {
                 wake.add(slot.waiter.take(), slot.waker.take());
             }
         }
+        self.tasks = 0;
         self.deadlines.clear();
-        for s in self.sleepers.drain(..) {
-            wake.signal(s);
+        for s in &self.sleepers {
+            wake.signal(s.clone());
         }
         true
     }

@@ -19,7 +19,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -30,8 +30,11 @@ use crate::channel::Channel;
 use crate::protocol::Beat;
 use crate::sync::lock;
 
-/// How soon the I/O thread looks again at a link whose role was taken.
-const RECHECK: Duration = Duration::from_millis(2);
+/// How soon the I/O thread looks again at a link whose callers read it
+/// (ms), at first ...
+const RECHECK_MS: u32 = 2;
+/// ... and at the latest, while they go on reading it.
+const CALM_MS: u32 = 32;
 /// How long a server thread may be busy before the I/O thread reads its
 /// links (and answers their heartbeats) in its place.
 pub(crate) const SERVER_GRACE: Duration = Duration::from_millis(200);
@@ -46,7 +49,7 @@ const WRITE: u64 = 2;
 const WAKE: u64 = u64::MAX;
 
 /// The I/O thread's view of one link.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Watch {
     /// Someone else reads it: do not watch for input until a recheck.
     paused: AtomicBool,
@@ -54,6 +57,21 @@ pub(crate) struct Watch {
     recheck: AtomicBool,
     /// Output waits for room.
     out: AtomicBool,
+    /// How long to wait before looking again at a link its callers read
+    /// (ms): doubled each time they still do, back to the least once the
+    /// I/O thread finds work of its own there.
+    calm_ms: AtomicU32,
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        Watch {
+            paused: AtomicBool::new(false),
+            recheck: AtomicBool::new(false),
+            out: AtomicBool::new(false),
+            calm_ms: AtomicU32::new(RECHECK_MS),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -279,13 +297,27 @@ fn schedule(link: &Link, at: Instant, timer: Timer) {
     io.poke(at);
 }
 
-/// Stops reading `link` until a recheck `after` from now.
+/// Stops reading `link` until a recheck `after` from now (still writing
+/// it, if output waits).
 fn pause(link: &Link, after: Duration) {
     link.watch.paused.store(true, Ordering::SeqCst);
     if !link.watch.recheck.swap(true, Ordering::SeqCst) {
         schedule(link, Instant::now() + after, Timer::Recheck);
     }
-    arm(link);
+    // A one-shot registration that fired is disarmed already: only output
+    // needs arming again.
+    if link.watch.out.load(Ordering::SeqCst) {
+        arm(link);
+    }
+}
+
+/// Pauses a link its callers read, backing off while they go on.
+fn leave_to_callers(link: &Link) {
+    let calm = link.watch.calm_ms.load(Ordering::Relaxed);
+    link.watch
+        .calm_ms
+        .store((calm * 2).min(CALM_MS), Ordering::Relaxed);
+    pause(link, Duration::from_millis(u64::from(calm)));
 }
 
 impl IoThread {
@@ -380,7 +412,7 @@ impl IoThread {
                     links
                         .iter()
                         .filter_map(Weak::upgrade)
-                        .for_each(|l| beat(&l, now));
+                        .for_each(|l| beat(&l));
                     continue;
                 }
                 (timer, st.links.get(&id).and_then(Weak::upgrade))
@@ -447,7 +479,8 @@ fn on_event(link: &Arc<Link>, which: u64, flags: u32) {
     read(link);
 }
 
-/// Reads a link for its callers, unless someone else does.
+/// Reads a link for its callers, unless someone else does (then looks
+/// again later, later each time they still do).
 fn read(link: &Arc<Link>) {
     if link.dead().is_some() {
         return;
@@ -456,11 +489,15 @@ fn read(link: &Arc<Link>) {
         pause(link, SERVER_GRACE / 2);
         return;
     }
-    if link.read_available() {
-        link.watch.paused.store(false, Ordering::SeqCst);
-        arm(link);
-    } else {
-        pause(link, RECHECK);
+    match link.read_available() {
+        Some(routed) => {
+            if routed > 0 {
+                link.watch.calm_ms.store(RECHECK_MS, Ordering::Relaxed);
+            }
+            link.watch.paused.store(false, Ordering::SeqCst);
+            arm(link);
+        }
+        None => leave_to_callers(link),
     }
 }
 
@@ -478,7 +515,7 @@ fn expire(link: &Arc<Link>, now: Instant) {
 }
 
 /// Pings a link that has been silent, and ends one silent for too long.
-fn beat(link: &Arc<Link>, now: Instant) {
+fn beat(link: &Arc<Link>) {
     if link.dead().is_some() {
         return;
     }
@@ -496,7 +533,8 @@ fn beat(link: &Arc<Link>, now: Instant) {
     if hb.timeout.is_zero() || link.pumped() {
         return;
     }
-    let now_ns = nanos_since_epoch(now);
+    // The clock of `last_seen` and `pinged`.
+    let now_ns = super::coarse_nanos();
     let silent =
         Duration::from_nanos(now_ns.saturating_sub(link.last_seen.load(Ordering::Relaxed)));
     if silent >= hb.timeout {

@@ -29,7 +29,7 @@ mod signal;
 
 use std::collections::HashMap;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -186,6 +186,8 @@ pub struct Link {
     /// The signal of the thread holding the role while it sleeps in its
     /// poll, to wake it when news comes some other way (a ZeroMQ monitor).
     reader_signal: Mutex<Option<Arc<signal::Signal>>>,
+    /// How many threads wait on the link without the role.
+    sleeping: AtomicUsize,
     flight: Mutex<InFlight>,
     next_req_id: AtomicI64,
     format: Format,
@@ -200,9 +202,9 @@ pub struct Link {
     peer: PeerInfo,
     heartbeat: Heartbeat,
     /// When something last came from the peer (or it last took our
-    /// bytes), in nanoseconds since [`epoch`].
+    /// bytes), on the [`coarse_nanos`] clock.
     last_seen: AtomicU64,
-    /// When we last pinged, in nanoseconds since [`epoch`] (0: never).
+    /// When we last pinged, on the [`coarse_nanos`] clock (0: never).
     pinged: AtomicU64,
     /// The I/O thread's view of the link.
     watch: io::Watch,
@@ -223,6 +225,19 @@ fn epoch() -> Instant {
 
 fn nanos_since_epoch(t: Instant) -> u64 {
     t.saturating_duration_since(epoch()).as_nanos() as u64
+}
+
+/// A cheap clock for what needs a few milliseconds of precision (when a
+/// peer was last heard of, when a server thread left its poll), read on
+/// every message: the kernel's coarse monotonic clock, in nanoseconds.
+pub(crate) fn coarse_nanos() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// The parts a new link is made of.
@@ -271,6 +286,7 @@ impl Link {
             role: Mutex::new(role),
             hint: AtomicBool::new(true),
             reader_signal: Mutex::new(None),
+            sleeping: AtomicUsize::new(0),
             flight: Mutex::new(InFlight::default()),
             next_req_id: AtomicI64::new(1),
             format: parts.format,
@@ -280,7 +296,7 @@ impl Link {
             executor: parts.executor,
             peer: parts.peer,
             heartbeat: parts.heartbeat,
-            last_seen: AtomicU64::new(nanos_since_epoch(Instant::now())),
+            last_seen: AtomicU64::new(coarse_nanos()),
             pinged: AtomicU64::new(0),
             watch: io::Watch::default(),
         });
@@ -423,11 +439,13 @@ impl Link {
     /// Who exports the local objects this thread sends: its server's host
     /// when it has one (pyacq's rule: objects of a thread with a server
     /// are served there), else this link's host on a symmetric link.
+    /// Looked up at the first object, if any.
     fn exporter(&self) -> LinkExporter<'_> {
-        let host = read::thread_service()
-            .map(|s| s.host())
-            .or_else(|| self.symmetric().then(|| self.host.clone()));
-        LinkExporter { link: self, host }
+        LinkExporter {
+            link: self,
+            host: None,
+            thread_host: true,
+        }
     }
 
     /// Queues the reply to request `req_id`, written at once with `flush`.
@@ -441,6 +459,7 @@ impl Link {
         let mut exporter = LinkExporter {
             link: self,
             host: Some(self.host.clone()),
+            thread_host: false,
         };
         let frames = protocol::reply_frames(format, req_id, result, &mut exporter)
             .or_else(|e| protocol::reply_frames(format, req_id, Err(e), &mut exporter));
@@ -528,7 +547,7 @@ impl Link {
     fn write_request(self: &Arc<Self>, frames: Frames, urgent: bool) -> Result<()> {
         match &self.wire {
             Wire::Stream { .. } => {
-                let (kind, frames) = message::request(chain::current(), frames);
+                let (kind, frames) = message::request_in(chain::current_frame(), frames);
                 self.write(kind, frames, urgent)
             }
             Wire::Zmq { dealer, .. } => {
@@ -550,8 +569,7 @@ impl Link {
 
     /// Marks that the peer showed signs of life just now.
     fn saw_peer(&self) {
-        self.last_seen
-            .store(nanos_since_epoch(Instant::now()), Ordering::Relaxed);
+        self.last_seen.store(coarse_nanos(), Ordering::Relaxed);
     }
 }
 
@@ -576,10 +594,18 @@ impl std::fmt::Debug for Link {
 struct LinkExporter<'a> {
     link: &'a Link,
     host: Option<Arc<Host>>,
+    /// `host` is still to be found: the sending thread's (see
+    /// [`Link::exporter`]).
+    thread_host: bool,
 }
 
 impl Exporter for LinkExporter<'_> {
     fn export(&mut self, obj: &ObjectRef) -> Result<ProxyRef> {
+        if std::mem::take(&mut self.thread_host) {
+            self.host = read::thread_service()
+                .map(|s| s.host())
+                .or_else(|| self.link.symmetric().then(|| self.link.host.clone()));
+        }
         let Some(host) = &self.host else {
             return NoExport.export(obj);
         };

@@ -111,7 +111,7 @@ impl Link {
     /// if nobody else is reading it. The error for the caller.
     pub(crate) fn write_failed(self: &Arc<Self>, e: &std::io::Error) -> Error {
         let why = format!("connection to {} lost: {e}", self.describe());
-        if self.read_available() {
+        if self.read_available().is_some() {
             self.end(&why);
         }
         Error::Disconnected(self.dead().unwrap_or(why))

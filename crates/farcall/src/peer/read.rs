@@ -66,30 +66,31 @@ pub fn thread_service() -> Option<Arc<dyn Service>> {
 impl Link {
     /// Reads and routes whatever has arrived, unless another thread holds
     /// the role (it will). Called by whoever saw the channel readable.
-    /// True when this thread read.
-    pub(crate) fn read_available(self: &Arc<Self>) -> bool {
+    /// `None` when another thread holds the role, else how many messages
+    /// this thread routed.
+    pub(crate) fn read_available(self: &Arc<Self>) -> Option<usize> {
         if self.pumped() {
-            return false;
+            return None;
         }
         // A note for whoever holds the role: it looks again before leaving.
         self.hint.store(true, Ordering::SeqCst);
-        let mut read = false;
+        let mut routed = None;
         loop {
             let Ok(mut role) = self.role.try_lock() else {
                 // Wake the holder if it sleeps: it reads on waking.
                 if let Some(s) = lock(&self.reader_signal).as_ref() {
                     s.notify();
                 }
-                return read;
+                return routed;
             };
-            read = true;
             let mut wake = Wakeups::default();
             let drained = self.drain(&mut role, &mut wake);
+            *routed.get_or_insert(0) += *drained.as_ref().unwrap_or(&0);
             self.leave(role, drained, wake);
             // Data seen while we held the role: take it, unless someone
             // else already did.
             if !self.hint.load(Ordering::SeqCst) {
-                return read;
+                return routed;
             }
         }
     }
@@ -114,9 +115,11 @@ impl Link {
             };
             self.end(&why);
         }
-        let sleeper = lock(&self.flight).sleepers.first().cloned();
-        if let Some(s) = sleeper {
-            s.notify();
+        if self.sleeping.load(Ordering::SeqCst) > 0 {
+            let sleeper = lock(&self.flight).sleepers.first().cloned();
+            if let Some(s) = sleeper {
+                s.notify();
+            }
         }
         wake.run();
     }
@@ -261,11 +264,22 @@ impl Link {
         req_id: i64,
         deadline: Option<Instant>,
     ) -> Result<Option<Result<Value>>> {
+        let signal = Signal::current();
+        {
+            // The reply may be here already (a pipelined future): one lock.
+            let mut flight = lock(&self.flight);
+            match flight.take(req_id) {
+                Status::Done(outcome) => return Ok(Some(outcome)),
+                Status::Unknown => {
+                    let why = format!("no call {req_id} is pending");
+                    return Ok(Some(Err(Error::Protocol(why))));
+                }
+                Status::Pending => flight.set_waiter(req_id, Some(signal.clone())),
+            }
+        }
         self.flush_queued();
         let waiting = Waiting::here(self.id);
-        let signal = Signal::current();
         let service = thread_service();
-        lock(&self.flight).set_waiter(req_id, Some(signal.clone()));
         let mut last_look = false;
         let got = loop {
             match self.status(req_id) {
@@ -309,7 +323,10 @@ impl Link {
                 }
             }
         };
-        lock(&self.flight).set_waiter(req_id, None);
+        if got.is_none() {
+            // Still pending: whoever answers it later has nobody to wake.
+            lock(&self.flight).set_waiter(req_id, None);
+        }
         Ok(got)
     }
 
@@ -334,35 +351,51 @@ impl Link {
                 Wire::Stream { channel, .. } => (channel.read_fd(), false),
                 Wire::Zmq { fd, .. } => (Some(*fd), true),
             };
-            let mut fds = vec![pollfd(signal.fd(), libc::POLLIN)];
+            let mut all = [pollfd(signal.fd(), libc::POLLIN); 3];
+            let mut n = 1;
             let channel_at = fd.map(|fd| {
                 let out = if self.has_output() { libc::POLLOUT } else { 0 };
-                fds.push(pollfd(fd, libc::POLLIN | out));
-                fds.len() - 1
+                all[n] = pollfd(fd, libc::POLLIN | out);
+                n += 1;
+                n - 1
             });
             let service_at = service.map(|s| {
-                fds.push(pollfd(s.poll_fd(), libc::POLLIN));
-                fds.len() - 1
+                all[n] = pollfd(s.poll_fd(), libc::POLLIN);
+                n += 1;
+                n - 1
             });
-            *lock(&self.reader_signal) = Some(Signal::current());
-            if !signal.begin_wait() {
-                if zmq {
-                    let slice = Instant::now() + ZMQ_SLICE;
-                    stream::poll_fds(&mut fds, Some(deadline.map_or(slice, |d| d.min(slice))))?;
-                } else {
-                    // The reply to a request just sent often comes within the
-                    // spin budget; waiting for it awake saves a wake-up (see
-                    // spin.rs). The rest of a message already begun comes at
-                    // the pace of the writer: sleeping costs nothing then.
-                    let mid = matches!(&*role, ReadState::Stream(r) if r.mid_message());
-                    let budget = spin::budget(deadline).filter(|_| !mid);
-                    if !spin::until(budget, || stream::poll_now(&mut fds))? {
-                        stream::poll_fds(&mut fds, deadline)?;
-                    }
-                }
+            let fds = &mut all[..n];
+            if zmq {
+                // News of a ZeroMQ link can come by its monitor, which the
+                // I/O thread reads: it wakes us through this.
+                *lock(&self.reader_signal) = Some(Signal::current());
             }
-            signal.end_wait();
-            *lock(&self.reader_signal) = None;
+            // The reply to a request just sent often comes within the spin
+            // budget; waiting for it awake saves a wake-up (see spin.rs).
+            // The spin polls the channel alone and looks at the signal in
+            // memory. The rest of a message already begun comes at the pace
+            // of the writer: sleeping costs nothing then. ZeroMQ clients do
+            // not spin (their replies come through libzmq's I/O thread).
+            let mid = matches!(&*role, ReadState::Stream(r) if r.mid_message());
+            let budget = spin::budget(deadline).filter(|_| !mid && !zmq);
+            let spun = spin::until(budget, || {
+                Ok(signal.take() || stream::poll_now(&mut fds[1..])?)
+            })?;
+            if !spun {
+                if !signal.begin_wait() {
+                    let until = if zmq {
+                        let slice = Instant::now() + ZMQ_SLICE;
+                        Some(deadline.map_or(slice, |d| d.min(slice)))
+                    } else {
+                        deadline
+                    };
+                    stream::poll_fds(fds, until)?;
+                }
+                signal.end_wait();
+            }
+            if zmq {
+                *lock(&self.reader_signal) = None;
+            }
             if let Some(at) = channel_at {
                 if fds[at].revents & libc::POLLOUT != 0 {
                     self.flush_queued();
@@ -392,6 +425,7 @@ impl Link {
         service: Option<&dyn Service>,
     ) -> Result<bool> {
         lock(&self.flight).sleepers.push(signal.clone());
+        self.sleeping.fetch_add(1, Ordering::SeqCst);
         let mut serve = false;
         // The role may have been released between our try and our
         // registration: the holder then saw no sleeper, so look again.
@@ -423,6 +457,7 @@ impl Link {
         let mut flight = lock(&self.flight);
         if let Some(at) = flight.sleepers.iter().position(|s| Arc::ptr_eq(s, signal)) {
             flight.sleepers.swap_remove(at);
+            self.sleeping.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }

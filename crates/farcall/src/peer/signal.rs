@@ -17,6 +17,8 @@ pub(crate) struct Signal {
     waiting: AtomicBool,
     /// Something happened since the thread last looked.
     notified: AtomicBool,
+    /// The descriptor was written to (and must be emptied).
+    written: AtomicBool,
 }
 
 thread_local! {
@@ -37,6 +39,7 @@ impl Signal {
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
             waiting: AtomicBool::new(false),
             notified: AtomicBool::new(false),
+            written: AtomicBool::new(false),
         }
     }
 
@@ -48,7 +51,7 @@ impl Signal {
     /// Tells the thread something happened.
     pub(crate) fn notify(&self) {
         self.notified.store(true, Ordering::SeqCst);
-        if self.waiting.load(Ordering::SeqCst) {
+        if self.waiting.load(Ordering::SeqCst) && !self.written.swap(true, Ordering::SeqCst) {
             let one: u64 = 1;
             // SAFETY: writes 8 bytes from a valid u64 to our eventfd.
             unsafe {
@@ -61,6 +64,13 @@ impl Signal {
         }
     }
 
+    /// True (once) when the thread was notified since it last looked: a
+    /// look that costs no system call, for a thread that polls before it
+    /// waits.
+    pub(crate) fn take(&self) -> bool {
+        self.notified.swap(false, Ordering::SeqCst)
+    }
+
     /// Enters a wait: from now on a notification wakes the descriptor.
     /// Returns true when the thread was notified already (it should look
     /// before sleeping).
@@ -69,19 +79,22 @@ impl Signal {
         self.notified.swap(false, Ordering::SeqCst)
     }
 
-    /// Leaves a wait, emptying the descriptor.
+    /// Leaves a wait, emptying the descriptor if it was written to (a
+    /// wait nobody disturbed costs no system call).
     pub(crate) fn end_wait(&self) {
         self.waiting.store(false, Ordering::SeqCst);
-        let mut count: u64 = 0;
-        // SAFETY: reads 8 bytes into a valid u64 from our (non-blocking)
-        // eventfd; EAGAIN when it is empty.
-        unsafe {
-            libc::read(
-                self.fd.as_raw_fd(),
-                &mut count as *mut u64 as *mut libc::c_void,
-                8,
-            )
-        };
+        if self.written.swap(false, Ordering::SeqCst) {
+            let mut count: u64 = 0;
+            // SAFETY: reads 8 bytes into a valid u64 from our (non-blocking)
+            // eventfd; EAGAIN when it is empty.
+            unsafe {
+                libc::read(
+                    self.fd.as_raw_fd(),
+                    &mut count as *mut u64 as *mut libc::c_void,
+                    8,
+                )
+            };
+        }
         self.notified.store(false, Ordering::SeqCst);
     }
 

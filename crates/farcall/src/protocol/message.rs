@@ -98,14 +98,23 @@ impl Message {
 
 /// The native frames of request `frames` (as [`super::request_frames`]
 /// builds them) in call chain `chain` (0: none).
-pub fn request(chain: u64, mut frames: Frames) -> (Kind, Frames) {
-    let chain = if chain == 0 {
+pub fn request(chain: u64, frames: Frames) -> (Kind, Frames) {
+    request_in(chain_frame(chain), frames)
+}
+
+/// [`request`] with the chain's frame made already ([`chain_frame`]).
+pub fn request_in(chain: Bytes, mut frames: Frames) -> (Kind, Frames) {
+    frames.insert(0, chain);
+    (Kind::Request, frames)
+}
+
+/// The frame naming call chain `chain` (empty for none).
+pub fn chain_frame(chain: u64) -> Bytes {
+    if chain == 0 {
         Bytes::new()
     } else {
         Bytes::copy_from_slice(&chain.to_le_bytes())
-    };
-    frames.insert(0, chain);
-    (Kind::Request, frames)
+    }
 }
 
 /// The frames telling the peer that request `req_id` is no longer awaited.

@@ -458,28 +458,36 @@ impl Shared {
     fn run_queue(&self) -> usize {
         let mut ran = 0;
         let mut touched: Vec<Arc<Link>> = Vec::new();
-        let started = Instant::now();
-        let mut last = Instant::now();
-        while let Some(job) = self.queue.pop() {
-            if !touched.is_empty() && started.elapsed() > BATCH_WRITE {
-                touched.drain(..).for_each(|l| l.flush_queued());
+        let Some(mut next) = self.queue.pop() else {
+            return 0;
+        };
+        // When the replies now queued began to pile up.
+        let mut piling = Instant::now();
+        // When the request before this one started.
+        let mut last = piling;
+        loop {
+            let mut job = next;
+            if ran > 0 {
+                let now = Instant::now();
+                if !touched.is_empty() && now - piling > BATCH_WRITE {
+                    touched.drain(..).for_each(|l| l.flush_queued());
+                    piling = now;
+                }
+                if now - last > SLOW_REQUEST {
+                    // Back at the head (it came first), then read: only a
+                    // cancel that arrived meanwhile can take it out.
+                    self.queue.push_front(job);
+                    if let Err(e) = self.absorb() {
+                        log::warn!("reading {} between requests: {e}", self.address);
+                    }
+                    match self.queue.pop() {
+                        Some(next) => job = next,
+                        None => break,
+                    }
+                }
+                last = now;
             }
             ran += 1;
-            let job = if last.elapsed() > SLOW_REQUEST {
-                // Back at the head (it came first), then read: only a
-                // cancel that arrived meanwhile can take it out.
-                self.queue.push_front(job);
-                if let Err(e) = self.absorb() {
-                    log::warn!("reading {} between requests: {e}", self.address);
-                }
-                match self.queue.pop() {
-                    Some(job) => job,
-                    None => break,
-                }
-            } else {
-                job
-            };
-            last = Instant::now();
             match job {
                 ServerJob::Link(job) => {
                     let link = job.link().clone();
@@ -499,6 +507,10 @@ impl Shared {
                         break;
                     }
                 }
+            }
+            match self.queue.pop() {
+                Some(job) => next = job,
+                None => break,
             }
         }
         touched.iter().for_each(|l| l.flush_queued());
@@ -671,17 +683,19 @@ impl Shared {
     /// pending one advances its handshake.
     fn service_conn(&self, token: Token) {
         let mut io = lock(&self.io);
-        match io.conns.remove(&token) {
-            Some(Conn::Open(link)) => {
-                drop(io);
-                link.read_available();
+        if let Some(Conn::Open(link)) = io.conns.get(&token) {
+            let link = link.clone();
+            drop(io);
+            link.read_available();
+            if link.dead().is_some() {
                 let mut io = lock(&self.io);
-                if link.dead().is_none() {
-                    io.conns.insert(token, Conn::Open(link));
-                } else {
-                    deregister(&io, &link);
-                }
+                io.conns.remove(&token);
+                deregister(&io, &link);
             }
+            return;
+        }
+        match io.conns.remove(&token) {
+            Some(Conn::Open(_)) => unreachable!("handled above"),
             Some(Conn::Pending(pending)) => {
                 let fd = pending.fd();
                 let admission = Admission {

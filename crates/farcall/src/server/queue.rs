@@ -7,7 +7,7 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -34,9 +34,8 @@ pub(crate) struct Queue {
     waker: Arc<mio::Waker>,
     /// The server thread is in its poll (it reads its links itself).
     polling: AtomicBool,
-    /// When the server thread last left its poll (ns since `start`).
+    /// When the server thread last left its poll (`coarse_nanos`).
     left: AtomicU64,
-    start: Instant,
 }
 
 thread_local! {
@@ -53,8 +52,7 @@ impl Queue {
             len: AtomicUsize::new(0),
             waker,
             polling: AtomicBool::new(false),
-            left: AtomicU64::new(0),
-            start: Instant::now(),
+            left: AtomicU64::new(crate::peer::coarse_nanos()),
         })
     }
 
@@ -109,7 +107,7 @@ impl Queue {
     pub(crate) fn set_polling(&self, polling: bool) {
         if !polling {
             self.left
-                .store(self.start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                .store(crate::peer::coarse_nanos(), Ordering::Relaxed);
         }
         self.polling.store(polling, Ordering::SeqCst);
     }
@@ -143,7 +141,7 @@ impl Executor for Queue {
         if self.polling.load(Ordering::SeqCst) {
             return true;
         }
-        let left = Duration::from_nanos(self.left.load(Ordering::Relaxed));
-        self.start.elapsed().saturating_sub(left) < GRACE
+        let busy = crate::peer::coarse_nanos().saturating_sub(self.left.load(Ordering::Relaxed));
+        Duration::from_nanos(busy) < GRACE
     }
 }

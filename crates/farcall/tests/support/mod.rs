@@ -121,3 +121,35 @@ pub fn serve_with(address: &str, options: ServerOptions) -> Running {
         thread: Some(thread),
     }
 }
+
+/// A `farcall-counter` child process serving on an address, killed when
+/// dropped.
+pub struct ChildServer {
+    pub child: std::process::Child,
+    pub address: String,
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `farcall-counter ADDRESS` and reads the address it bound.
+pub fn spawn_server(address: &str) -> ChildServer {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_farcall-counter"))
+        .arg(address)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn farcall-counter");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    ChildServer {
+        child,
+        address: line.trim().to_string(),
+    }
+}
