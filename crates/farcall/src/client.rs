@@ -157,7 +157,7 @@ impl Client {
             link: self.link.clone(),
             req_id,
             consumed: false,
-            _waiting: waiting,
+            waiting,
         }
     }
 
@@ -296,7 +296,7 @@ pub struct Future {
     req_id: i64,
     consumed: bool,
     /// A sync call's registration as waiting in its call chain.
-    _waiting: Option<Waiting>,
+    waiting: Option<Waiting>,
 }
 
 impl Future {
@@ -318,7 +318,9 @@ impl Future {
 
     /// [`Future::wait_for`] until `deadline` (`None`: no limit).
     pub fn wait_until(&mut self, deadline: Option<Instant>) -> Result<Option<Result<Value>>> {
-        let got = self.link.wait(self.req_id, deadline)?;
+        let got = self
+            .link
+            .wait(self.req_id, deadline, self.waiting.as_ref())?;
         if got.is_some() {
             self.consumed = true;
         }

@@ -32,33 +32,44 @@ struct Slot {
     timeout: Duration,
 }
 
-/// Who to wake once no lock or role is held.
+/// Who to wake once no lock or role is held. The first thread is kept
+/// inline: a sync call's own reply wakes one, and allocating for it on
+/// every call would cost more than the rest of the bookkeeping.
 #[derive(Default)]
 pub(crate) struct Wakeups {
+    first: Option<Arc<Signal>>,
     signals: Vec<Arc<Signal>>,
     wakers: Vec<Waker>,
 }
 
 impl Wakeups {
     fn add(&mut self, waiter: Option<Arc<Signal>>, waker: Option<Waker>) {
-        self.signals.extend(waiter);
+        if let Some(s) = waiter {
+            self.signal(s);
+        }
         self.wakers.extend(waker);
     }
 
     /// Adds a thread to wake.
     pub(crate) fn signal(&mut self, signal: Arc<Signal>) {
-        self.signals.push(signal);
+        match self.first {
+            None => self.first = Some(signal),
+            Some(_) => self.signals.push(signal),
+        }
     }
 
     /// True when there is nobody to wake.
     pub(crate) fn is_empty(&self) -> bool {
-        self.signals.is_empty() && self.wakers.is_empty()
+        self.first.is_none() && self.wakers.is_empty()
     }
 
     /// Wakes everyone: threads first (cheap), then tasks (a waker may run
     /// user code).
     pub(crate) fn run(self) {
-        self.signals.iter().for_each(|s| s.notify());
+        self.first
+            .iter()
+            .chain(&self.signals)
+            .for_each(|s| s.notify());
         self.wakers.into_iter().for_each(Waker::wake);
     }
 }

@@ -61,6 +61,8 @@ pub(crate) struct Watch {
     /// (ms): doubled each time they still do, back to the least once the
     /// I/O thread finds work of its own there.
     calm_ms: AtomicU32,
+    /// Which descriptors are in the epoll set (changed under this lock).
+    registered: Mutex<Registered>,
 }
 
 impl Default for Watch {
@@ -70,6 +72,7 @@ impl Default for Watch {
             recheck: AtomicBool::new(false),
             out: AtomicBool::new(false),
             calm_ms: AtomicU32::new(RECHECK_MS),
+            registered: Mutex::new(Registered::default()),
         }
     }
 }
@@ -142,26 +145,9 @@ fn token(link: &Link, which: u64) -> u64 {
 pub(crate) fn watch(link: &Arc<Link>, pump: Option<FrameReader>) {
     let io = io();
     match &link.wire {
-        Wire::Stream { channel, .. } => match (channel.read_fd(), channel.write_fd()) {
-            (Some(r), w) => {
-                ctl(
-                    io,
-                    libc::EPOLL_CTL_ADD,
-                    r,
-                    token(link, DATA),
-                    interest(link, true, false),
-                );
-                if let Some(w) = w.filter(|w| *w != r) {
-                    ctl(
-                        io,
-                        libc::EPOLL_CTL_ADD,
-                        w,
-                        token(link, WRITE),
-                        libc::EPOLLONESHOT as u32,
-                    );
-                }
-            }
-            (None, _) => {
+        Wire::Stream { channel, .. } => match channel.read_fd() {
+            Some(_) => arm(link),
+            None => {
                 let weak = Arc::downgrade(link);
                 let channel = channel.clone();
                 let reader = pump.unwrap_or_else(|| FrameReader::new(DEFAULT_MAX_MESSAGE));
@@ -173,9 +159,9 @@ pub(crate) fn watch(link: &Arc<Link>, pump: Option<FrameReader>) {
                 }
             }
         },
-        Wire::Zmq { fd, monitor_fd, .. } => {
+        Wire::Zmq { monitor_fd, .. } => {
+            arm(link);
             let once = (libc::EPOLLIN | libc::EPOLLONESHOT) as u32;
-            ctl(io, libc::EPOLL_CTL_ADD, *fd, token(link, DATA), once);
             ctl(
                 io,
                 libc::EPOLL_CTL_ADD,
@@ -199,23 +185,28 @@ pub(crate) fn watch(link: &Arc<Link>, pump: Option<FrameReader>) {
 /// Stops watching a link that ended.
 pub(crate) fn unwatch(link: &Link) {
     let io = io();
-    let fds: Vec<RawFd> = match &link.wire {
-        Wire::Stream { channel, .. } => channel
-            .read_fd()
-            .into_iter()
-            .chain(channel.write_fd())
-            .collect(),
-        Wire::Zmq { fd, monitor_fd, .. } => vec![*fd, *monitor_fd],
-    };
-    for fd in fds {
-        ctl(io, libc::EPOLL_CTL_DEL, fd, 0, 0);
+    {
+        let mut reg = lock(&link.watch.registered);
+        let fds: Vec<(RawFd, bool)> = match &link.wire {
+            Wire::Stream { channel, .. } => vec![
+                (channel.read_fd().unwrap_or(-1), reg.data),
+                (channel.write_fd().unwrap_or(-1), reg.write),
+            ],
+            Wire::Zmq { fd, monitor_fd, .. } => vec![(*fd, reg.data), (*monitor_fd, true)],
+        };
+        for (fd, present) in fds {
+            if present && fd >= 0 {
+                ctl(io, libc::EPOLL_CTL_DEL, fd, 0, 0);
+            }
+        }
+        *reg = Registered::default();
     }
     lock(&io.state).links.remove(&link.id);
 }
 
 /// The epoll events to watch on a link's data descriptor.
 fn interest(link: &Link, read: bool, write: bool) -> u32 {
-    let mut events = libc::EPOLLONESHOT as u32;
+    let mut events = 0;
     if read {
         events |= (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
     }
@@ -227,6 +218,32 @@ fn interest(link: &Link, read: bool, write: bool) -> u32 {
     events
 }
 
+/// Which of a link's descriptors are in the I/O thread's epoll set.
+#[derive(Debug, Default)]
+pub(crate) struct Registered {
+    data: bool,
+    write: bool,
+}
+
+/// Puts `fd` in the epoll set for `events` (one-shot), or takes it out
+/// when there are none: a descriptor in an epoll set costs every write to
+/// it a callback, disarmed or not, and the links callers read (or a busy
+/// server's) should cost their writers nothing.
+fn register(io: &IoThread, fd: RawFd, data: u64, events: u32, present: &mut bool) {
+    if events == 0 {
+        if std::mem::take(present) {
+            ctl(io, libc::EPOLL_CTL_DEL, fd, 0, 0);
+        }
+        return;
+    }
+    let op = if *present {
+        libc::EPOLL_CTL_MOD
+    } else {
+        libc::EPOLL_CTL_ADD
+    };
+    *present = ctl(io, op, fd, data, events | libc::EPOLLONESHOT as u32);
+}
+
 /// Re-arms a link's descriptors for what the I/O thread waits for now.
 fn arm(link: &Link) {
     if link.dead().is_some() {
@@ -235,34 +252,23 @@ fn arm(link: &Link) {
     let io = io();
     let read = !link.watch.paused.load(Ordering::SeqCst);
     let write = link.watch.out.load(Ordering::SeqCst);
+    let mut reg = lock(&link.watch.registered);
+    let reg = &mut *reg;
     match &link.wire {
         Wire::Stream { channel, .. } => {
             let Some(r) = channel.read_fd() else {
                 return;
             };
-            ctl(
-                io,
-                libc::EPOLL_CTL_MOD,
-                r,
-                token(link, DATA),
-                interest(link, read, write),
-            );
+            let events = interest(link, read, write);
+            register(io, r, token(link, DATA), events, &mut reg.data);
             if let Some(w) = channel.write_fd().filter(|w| *w != r) {
-                let mut events = libc::EPOLLONESHOT as u32;
-                if write {
-                    events |= libc::EPOLLOUT as u32;
-                }
-                ctl(io, libc::EPOLL_CTL_MOD, w, token(link, WRITE), events);
+                let events = if write { libc::EPOLLOUT as u32 } else { 0 };
+                register(io, w, token(link, WRITE), events, &mut reg.write);
             }
         }
         Wire::Zmq { fd, .. } => {
-            ctl(
-                io,
-                libc::EPOLL_CTL_MOD,
-                *fd,
-                token(link, DATA),
-                interest(link, read, false),
-            );
+            let events = interest(link, read, false);
+            register(io, *fd, token(link, DATA), events, &mut reg.data);
         }
     }
 }
@@ -304,11 +310,8 @@ fn pause(link: &Link, after: Duration) {
     if !link.watch.recheck.swap(true, Ordering::SeqCst) {
         schedule(link, Instant::now() + after, Timer::Recheck);
     }
-    // A one-shot registration that fired is disarmed already: only output
-    // needs arming again.
-    if link.watch.out.load(Ordering::SeqCst) {
-        arm(link);
-    }
+    // Out of the epoll set, unless output waits.
+    arm(link);
 }
 
 /// Pauses a link its callers read, backing off while they go on.

@@ -643,10 +643,10 @@ impl Link {
             enforce: false,
             urgent: true,
         };
-        let _waiting = chain::Waiting::here(self.id);
+        let waiting = chain::Waiting::here(self.id);
         let req_id = self.send(action, opts, return_type, mode)?;
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        match self.wait(req_id, deadline)? {
+        match self.wait(req_id, deadline, Some(&waiting))? {
             Some(outcome) => outcome,
             None => {
                 self.abandon(req_id);

@@ -263,6 +263,7 @@ impl Link {
         self: &Arc<Self>,
         req_id: i64,
         deadline: Option<Instant>,
+        registered: Option<&Waiting>,
     ) -> Result<Option<Result<Value>>> {
         let signal = Signal::current();
         {
@@ -278,7 +279,15 @@ impl Link {
             }
         }
         self.flush_queued();
-        let waiting = Waiting::here(self.id);
+        // A sync call registered as waiting before it sent; others now.
+        let own;
+        let waiting = match registered {
+            Some(w) => w,
+            None => {
+                own = Waiting::here(self.id);
+                &own
+            }
+        };
         let service = thread_service();
         let mut last_look = false;
         let got = loop {

@@ -189,7 +189,8 @@ pub fn request_frames<'a>(
         Opts::Value(v) => codec::encode(format, v, exporter)?,
         Opts::Fields(fields) => codec::encode_fields(format, fields, exporter)?,
     };
-    let mut frames = Vec::with_capacity(5 + buffers.len());
+    // Room for one more in front: a native link's call chain.
+    let mut frames = Vec::with_capacity(6 + buffers.len());
     frames.push(Bytes::from(req_id.to_string()));
     frames.push(Bytes::from_static(action.name().as_bytes()));
     frames.push(Bytes::from_static(return_type.name().as_bytes()));

@@ -412,6 +412,38 @@ impl Server {
     }
 }
 
+/// The links with replies queued and not yet written: one, mostly (kept
+/// inline, so a request costs no allocation for it).
+#[derive(Default)]
+struct Touched {
+    first: Option<Arc<Link>>,
+    more: Vec<Arc<Link>>,
+}
+
+impl Touched {
+    fn add(&mut self, link: Arc<Link>) {
+        match &self.first {
+            None => self.first = Some(link),
+            Some(f) if Arc::ptr_eq(f, &link) => {}
+            Some(_) => {
+                if !self.more.iter().any(|l| Arc::ptr_eq(l, &link)) {
+                    self.more.push(link);
+                }
+            }
+        }
+    }
+
+    /// Writes their replies.
+    fn flush(&mut self) {
+        self.first
+            .take()
+            .iter()
+            .chain(&self.more)
+            .for_each(|l| l.flush_queued());
+        self.more.clear();
+    }
+}
+
 /// A request that ran this long may have been overtaken by news for the
 /// requests behind it (a cancel): read what has arrived before the next.
 const SLOW_REQUEST: Duration = Duration::from_millis(1);
@@ -457,7 +489,7 @@ impl Shared {
     /// Runs every queued request, in order; returns how many ran.
     fn run_queue(&self) -> usize {
         let mut ran = 0;
-        let mut touched: Vec<Arc<Link>> = Vec::new();
+        let mut touched = Touched::default();
         let Some(mut next) = self.queue.pop() else {
             return 0;
         };
@@ -469,8 +501,8 @@ impl Shared {
             let mut job = next;
             if ran > 0 {
                 let now = Instant::now();
-                if !touched.is_empty() && now - piling > BATCH_WRITE {
-                    touched.drain(..).for_each(|l| l.flush_queued());
+                if now - piling > BATCH_WRITE {
+                    touched.flush();
                     piling = now;
                 }
                 if now - last > SLOW_REQUEST {
@@ -497,9 +529,7 @@ impl Shared {
                         self.close_for(Origin::Link(link));
                         break;
                     }
-                    if !touched.iter().rev().any(|l| Arc::ptr_eq(l, &link)) {
-                        touched.push(link);
-                    }
+                    touched.add(link);
                 }
                 ServerJob::Zmq { identity, request } => {
                     if self.run_zmq(&identity, request) {
@@ -513,7 +543,7 @@ impl Shared {
                 None => break,
             }
         }
-        touched.iter().for_each(|l| l.flush_queued());
+        touched.flush();
         ran
     }
 
