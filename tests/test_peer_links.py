@@ -5,6 +5,7 @@ applies."""
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -288,3 +289,69 @@ def test_a_stopped_child_is_found_by_the_heartbeat_and_a_long_call_is_not():
     assert lines["long"].strip() == "2.5", out
     took, named = lines["stopped"].split()
     assert float(took) < 3 and named == "True", out
+
+
+class SocketChannel:
+    """A user's channel object: recv/send/cancel/close over a socket."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def recv(self, size):
+        try:
+            return self.sock.recv(size)
+        except OSError:
+            return b""
+
+    def send(self, data):
+        return self.sock.send(data)
+
+    def cancel(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def close(self):
+        self.sock.close()
+
+
+def open_pair():
+    """Two clients on the two ends of one link over user channel objects."""
+    a, b = socket.socketpair()
+    ends = {}
+
+    def open_end(name, sock):
+        ends[name] = RPCClient.over_channel(SocketChannel(sock))
+
+    t = threading.Thread(target=open_end, args=("b", b))
+    t.start()
+    open_end("a", a)
+    t.join(10)
+    return ends["a"], ends["b"], (a, b)
+
+
+def test_a_link_over_a_users_channel_object_carries_calls_both_ways():
+    left, right, _ = open_pair()
+    # Each end imports in the other's process (here both are this one):
+    # the calls go over the channel object and back.
+    assert left._import("math").sqrt(16) == 4.0
+    assert right._import("math").sqrt(25) == 5.0
+    counter = left._import("farcall_test_helpers").Counter()
+    assert counter.incr(2) == 2
+    # A callback from the side that waits runs in the waiting thread.
+    me = threading.get_ident()
+    helpers = right._import("farcall_test_helpers")
+    assert helpers.call(lambda: threading.get_ident()) == me
+    left.close()
+    with pytest.raises(DisconnectError):
+        right.ping()
+
+
+def test_garbage_on_a_users_channel_ends_the_link_with_an_error():
+    left, right, (a, b) = open_pair()
+    assert left.ping() == "pong"
+    b.sendall(b"\xff" * 64)  # not a message: the reader of `a` drops the link
+    assert wait_for(left.disconnected, 5)
+    with pytest.raises(DisconnectError):
+        left.ping()

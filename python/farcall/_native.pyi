@@ -1,6 +1,6 @@
 """Type stubs for farcall._native, the Rust engine's Python bindings."""
 
-from typing import Any, Callable, Dict, Generator, List, Optional, Tuple, Union, final
+from typing import Any, Callable, Dict, Generator, List, Optional, Protocol, Tuple, Union, final
 
 __version__: str
 
@@ -175,6 +175,14 @@ class RPCServer:
     def local_client() -> "RPCClient": ...
 
 @final
+class _Channel(Protocol):
+    """What a link can run over: any object with these four methods."""
+
+    def recv(self, size: int) -> bytes: ...
+    def send(self, data: bytes) -> int: ...
+    def cancel(self) -> None: ...
+    def close(self) -> None: ...
+
 class RPCClient:
     """A connection to one server (one per thread and address)."""
 
@@ -192,6 +200,8 @@ class RPCClient:
     ) -> "RPCClient": ...
     @staticmethod
     def get_client(address: Union[str, bytes]) -> "RPCClient": ...
+    @staticmethod
+    def over_channel(channel: _Channel, timeout: Optional[float] = 10.0) -> "RPCClient": ...
     def send(
         self,
         action: str,

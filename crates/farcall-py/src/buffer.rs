@@ -92,7 +92,7 @@ impl Drop for RecvBuffer {
     /// exporter alive): large buffers go back to the engine's pool, so the
     /// next large array is received into memory already paged in.
     fn drop(&mut self) {
-        farcall::transport::large::recycle(std::mem::take(&mut self.data));
+        farcall::channel::large::recycle(std::mem::take(&mut self.data));
     }
 }
 

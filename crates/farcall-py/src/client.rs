@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use farcall::client::ClientOptions;
@@ -176,6 +177,31 @@ impl RPCClient {
         Ok(RPCClient::wrap(&address, client))
     }
 
+    /// A client on a link over `channel`, any object with `recv(size)`
+    /// (bytes; `b''` at the end of the stream or after `cancel()`),
+    /// `send(data)` (the count sent), `cancel()` and `close()`. The link is
+    /// symmetric and private (no handshake): both ends serve this
+    /// process's objects to the other. The other end opens it the same way.
+    #[staticmethod]
+    #[pyo3(signature = (channel, timeout=Some(10.0)))]
+    fn over_channel(
+        py: Python<'_>,
+        channel: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<RPCClient> {
+        let channel: Arc<dyn farcall::channel::Channel> =
+            Arc::new(crate::channel::PyChannel::new(channel)?);
+        let options = ClientOptions {
+            timeout: args::limit(args::seconds(timeout)?),
+            ..ClientOptions::default()
+        };
+        let link =
+            crate::gil::released(py, || farcall::Link::over_private(channel, &options)).py(py)?;
+        Ok(RPCClient {
+            client: Client::from_link(link),
+        })
+    }
+
     /// This thread's client for `address`, connecting on first use.
     #[staticmethod]
     fn get_client(py: Python<'_>, address: &Bound<'_, PyAny>) -> PyResult<RPCClient> {
@@ -336,9 +362,10 @@ impl RPCClient {
 
     /// Closes this process's link to the server (the server keeps
     /// running); pending calls fail with DisconnectError.
-    fn close(&self) {
+    fn close(&self, py: Python<'_>) {
         CLIENTS.with(|c| c.borrow_mut().retain(|_, v| !v.same_as(&self.client)));
-        self.client.close();
+        let client = &self.client;
+        crate::gil::released(py, || client.close());
     }
 
     /// Asks the server to close; every client it knows is told.

@@ -4,7 +4,8 @@
 //! concern, layered without cycles (each uses only those above it):
 //!
 //! - `args` (Python arguments parsed once), `errors`, `gil` (releasing it,
-//!   interruptible waits), `buffer` (zero-copy memory);
+//!   interruptible waits), `buffer` (zero-copy memory), `channel` (a
+//!   Python object as a byte channel);
 //! - `hosted` (the Python object type the engine hosts), `proxy` (the
 //!   `ObjectProxy` type), then `convert` (Python objects <-> values);
 //! - `host` (how hosted objects answer), `call` (waiting for a call),
@@ -23,6 +24,7 @@ use pyo3::types::{PyBytes, PyList};
 mod args;
 mod buffer;
 mod call;
+mod channel;
 mod client;
 mod convert;
 mod errors;

@@ -161,18 +161,6 @@ impl Client {
         }
     }
 
-    /// The proxy for a reference this client's peer sent in a reply
-    /// (owned, and called over this client's link when it is the peer's).
-    pub fn proxy(&self, value: Value) -> Result<crate::Proxy> {
-        match value {
-            Value::Proxy(r) => Ok(crate::Proxy::from_reply(r, self)),
-            other => Err(Error::type_error(format!(
-                "expected a proxy, got {}",
-                other.kind()
-            ))),
-        }
-    }
-
     /// Sends a request that wants no reply (`opts` as for [`Client::send`]).
     pub fn send_off<'a>(
         &self,

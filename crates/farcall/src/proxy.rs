@@ -76,6 +76,20 @@ fn lock_owners() -> std::sync::MutexGuard<'static, Owners> {
         .unwrap_or_else(|p| p.into_inner())
 }
 
+impl Client {
+    /// The proxy for a reference this client's peer sent in a reply
+    /// (owned, and called over this client's link when it is the peer's).
+    pub fn proxy(&self, value: Value) -> Result<Proxy> {
+        match value {
+            Value::Proxy(r) => Ok(Proxy::from_reply(r, self)),
+            other => Err(Error::type_error(format!(
+                "expected a proxy, got {}",
+                other.kind()
+            ))),
+        }
+    }
+}
+
 /// A cell holding `link`, if known.
 fn known(link: Option<Arc<Link>>) -> OnceLock<Arc<Link>> {
     let cell = OnceLock::new();

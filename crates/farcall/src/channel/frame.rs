@@ -19,11 +19,12 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use super::Channel;
+use super::poll::wait_fd;
+use super::{large, Channel};
 use crate::error::{Error, Result};
-use crate::protocol::Frames;
-use crate::transport::large;
-use crate::transport::stream::wait_fd;
+
+/// A message as a channel moves it: a list of frames.
+pub type Frames = Vec<Bytes>;
 
 /// What a native message carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

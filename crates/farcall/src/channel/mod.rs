@@ -5,9 +5,13 @@
 //! every descriptor farcall opens itself (Unix and TCP sockets, socket
 //! pairs, a child's pipes); the Python bindings implement the trait for
 //! any object with `recv`/`send`/`cancel`/`close`. [`frame`] turns a
-//! channel's bytes into messages, once, for every kind of channel.
+//! channel's bytes into messages, once, for every kind of channel
+//! ([`large`] recycles the memory of large frames); [`poll`] waits on
+//! descriptors.
 
 pub mod frame;
+pub mod large;
+pub mod poll;
 
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;

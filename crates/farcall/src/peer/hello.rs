@@ -14,7 +14,7 @@ use super::{
     read, Link, LinkOptions, LocalExecutor, Parts, PeerInfo, ReadState, Wire, CONNECT_TIMEOUT,
 };
 use crate::channel::frame::{Fill, FrameReader, Kind, Outgoing};
-use crate::channel::Channel;
+use crate::channel::{poll, Channel};
 use crate::codec::{Format, NoExport};
 use crate::error::{Error, Result};
 use crate::handshake::{self, Auth, Challenge, ClientHandshake, Hello};
@@ -303,7 +303,7 @@ fn zmq_call(
 pub fn wait_serving(fd: RawFd, deadline: Option<Instant>) -> Result<bool> {
     loop {
         let Some(service) = read::thread_service() else {
-            return stream::wait_fd(fd, libc::POLLIN, deadline);
+            return poll::wait_fd(fd, libc::POLLIN, deadline);
         };
         let mut fds = [
             libc::pollfd {
@@ -317,7 +317,7 @@ pub fn wait_serving(fd: RawFd, deadline: Option<Instant>) -> Result<bool> {
                 revents: 0,
             },
         ];
-        if !service.has_work() && stream::poll_fds(&mut fds, deadline)? == 0 {
+        if !service.has_work() && poll::poll_fds(&mut fds, deadline)? == 0 {
             return Ok(false);
         }
         if fds[0].revents != 0 {

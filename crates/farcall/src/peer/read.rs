@@ -22,12 +22,13 @@ use super::in_flight::{Status, Wakeups};
 use super::signal::Signal;
 use super::{io, Link, ReadState, Wire};
 use crate::channel::frame::{Fill, Kind};
+use crate::channel::poll;
 use crate::codec::Format;
 use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::protocol::{message, Beat, Frames, Message, Reply};
 use crate::sync::lock;
-use crate::transport::{self, spin, stream};
+use crate::transport::{self, spin};
 use crate::value::Value;
 
 /// How long a ZeroMQ reader sleeps at most: ZeroMQ's descriptor signals
@@ -388,7 +389,7 @@ impl Link {
             let mid = matches!(&*role, ReadState::Stream(r) if r.mid_message());
             let budget = spin::budget(deadline).filter(|_| !mid && !zmq);
             let spun = spin::until(budget, || {
-                Ok(signal.take() || stream::poll_now(&mut fds[1..])?)
+                Ok(signal.take() || poll::poll_now(&mut fds[1..])?)
             })?;
             if !spun {
                 if !signal.begin_wait() {
@@ -398,7 +399,7 @@ impl Link {
                     } else {
                         deadline
                     };
-                    stream::poll_fds(fds, until)?;
+                    poll::poll_fds(fds, until)?;
                 }
                 signal.end_wait();
             }
@@ -454,7 +455,7 @@ impl Link {
             }
             // Bounded, so that a lost wake-up costs a second, not a hang.
             let cap = Instant::now() + Duration::from_secs(1);
-            stream::poll_fds(&mut fds, Some(deadline.map_or(cap, |d| d.min(cap))))?;
+            poll::poll_fds(&mut fds, Some(deadline.map_or(cap, |d| d.min(cap))))?;
             serve = fds.len() > 1 && fds[1].revents != 0;
         }
         signal.end_wait();

@@ -107,7 +107,7 @@ impl Signal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::stream::wait_fd;
+    use crate::channel::poll::wait_fd;
     use std::time::{Duration, Instant};
 
     #[test]

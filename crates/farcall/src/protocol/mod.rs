@@ -17,8 +17,6 @@ pub mod message;
 pub mod reply;
 pub mod request;
 
-use bytes::Bytes;
-
 pub use action::{Action, ReturnType, SyncMode};
 pub use command::Command;
 pub use message::{Beat, Message};
@@ -26,4 +24,4 @@ pub use reply::{disconnect_frames, error_value, reply_frames, Reply};
 pub use request::{request_frames, BadRequest, Opts, Request};
 
 /// A message as moved by a transport: a list of frames.
-pub type Frames = Vec<Bytes>;
+pub use crate::channel::frame::Frames;

@@ -14,11 +14,11 @@ use super::plumbing::{is_peer_gone, remove_socket_file, send_all, socket_path};
 use super::ProcessSpawner;
 use super::{CONFIG_TIMEOUT, MAX_CONFIG};
 use crate::auth::{self, Key};
+use crate::channel::poll::wait_fd;
 use crate::error::{Error, Result};
 use crate::handshake::Auth;
 use crate::server::{Server, ServerOptions};
 use crate::sync::lock;
-use crate::transport::stream::wait_fd;
 
 /// What a spawned child is told by its parent on stdin.
 #[derive(Clone, Debug, PartialEq)]

@@ -17,12 +17,12 @@ use super::stderr::StderrTail;
 use super::STDERR_TAIL_LINES;
 use super::{DROP_STOP_TIMEOUT, EXIT_GRACE, MAX_REPLY};
 use crate::auth;
+use crate::channel::poll::wait_fd;
 use crate::client::{Client, ClientOptions};
 use crate::error::{Error, Result};
 use crate::handshake::Auth;
 use crate::protocol::{Action, ReturnType};
 use crate::sync::lock;
-use crate::transport::stream::wait_fd;
 use crate::value::Value;
 
 /// A child process serving farcall, with a [`Client`] connected to it.

@@ -6,8 +6,8 @@ use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::channel::poll::wait_fd;
 use crate::error::Error;
-use crate::transport::stream::wait_fd;
 
 /// True for the errors a write or read gets when the other end is gone.
 pub(super) fn is_peer_gone(e: &io::Error) -> bool {

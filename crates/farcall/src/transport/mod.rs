@@ -2,13 +2,13 @@
 //!
 //! Two kinds of transport share the protocol (see docs/transports.md):
 //!
-//! - native streams (`unix://PATH`, `tcp+native://HOST:PORT`): farcall
-//!   framing on a Unix or TCP socket, read and written by the thread that
-//!   needs the data, with no I/O thread in between;
+//! - native streams (`unix://PATH`, `tcp+native://HOST:PORT`): peer links
+//!   (`crate::peer`) on a Unix or TCP socket, read and written by the
+//!   thread that needs the data (the I/O thread reads only what nobody
+//!   else does);
 //! - ZeroMQ (`tcp://`, `ipc://`, `inproc://`): a ROUTER socket on the
 //!   server and a DEALER per client, as pyacq does, through libzmq.
 
-pub mod large;
 pub mod spin;
 pub mod stream;
 pub mod zmq;

@@ -1,12 +1,10 @@
 //! Native sockets: connecting to and listening on `unix://` and
-//! `tcp+native://` addresses (the framing on top is `channel::frame`),
-//! and the `poll(2)` helpers every waiter uses.
+//! `tcp+native://` addresses (the framing on top is `channel::frame`).
 
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::time::Instant;
 
 use super::Address;
 use crate::channel::FdChannel;
@@ -124,55 +122,5 @@ impl Drop for Listener {
         if let Listener::Unix(_, path) = self {
             let _ = std::fs::remove_file(path);
         }
-    }
-}
-
-/// Waits until `fd` is ready for `events` or `deadline` passes. Returns
-/// false on timeout. Hang-up and errors count as ready (the next read or
-/// write reports them).
-pub fn wait_fd(fd: RawFd, events: libc::c_short, deadline: Option<Instant>) -> Result<bool> {
-    let mut fds = [libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    }];
-    Ok(poll_fds(&mut fds, deadline)? > 0)
-}
-
-/// `poll(2)` on several descriptors until `deadline`; retries on EINTR.
-pub fn poll_fds(fds: &mut [libc::pollfd], deadline: Option<Instant>) -> Result<usize> {
-    loop {
-        let timeout_ms = match deadline {
-            None => -1,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                // Round up so that we never spin on a sub-millisecond rest.
-                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
-            }
-        };
-        // SAFETY: fds is a valid, exclusively borrowed pollfd array.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err.into());
-        }
-    }
-}
-
-/// `poll(2)` on several descriptors without sleeping: true when any is
-/// ready.
-pub fn poll_now(fds: &mut [libc::pollfd]) -> Result<bool> {
-    // SAFETY: fds is a valid, exclusively borrowed pollfd array.
-    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
-    match n {
-        0 => Ok(false),
-        n if n > 0 => Ok(true),
-        _ => match io::Error::last_os_error() {
-            e if e.kind() == io::ErrorKind::Interrupted => Ok(false),
-            e => Err(e.into()),
-        },
     }
 }
