@@ -174,7 +174,6 @@ class RPCServer:
     @staticmethod
     def local_client() -> "RPCClient": ...
 
-@final
 class _Channel(Protocol):
     """What a link can run over: any object with these four methods."""
 
@@ -183,6 +182,7 @@ class _Channel(Protocol):
     def cancel(self) -> None: ...
     def close(self) -> None: ...
 
+@final
 class RPCClient:
     """A connection to one server (one per thread and address)."""
 
@@ -201,7 +201,7 @@ class RPCClient:
     @staticmethod
     def get_client(address: Union[str, bytes]) -> "RPCClient": ...
     @staticmethod
-    def over_channel(channel: _Channel, timeout: Optional[float] = 10.0) -> "RPCClient": ...
+    def over_channel(channel: _Channel, timeout: Optional[float] = ...) -> "RPCClient": ...
     def send(
         self,
         action: str,

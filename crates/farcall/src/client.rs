@@ -118,12 +118,7 @@ impl Client {
         return_type: ReturnType,
         timeout: Option<Duration>,
     ) -> Result<Future> {
-        let mode = CallMode {
-            wants_reply: true,
-            timeout,
-            enforce: true,
-            urgent: false,
-        };
+        let mode = CallMode::later(timeout);
         let req_id = self.link.send(action, opts.into(), return_type, mode)?;
         Ok(self.future(req_id, None))
     }
@@ -139,12 +134,7 @@ impl Client {
         return_type: ReturnType,
         timeout: Option<Duration>,
     ) -> Result<Future> {
-        let mode = CallMode {
-            wants_reply: true,
-            timeout,
-            enforce: false,
-            urgent: true,
-        };
+        let mode = CallMode::waited(timeout);
         // The caller waits next, in this thread: requests of its call chain
         // come to it from now on (a callback may be quicker than the wait).
         let waiting = Waiting::here(self.link.id());
@@ -168,12 +158,7 @@ impl Client {
         opts: impl Into<Opts<'a>>,
         return_type: ReturnType,
     ) -> Result<()> {
-        let mode = CallMode {
-            wants_reply: false,
-            timeout: None,
-            enforce: false,
-            urgent: false,
-        };
+        let mode = CallMode::no_reply(false);
         self.link
             .send(action, opts.into(), return_type, mode)
             .map(drop)

@@ -54,21 +54,11 @@ pub(crate) fn dial(address: &str, options: &LinkOptions) -> Result<Arc<Link>> {
             } else {
                 challenge.address.clone()
             };
-            let wire = Wire::Stream {
-                channel,
-                out: Mutex::new(Outbox::with(out)),
-            };
             let peer = PeerInfo {
                 home,
                 name: address.to_string(),
             };
-            Ok(open(
-                wire,
-                ReadState::Stream(reader),
-                Format::Farcall,
-                options,
-                peer,
-            ))
+            Ok(open_stream(channel, out, reader, options, peer))
         }
     }
 }
@@ -88,17 +78,29 @@ pub(crate) fn private(channel: Arc<dyn Channel>, options: &LinkOptions) -> Resul
         home: host::link_address(&peer),
         name: channel.describe(),
     };
+    Ok(open_stream(channel, out, reader, options, peer))
+}
+
+/// A link over a stream whose handshake is done: `out` holds what is
+/// still to be written of it, `reader` what was read past it.
+fn open_stream(
+    channel: Arc<dyn Channel>,
+    out: Outgoing,
+    reader: FrameReader,
+    options: &LinkOptions,
+    peer: PeerInfo,
+) -> Arc<Link> {
     let wire = Wire::Stream {
         channel,
         out: Mutex::new(Outbox::with(out)),
     };
-    Ok(open(
+    open(
         wire,
         ReadState::Stream(reader),
         Format::Farcall,
         options,
         peer,
-    ))
+    )
 }
 
 /// A link this process opened: its requests run on this process's link

@@ -137,6 +137,40 @@ pub(crate) struct CallMode {
     pub(crate) urgent: bool,
 }
 
+impl CallMode {
+    /// A call whose caller waits for the reply next, enforcing `timeout`
+    /// itself: written at once.
+    pub(crate) fn waited(timeout: Option<Duration>) -> Self {
+        CallMode {
+            wants_reply: true,
+            timeout,
+            enforce: false,
+            urgent: true,
+        }
+    }
+
+    /// A call whose reply comes to a future: the engine fails it at its
+    /// deadline, and it may wait for the next batch of writes.
+    pub(crate) fn later(timeout: Option<Duration>) -> Self {
+        CallMode {
+            wants_reply: true,
+            timeout,
+            enforce: true,
+            urgent: false,
+        }
+    }
+
+    /// A request that wants no reply (`urgent`: write it at once).
+    pub(crate) fn no_reply(urgent: bool) -> Self {
+        CallMode {
+            wants_reply: false,
+            timeout: None,
+            enforce: false,
+            urgent,
+        }
+    }
+}
+
 /// Who the peer is.
 #[derive(Clone, Debug)]
 pub(crate) struct PeerInfo {
@@ -483,12 +517,7 @@ impl Link {
             // answer it with an error.
             Wire::Zmq { .. } if self.format == Format::Farcall => {
                 let opts = protocol::command::Cancel::opts(req_id);
-                let mode = CallMode {
-                    wants_reply: false,
-                    timeout: None,
-                    enforce: false,
-                    urgent: true,
-                };
+                let mode = CallMode::no_reply(true);
                 let _ = self.send(Action::Cancel, Opts::Value(&opts), ReturnType::Auto, mode);
             }
             Wire::Zmq { .. } => {}
@@ -637,12 +666,7 @@ impl Link {
         return_type: ReturnType,
         timeout: Option<Duration>,
     ) -> Result<Value> {
-        let mode = CallMode {
-            wants_reply: true,
-            timeout,
-            enforce: false,
-            urgent: true,
-        };
+        let mode = CallMode::waited(timeout);
         let waiting = chain::Waiting::here(self.id);
         let req_id = self.send(action, opts, return_type, mode)?;
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
