@@ -4,7 +4,8 @@
 //! `cargo run --release -p farcall-bench --bin rpc_bench` (see README.md).
 //! The binary re-runs itself as the server process (`rpc_bench serve KIND
 //! ADDRESS`). `SECTIONS=latency,pipelined,across,scale,death` (the default)
-//! picks what runs, e.g. `SECTIONS=pipelined` under a profiler.
+//! picks what runs, e.g. `SECTIONS=pipelined` under a profiler;
+//! `TRANSPORTS=unix,tcp+native,tcp` (the default) which transports.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -55,6 +56,10 @@ fn main() {
     let sections =
         std::env::var("SECTIONS").unwrap_or_else(|_| "latency,pipelined,across,scale,death".into());
     let wants = |name: &str| sections.split(',').any(|s| s.trim() == name);
+    // `TRANSPORTS=unix,tcp+native,tcp` (the default) picks the transports
+    // of the latency and pipelined sections.
+    let transports =
+        std::env::var("TRANSPORTS").unwrap_or_else(|_| "unix,tcp+native,tcp".into());
     let dir = std::env::temp_dir();
     let pid = std::process::id();
     let unix_raw = dir.join(format!("farcall-bench-raw-{pid}.sock"));
@@ -87,6 +92,10 @@ fn main() {
     let mut rates = Vec::new();
     let all_cpus = affinity();
     for (floor_name, raw_kind, raw_address, address) in pairs {
+        let name = scheme(address).trim_end_matches("://");
+        if !transports.split(',').any(|t| t.trim() == name) {
+            continue;
+        }
         if wants("latency") {
             // One CPU for both ends: on this VM a wake-up across CPUs costs
             // 10-90 µs depending on whether the other vCPU was idle, which
