@@ -58,8 +58,7 @@ fn main() {
     let wants = |name: &str| sections.split(',').any(|s| s.trim() == name);
     // `TRANSPORTS=unix,tcp+native,tcp` (the default) picks the transports
     // of the latency and pipelined sections.
-    let transports =
-        std::env::var("TRANSPORTS").unwrap_or_else(|_| "unix,tcp+native,tcp".into());
+    let transports = std::env::var("TRANSPORTS").unwrap_or_else(|_| "unix,tcp+native,tcp".into());
     let dir = std::env::temp_dir();
     let pid = std::process::id();
     let unix_raw = dir.join(format!("farcall-bench-raw-{pid}.sock"));

@@ -507,7 +507,7 @@ fn release(reference: &ProxyRef, link: Option<Weak<Link>>) {
     // to say so would stall the queue.
     let client = link
         .and_then(|l| l.upgrade())
-        .filter(|l| l.dead().is_none())
+        .filter(|l| !l.is_dead())
         .map(Client::from_link)
         .or_else(|| Client::any_connected(&reference.rpc_addr));
     let Some(client) = client else {

@@ -7,11 +7,12 @@
 //! any object with `recv`/`send`/`cancel`/`close`. [`frame`] turns a
 //! channel's bytes into messages, once, for every kind of channel
 //! ([`large`] recycles the memory of large frames); [`poll`] waits on
-//! descriptors.
+//! descriptors ([`sys`] makes the system calls of the hot path).
 
 pub mod frame;
 pub mod large;
 pub mod poll;
+mod sys;
 
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
@@ -137,7 +138,7 @@ impl Channel for FdChannel {
         // SAFETY: the pointer and length describe `buf`, which read(2) may
         // fill with at most buf.len() bytes.
         retry(|| unsafe {
-            libc::read(
+            sys::read(
                 self.read.as_raw_fd(),
                 buf.as_mut_ptr() as *mut libc::c_void,
                 buf.len(),
@@ -149,7 +150,7 @@ impl Channel for FdChannel {
         // SAFETY: IoSlice is ABI-compatible with iovec; the slices outlive
         // the call.
         retry(|| unsafe {
-            libc::writev(
+            sys::writev(
                 self.write_raw_fd(),
                 bufs.as_ptr() as *const libc::iovec,
                 bufs.len().min(libc::UIO_MAXIOV as usize) as libc::c_int,

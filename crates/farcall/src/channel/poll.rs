@@ -29,8 +29,7 @@ pub fn poll_fds(fds: &mut [libc::pollfd], deadline: Option<Instant>) -> Result<u
                 left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
             }
         };
-        // SAFETY: fds is a valid, exclusively borrowed pollfd array.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        let n = super::sys::poll(fds, timeout_ms);
         if n >= 0 {
             return Ok(n as usize);
         }
@@ -44,8 +43,7 @@ pub fn poll_fds(fds: &mut [libc::pollfd], deadline: Option<Instant>) -> Result<u
 /// `poll(2)` on several descriptors without sleeping: true when any is
 /// ready.
 pub fn poll_now(fds: &mut [libc::pollfd]) -> Result<bool> {
-    // SAFETY: fds is a valid, exclusively borrowed pollfd array.
-    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
+    let n = super::sys::poll(fds, 0);
     match n {
         0 => Ok(false),
         n if n > 0 => Ok(true),

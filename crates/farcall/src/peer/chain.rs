@@ -13,6 +13,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::executor::Job;
@@ -37,6 +38,7 @@ thread_local! {
     static CONTEXT: RefCell<Option<Context>> = const { RefCell::new(None) };
     static INBOX: Arc<Inbox> = Arc::new(Inbox {
         state: Mutex::new(InboxState::default()),
+        queued: AtomicUsize::new(0),
         signal: Signal::current(),
     });
     /// The chains this thread's inbox is registered under, with how many
@@ -94,6 +96,9 @@ impl Drop for Running {
 /// Requests of a waiting thread's chain, for it to run.
 pub(crate) struct Inbox {
     state: Mutex<InboxState>,
+    /// How many jobs `state` holds: a waiter looks for one at every turn,
+    /// and almost always finds none, without taking the lock.
+    queued: AtomicUsize,
     signal: Arc<Signal>,
 }
 
@@ -108,7 +113,20 @@ struct InboxState {
 impl Inbox {
     /// The next request for this thread, if any.
     fn pop(&self) -> Option<Job> {
-        lock(&self.state).jobs.pop_front()
+        if self.queued.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let job = lock(&self.state).jobs.pop_front();
+        if job.is_some() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        job
+    }
+
+    /// Takes every job left (the thread stops waiting).
+    fn take_all(&self, st: &mut InboxState) -> Vec<Job> {
+        self.queued.store(0, Ordering::Release);
+        st.jobs.drain(..).collect()
     }
 
     /// Takes `job` if the thread waits (on `link`, when `on_link`), else
@@ -125,6 +143,7 @@ impl Inbox {
             return Some(job);
         }
         st.jobs.push_back(job);
+        self.queued.fetch_add(1, Ordering::AcqRel);
         drop(st);
         self.signal.notify();
         None
@@ -137,6 +156,7 @@ impl Inbox {
         let before = st.jobs.len();
         st.jobs
             .retain(|j| !(j.link.id() == link && j.request.req_id == req_id));
+        self.queued.store(st.jobs.len(), Ordering::Release);
         st.jobs.len() != before
     }
 }
@@ -253,7 +273,7 @@ impl Drop for Waiting {
             let mut st = lock(&self.inbox.state);
             st.waits.pop();
             if st.waits.is_empty() {
-                st.jobs.drain(..).collect()
+                self.inbox.take_all(&mut st)
             } else {
                 Vec::new()
             }

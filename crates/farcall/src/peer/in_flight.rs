@@ -101,6 +101,11 @@ pub(crate) struct InFlight {
 }
 
 impl InFlight {
+    /// True when an async task waits for some call.
+    pub(crate) fn has_tasks(&self) -> bool {
+        self.tasks > 0
+    }
+
     /// Why the link is dead, if it is.
     pub(crate) fn dead(&self) -> Option<&str> {
         self.dead.as_deref()

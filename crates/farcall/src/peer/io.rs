@@ -246,7 +246,7 @@ fn register(io: &IoThread, fd: RawFd, data: u64, events: u32, present: &mut bool
 
 /// Re-arms a link's descriptors for what the I/O thread waits for now.
 fn arm(link: &Link) {
-    if link.dead().is_some() {
+    if link.is_dead() {
         return;
     }
     let io = io();
@@ -485,7 +485,7 @@ fn on_event(link: &Arc<Link>, which: u64, flags: u32) {
 /// Reads a link for its callers, unless someone else does (then looks
 /// again later, later each time they still do).
 fn read(link: &Arc<Link>) {
-    if link.dead().is_some() {
+    if link.is_dead() {
         return;
     }
     if link.executor.attended() {
@@ -519,7 +519,7 @@ fn expire(link: &Arc<Link>, now: Instant) {
 
 /// Pings a link that has been silent, and ends one silent for too long.
 fn beat(link: &Arc<Link>) {
-    if link.dead().is_some() {
+    if link.is_dead() {
         return;
     }
     if let Wire::Zmq { .. } = &link.wire {

@@ -223,6 +223,8 @@ pub struct Link {
     /// How many threads wait on the link without the role.
     sleeping: AtomicUsize,
     flight: Mutex<InFlight>,
+    /// The link has ended (`flight` says why): looked at without its lock.
+    ended: AtomicBool,
     next_req_id: AtomicI64,
     format: Format,
     timeout: Duration,
@@ -322,6 +324,7 @@ impl Link {
             reader_signal: Mutex::new(None),
             sleeping: AtomicUsize::new(0),
             flight: Mutex::new(InFlight::default()),
+            ended: AtomicBool::new(false),
             next_req_id: AtomicI64::new(1),
             format: parts.format,
             timeout: parts.timeout,
@@ -355,7 +358,7 @@ impl Link {
             .get(home)?
             .iter()
             .filter_map(Weak::upgrade)
-            .find(|l| l.dead().is_none())
+            .find(|l| !l.is_dead())
     }
 
     /// A number naming the link within this process.
@@ -391,6 +394,11 @@ impl Link {
     /// Why the link is dead, if it is.
     pub fn dead(&self) -> Option<String> {
         lock(&self.flight).dead().map(str::to_owned)
+    }
+
+    /// True once the link has ended (see [`Link::dead`] for why).
+    pub fn is_dead(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
     }
 
     /// Number of calls sent and not yet taken by their caller.
@@ -505,7 +513,7 @@ impl Link {
 
     /// Tells the peer it need not run request `req_id` (best effort).
     pub(crate) fn send_cancel(self: &Arc<Self>, req_id: i64) {
-        if self.dead().is_some() {
+        if self.is_dead() {
             return;
         }
         match &self.wire {
@@ -553,6 +561,7 @@ impl Link {
         if !lock(&self.flight).fail_all(why, &mut wake) {
             return;
         }
+        self.ended.store(true, Ordering::Release);
         log::debug!("link to {} ended: {why}", self.describe());
         match &self.wire {
             Wire::Stream { channel, .. } => channel.cancel(),
@@ -586,10 +595,17 @@ impl Link {
                     self.end(&why);
                     return Err(Error::Disconnected(why));
                 }
-                // libzmq may have taken the descriptor's signal for a reply
-                // that is already here: read it unless a waiter will.
+                // Sending may have taken the descriptor's signal for a reply
+                // that is already here. A caller about to wait reads before
+                // it sleeps, and so does a future when first polled (see
+                // `set_waker`); a task waiting already, or a thread holding
+                // the reading role, would miss it.
                 if !urgent {
-                    self.read_available();
+                    if lock(&self.flight).has_tasks() {
+                        self.read_available();
+                    } else if let Some(s) = lock(&self.reader_signal).as_ref() {
+                        s.notify();
+                    }
                 }
                 Ok(())
             }
@@ -708,6 +724,11 @@ impl Link {
             // Somebody must read for the task: the I/O thread, if no
             // caller of this process does.
             io::wanted(self);
+            if matches!(self.wire, Wire::Zmq { .. }) {
+                // A ZeroMQ descriptor signals news once: a send since the
+                // reply came may have taken the signal, so look now.
+                self.read_available();
+            }
         }
         waiting
     }

@@ -173,25 +173,20 @@ impl Link {
             ) => {
                 let mut routed = 0;
                 loop {
-                    let frames = {
-                        let dealer = lock(dealer);
-                        if !transport::zmq::readable(&dealer.socket)? {
-                            // Replies first: a server that answered and
-                            // then closed has still answered.
-                            if dropped.load(Ordering::SeqCst)
-                                || transport::zmq::dropped(&dealer.monitor)?
-                            {
-                                return Err(Error::Disconnected(format!(
-                                    "connection to {} lost",
-                                    self.describe()
-                                )));
-                            }
-                            return Ok(routed);
+                    // A receive that finds nothing is what looks at libzmq's
+                    // commands (one syscall); asking for the socket's events
+                    // first would cost one per message.
+                    let Some(frames) = transport::zmq::try_recv(&lock(dealer).socket)? else {
+                        // Replies first: a server that answered and then
+                        // closed has still answered. The I/O thread reads
+                        // the monitor and raises `dropped`.
+                        if dropped.load(Ordering::SeqCst) {
+                            return Err(Error::Disconnected(format!(
+                                "connection to {} lost",
+                                self.describe()
+                            )));
                         }
-                        match transport::zmq::try_recv(&dealer.socket)? {
-                            Some(f) => f,
-                            None => return Ok(routed),
-                        }
+                        return Ok(routed);
                     };
                     self.saw_peer();
                     self.deliver(&frames, wake)?;
@@ -291,13 +286,18 @@ impl Link {
         };
         let service = thread_service();
         let mut last_look = false;
+        // The table was looked at just above: the first turn reads (a
+        // reply another thread routes meanwhile notifies our signal).
+        let mut first = true;
         let got = loop {
-            match self.status(req_id) {
-                Status::Done(outcome) => break Some(outcome),
-                Status::Unknown => {
-                    break Some(Err(Error::Protocol(format!("no call {req_id} is pending"))))
+            if !std::mem::take(&mut first) {
+                match self.status(req_id) {
+                    Status::Done(outcome) => break Some(outcome),
+                    Status::Unknown => {
+                        break Some(Err(Error::Protocol(format!("no call {req_id} is pending"))))
+                    }
+                    Status::Pending => {}
                 }
-                Status::Pending => {}
             }
             if let Some(job) = waiting.next_job() {
                 executor::run_detached(job);
@@ -322,9 +322,7 @@ impl Link {
                 self.role.try_lock().ok()
             };
             let serve = match role {
-                Some(role) => {
-                    self.read_turn(role, req_id, deadline, &signal, service.as_deref())?
-                }
+                Some(role) => self.read_turn(role, deadline, &signal, service.as_deref())?,
                 None => self.sleep(req_id, deadline, &signal, service.as_deref())?,
             };
             if serve {
@@ -346,7 +344,6 @@ impl Link {
     fn read_turn(
         self: &Arc<Self>,
         mut role: MutexGuard<'_, ReadState>,
-        req_id: i64,
         deadline: Option<Instant>,
         signal: &Signal,
         service: Option<&dyn Service>,
@@ -354,8 +351,9 @@ impl Link {
         let mut wake = Wakeups::default();
         let mut drained = self.drain(&mut role, &mut wake);
         let mut serve = false;
-        let idle =
-            matches!(drained, Ok(0)) && wake.is_empty() && !lock(&self.flight).is_done(req_id);
+        // Nothing routed: our call is not done, or whoever completed it
+        // (a deadline, the link's end) notified our signal.
+        let idle = matches!(drained, Ok(0)) && wake.is_empty();
         if idle {
             let (fd, zmq) = match &self.wire {
                 Wire::Stream { channel, .. } => (channel.read_fd(), false),
@@ -442,7 +440,7 @@ impl Link {
         if !self.pumped() {
             if let Ok(role) = self.role.try_lock() {
                 self.remove_sleeper(signal);
-                return self.read_turn(role, req_id, deadline, signal, service);
+                return self.read_turn(role, deadline, signal, service);
             }
         }
         if self.has_output() {

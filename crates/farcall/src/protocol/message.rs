@@ -47,7 +47,7 @@ impl Message {
     /// Parses a message. A malformed cancel or heartbeat is a protocol
     /// error; a malformed request is reported inside `Message::Request` so
     /// that its sender can be answered.
-    pub fn parse(kind: Kind, mut frames: Frames) -> Result<Message> {
+    pub fn parse(kind: Kind, frames: Frames) -> Result<Message> {
         Ok(match kind {
             Kind::Request => {
                 if frames.is_empty() {
@@ -56,15 +56,14 @@ impl Message {
                         error: Error::Protocol("a request without frames".into()),
                     })));
                 }
-                let chain_frame = frames.remove(0);
-                let chain = match chain_frame.len() {
+                let chain = match frames[0].len() {
                     0 => Ok(0),
                     8 => Ok(u64::from_le_bytes(
-                        chain_frame[..].try_into().expect("8 bytes"),
+                        frames[0][..].try_into().expect("8 bytes"),
                     )),
                     n => Err(Error::Protocol(format!("a call chain of {n} bytes"))),
                 };
-                Message::Request(match (chain, Request::parse(frames)) {
+                Message::Request(match (chain, Request::parse_after(frames, 1)) {
                     (Ok(chain), Ok(mut r)) => {
                         r.chain = chain;
                         Ok(r)

@@ -48,19 +48,28 @@ pub struct BadRequest {
 
 impl Request {
     /// Parses request frames.
-    pub fn parse(mut frames: Frames) -> std::result::Result<Request, BadRequest> {
-        if frames.len() < 5 {
-            let req_id = frames.first().and_then(|f| parse_req_id(f));
+    pub fn parse(frames: Frames) -> std::result::Result<Request, BadRequest> {
+        Request::parse_after(frames, 0)
+    }
+
+    /// Parses the request that starts at frame `skip` (the frames before
+    /// it are the caller's: a native link's call chain).
+    pub fn parse_after(
+        mut frames: Frames,
+        skip: usize,
+    ) -> std::result::Result<Request, BadRequest> {
+        if frames.len() < skip + 5 {
+            let req_id = frames.get(skip).and_then(|f| parse_req_id(f));
             return Err(BadRequest {
                 req_id,
                 error: Error::Protocol(format!(
                     "a request has at least 5 frames, got {}",
-                    frames.len()
+                    frames.len().saturating_sub(skip)
                 )),
             });
         }
-        let buffers = frames.split_off(5);
-        let mut it = frames.into_iter();
+        let buffers = frames.split_off(skip + 5);
+        let mut it = frames.into_iter().skip(skip);
         let mut next = || it.next().unwrap_or_default();
         let id_frame = next();
         let req_id = parse_req_id(&id_frame).ok_or_else(|| BadRequest {

@@ -17,6 +17,7 @@
 
 mod listener;
 mod queue;
+mod timers;
 mod zmq;
 
 use std::cell::RefCell;
@@ -47,17 +48,16 @@ pub use crate::host::Runtime;
 use listener::{Admission, Pending, Step};
 use queue::{Queue, ServerJob};
 
+/// The tokens one poll found ready: a few, mostly one (kept inline, so a
+/// poll costs no allocation for them).
+type Ready = smallvec::SmallVec<[Token; 8]>;
+use timers::Timers;
+
 const WAKER: Token = Token(0);
 const ENDPOINT: Token = Token(1);
 const FIRST_CONN: usize = 2;
 
 /// A callback the server runs every `interval` while it serves.
-struct Timer {
-    interval: Duration,
-    due: Instant,
-    callback: Box<dyn FnMut() + Send>,
-}
-
 /// Options for binding a server.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
@@ -96,7 +96,7 @@ struct Shared {
     address: String,
     host: Arc<Host>,
     queue: Arc<Queue>,
-    timers: Mutex<Vec<Timer>>,
+    timers: Timers,
     io: Mutex<Io>,
     waker: Arc<Waker>,
     poll_fd: RawFd,
@@ -198,7 +198,7 @@ impl Server {
             host: Host::new(bound.clone()),
             address: bound,
             queue: Queue::new(waker.clone()),
-            timers: Mutex::new(Vec::new()),
+            timers: Timers::default(),
             io: Mutex::new(io),
             waker,
             poll_fd,
@@ -216,15 +216,14 @@ impl Server {
         let weak = Arc::downgrade(&shared);
         let sweep = (options.handshake_timeout / 4)
             .clamp(Duration::from_millis(10), Duration::from_secs(1));
-        lock(&shared.timers).push(Timer {
-            interval: sweep,
-            due: Instant::now() + sweep,
-            callback: Box::new(move || {
+        shared.timers.add(
+            sweep,
+            Box::new(move || {
                 if let Some(shared) = weak.upgrade() {
                     shared.drop_stale_handshakes();
                 }
             }),
-        });
+        );
         let server = Server { shared };
         let me: ObjectRef = Arc::new(ServerObject {
             server: Arc::downgrade(&server.shared),
@@ -267,11 +266,7 @@ impl Server {
     /// Runs `callback` every `interval` in the serving thread, between
     /// requests, while the server runs (pyacq's `start_timer`).
     pub fn start_timer(&self, interval: Duration, callback: impl FnMut() + Send + 'static) {
-        lock(&self.shared.timers).push(Timer {
-            interval,
-            due: Instant::now() + interval,
-            callback: Box::new(callback),
-        });
+        self.shared.timers.add(interval, Box::new(callback));
         let _ = self.shared.waker.wake();
     }
 
@@ -372,8 +367,8 @@ impl Server {
             shared.after_poll();
             return Ok(handled);
         }
-        let timeout = shared.timer_bound(timeout);
-        let ready: Vec<Token> = {
+        let timeout = shared.timers.bound(timeout);
+        let ready: Ready = {
             let mut io = lock(&shared.io);
             if shared.closed.load(Ordering::Acquire) {
                 shared.shut_down(&mut io, None);
@@ -583,7 +578,7 @@ impl Shared {
         if self.zmq {
             self.service_zmq()?;
         }
-        let ready: Vec<Token> = {
+        let ready: Ready = {
             let Ok(mut io) = self.io.try_lock() else {
                 return Ok(()); // a nested poll of this thread holds it
             };
@@ -595,7 +590,7 @@ impl Shared {
     }
 
     /// Handles the events of one poll.
-    fn handle_events(&self, ready: Vec<Token>) -> Result<()> {
+    fn handle_events(&self, ready: Ready) -> Result<()> {
         for token in ready {
             match token {
                 WAKER => {}
@@ -608,7 +603,7 @@ impl Shared {
 
     /// After a poll: timers, and the shutdown a `close` asked for.
     fn after_poll(&self) {
-        self.run_due_timers();
+        self.timers.run_due();
         if self.closed.load(Ordering::Acquire) {
             self.shut_down(&mut lock(&self.io), None);
         }
@@ -717,7 +712,7 @@ impl Shared {
             let link = link.clone();
             drop(io);
             link.read_available();
-            if link.dead().is_some() {
+            if link.is_dead() {
                 let mut io = lock(&self.io);
                 io.conns.remove(&token);
                 deregister(&io, &link);
@@ -812,7 +807,7 @@ impl Shared {
         let dead: Vec<Token> = io
             .conns
             .iter()
-            .filter(|(_, c)| matches!(c, Conn::Open(l) if l.dead().is_some()))
+            .filter(|(_, c)| matches!(c, Conn::Open(l) if l.is_dead()))
             .map(|(t, _)| *t)
             .collect();
         for token in dead {
@@ -838,42 +833,6 @@ impl Drop for Shared {
                     link.close("the server was dropped");
                 }
             }
-        }
-    }
-}
-
-// ---- timers -----------------------------------------------------------
-
-impl Shared {
-    /// Shortens a poll timeout so that it ends when the next timer is due.
-    fn timer_bound(&self, timeout: Option<Duration>) -> Option<Duration> {
-        let timers = lock(&self.timers);
-        let Some(next) = timers.iter().map(|t| t.due).min() else {
-            return timeout;
-        };
-        let until = next.saturating_duration_since(Instant::now());
-        Some(timeout.map_or(until, |t| t.min(until)))
-    }
-
-    /// Runs the timers that are due. Callbacks run without the timer lock,
-    /// so one may start another timer.
-    fn run_due_timers(&self) {
-        let now = Instant::now();
-        let due: Vec<Timer> = {
-            let mut timers = lock(&self.timers);
-            if timers.iter().all(|t| t.due > now) {
-                return;
-            }
-            let (due, waiting) = std::mem::take(&mut *timers)
-                .into_iter()
-                .partition(|t| t.due <= now);
-            *timers = waiting;
-            due
-        };
-        for mut timer in due {
-            (timer.callback)();
-            timer.due = now + timer.interval;
-            lock(&self.timers).push(timer);
         }
     }
 }

@@ -58,8 +58,12 @@ impl Queue {
 
     /// Adds a request.
     pub(crate) fn push_job(&self, job: ServerJob) {
-        lock(&self.jobs).push_back(job);
-        self.len.fetch_add(1, Ordering::Release);
+        {
+            // Counted under the lock: a pop never sees a job uncounted.
+            let mut jobs = lock(&self.jobs);
+            jobs.push_back(job);
+            self.len.fetch_add(1, Ordering::Release);
+        }
         if SERVING.with(Cell::get) != self as *const Queue as usize {
             let _ = self.waker.wake();
         }
@@ -67,13 +71,19 @@ impl Queue {
 
     /// Puts a request back at the head of the queue.
     pub(crate) fn push_front(&self, job: ServerJob) {
-        lock(&self.jobs).push_front(job);
+        let mut jobs = lock(&self.jobs);
+        jobs.push_front(job);
         self.len.fetch_add(1, Ordering::Release);
     }
 
     /// The next request, in arrival order.
     pub(crate) fn pop(&self) -> Option<ServerJob> {
-        let job = lock(&self.jobs).pop_front();
+        // The server looks after every poll, mostly to find nothing.
+        if !self.has_jobs() {
+            return None;
+        }
+        let mut jobs = lock(&self.jobs);
+        let job = jobs.pop_front();
         if job.is_some() {
             self.len.fetch_sub(1, Ordering::Release);
         }

@@ -2,8 +2,10 @@
 //!
 //! This is pyacq's transport, kept for pyacq peers and for users who ask
 //! for ZeroMQ endpoints. Sockets are polled through their `ZMQ_FD`, which
-//! signals edges, not levels: after any send or receive the socket's
-//! `ZMQ_EVENTS` must be checked again before sleeping on the descriptor.
+//! signals edges, not levels: after any send or receive the socket must
+//! be looked at again (a receive that finds nothing will do, and costs
+//! one system call; `ZMQ_EVENTS` costs one per query) before sleeping on
+//! the descriptor.
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
