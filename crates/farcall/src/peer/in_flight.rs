@@ -64,11 +64,14 @@ impl Wakeups {
     }
 
     /// Wakes everyone: threads first (cheap), then tasks (a waker may run
-    /// user code).
+    /// user code). The calling thread is not told: it routed the replies
+    /// itself and looks at its calls next, and a notice to itself would
+    /// cut its next wait short for nothing.
     pub(crate) fn run(self) {
         self.first
             .iter()
             .chain(&self.signals)
+            .filter(|s| !s.is_current())
             .for_each(|s| s.notify());
         self.wakers.into_iter().for_each(Waker::wake);
     }

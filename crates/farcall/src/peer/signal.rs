@@ -5,6 +5,7 @@
 //! notifies the signal; the write costs a system call only while the
 //! thread is actually waiting.
 
+use std::cell::Cell;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,6 +24,9 @@ pub(crate) struct Signal {
 
 thread_local! {
     static CURRENT: Arc<Signal> = Arc::new(Signal::new());
+    /// `CURRENT`'s address once made (null before): asking whether a
+    /// signal is this thread's must not make one.
+    static MINE: Cell<*const Signal> = const { Cell::new(std::ptr::null()) };
 }
 
 impl Signal {
@@ -45,7 +49,16 @@ impl Signal {
 
     /// The calling thread's signal.
     pub(crate) fn current() -> Arc<Signal> {
-        CURRENT.with(Arc::clone)
+        CURRENT.with(|s| {
+            MINE.set(Arc::as_ptr(s));
+            s.clone()
+        })
+    }
+
+    /// True when this is the calling thread's own signal.
+    pub(crate) fn is_current(&self) -> bool {
+        MINE.try_with(|m| std::ptr::eq(m.get(), self))
+            .unwrap_or(false)
     }
 
     /// Tells the thread something happened.
@@ -129,5 +142,15 @@ mod tests {
         s.notify();
         assert!(s.begin_wait(), "seen at the next wait");
         s.end_wait();
+    }
+
+    #[test]
+    fn a_thread_knows_its_own_signal_only() {
+        let mine = Signal::current();
+        assert!(mine.is_current());
+        let theirs = std::thread::spawn(Signal::current).join().unwrap();
+        assert!(!theirs.is_current());
+        let seen_there = std::thread::spawn(move || mine.is_current()).join().unwrap();
+        assert!(!seen_there, "a thread that never made a signal owns none");
     }
 }
