@@ -57,9 +57,9 @@ impl Endpoint {
     /// The next request waiting on the socket: the peer's routing id and
     /// the request's frames.
     pub(crate) fn next(&self) -> Result<Option<(Bytes, Frames)>> {
-        // No events query first: a receive that finds nothing is what
-        // looks at libzmq's commands, and one per message would cost a
-        // syscall each.
+        if !transport::zmq::readable(&self.router.socket)? {
+            return Ok(None);
+        }
         let Some(frames) = transport::zmq::try_recv(&self.router.socket)? else {
             return Ok(None);
         };
