@@ -150,7 +150,9 @@ mod tests {
         assert!(mine.is_current());
         let theirs = std::thread::spawn(Signal::current).join().unwrap();
         assert!(!theirs.is_current());
-        let seen_there = std::thread::spawn(move || mine.is_current()).join().unwrap();
+        let seen_there = std::thread::spawn(move || mine.is_current())
+            .join()
+            .unwrap();
         assert!(!seen_there, "a thread that never made a signal owns none");
     }
 }
