@@ -477,7 +477,8 @@ impl Service for Server {
 
 /// Replies of a batch of requests are written together, unless the batch
 /// has been running for this long (a slow request does not hold back the
-/// replies of the quick ones before it).
+/// replies of the quick ones before it). Longer starves a pipelining
+/// client: at 1 ms, rpc_bench's pipelined unix:// figure fell by 10%.
 const BATCH_WRITE: Duration = Duration::from_micros(100);
 
 impl Shared {
