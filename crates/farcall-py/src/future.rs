@@ -112,6 +112,11 @@ impl PyFuture {
             }
             return Ok(done.is_some());
         };
+        if let Some(outcome) = engine.take_ready() {
+            let client = engine.client();
+            PyFuture::finish(slf, &client, outcome);
+            return Ok(true);
+        }
         let got = gil::wait(py, deadline, |until| match engine.wait_until(until) {
             Ok(Some(outcome)) => Some(Ok(outcome)),
             Ok(None) => None,

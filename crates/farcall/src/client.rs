@@ -289,6 +289,22 @@ impl Future {
         self.wait_until(timeout.and_then(|t| Instant::now().checked_add(t)))
     }
 
+    /// The outcome if it is here already (no reading, no waiting): what a
+    /// pipelining caller finds for most of its futures, and can take
+    /// without giving up anything (such as Python's GIL) to wait.
+    pub fn take_ready(&mut self) -> Option<Result<Value>> {
+        if self.consumed {
+            return None;
+        }
+        match self.link.status(self.req_id) {
+            crate::peer::Status::Done(outcome) => {
+                self.consumed = true;
+                Some(outcome)
+            }
+            _ => None,
+        }
+    }
+
     /// [`Future::wait_for`] until `deadline` (`None`: no limit).
     pub fn wait_until(&mut self, deadline: Option<Instant>) -> Result<Option<Result<Value>>> {
         let got = self
