@@ -119,6 +119,10 @@ struct Io {
     events: Events,
     endpoint: Option<Endpoint>,
     conns: HashMap<Token, Conn>,
+    /// Connections polled for room to write too: a reply too large for
+    /// the socket goes out from this thread as the peer reads, not from
+    /// the I/O thread (a wake-up of another thread per socketful).
+    writing: Vec<Token>,
     next_token: usize,
 }
 
@@ -192,6 +196,7 @@ impl Server {
             events: Events::with_capacity(256),
             endpoint: Some(endpoint),
             conns: HashMap::new(),
+            writing: Vec::new(),
             next_token: FIRST_CONN,
         };
         let shared = Arc::new(Shared {
@@ -428,14 +433,12 @@ impl Touched {
         }
     }
 
-    /// Writes their replies.
-    fn flush(&mut self) {
+    /// The links, emptied.
+    fn take(&mut self) -> impl Iterator<Item = Arc<Link>> {
         self.first
             .take()
-            .iter()
-            .chain(&self.more)
-            .for_each(|l| l.flush_queued());
-        self.more.clear();
+            .into_iter()
+            .chain(std::mem::take(&mut self.more))
     }
 }
 
@@ -498,7 +501,7 @@ impl Shared {
             if ran > 0 {
                 let now = Instant::now();
                 if now - piling > BATCH_WRITE {
-                    touched.flush();
+                    self.write_replies(&mut touched);
                     piling = now;
                 }
                 if now - last > SLOW_REQUEST {
@@ -539,7 +542,7 @@ impl Shared {
                 None => break,
             }
         }
-        touched.flush();
+        self.write_replies(&mut touched);
         ran
     }
 
@@ -705,6 +708,74 @@ impl Shared {
         }
     }
 
+    /// Writes the replies queued on `touched`'s links; what a socket
+    /// cannot take now goes out when it has room (see [`Io::writing`]).
+    fn write_replies(&self, touched: &mut Touched) {
+        for link in touched.take() {
+            match link.flush_now() {
+                Ok(true) => {}
+                Ok(false) => self.write_when_ready(&link),
+                Err(e) => {
+                    link.write_failed(&e);
+                }
+            }
+        }
+    }
+
+    /// Polls `link`'s socket for room as well, until its output is out.
+    fn write_when_ready(&self, link: &Arc<Link>) {
+        let mut io = lock(&self.io);
+        let token = io.conns.iter().find_map(|(token, conn)| {
+            matches!(conn, Conn::Open(l) if Arc::ptr_eq(l, link)).then_some(*token)
+        });
+        let (Some(token), Some(fd)) = (token, link.read_fd()) else {
+            drop(io);
+            link.flush_queued(); // not one of ours: the I/O thread writes it
+            return;
+        };
+        if io.writing.contains(&token) {
+            return;
+        }
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        match io
+            .poll
+            .registry()
+            .reregister(&mut SourceFd(&fd), token, interest)
+        {
+            Ok(()) => io.writing.push(token),
+            Err(_) => {
+                drop(io);
+                link.flush_queued();
+            }
+        }
+    }
+
+    /// Writes more of a link's output, if it waits for room; back to
+    /// reading only once it is all out.
+    fn write_more(&self, token: Token, link: &Arc<Link>) {
+        let mut io = lock(&self.io);
+        let Some(at) = io.writing.iter().position(|t| *t == token) else {
+            return;
+        };
+        match link.flush_now() {
+            Ok(false) => {}
+            done => {
+                io.writing.swap_remove(at);
+                if let Some(fd) = link.read_fd() {
+                    let _ = io.poll.registry().reregister(
+                        &mut SourceFd(&fd),
+                        token,
+                        Interest::READABLE,
+                    );
+                }
+                drop(io);
+                if let Err(e) = done {
+                    link.write_failed(&e);
+                }
+            }
+        }
+    }
+
     /// Reads a native connection: a link routes its messages itself; a
     /// pending one advances its handshake.
     fn service_conn(&self, token: Token) {
@@ -712,10 +783,12 @@ impl Shared {
         if let Some(Conn::Open(link)) = io.conns.get(&token) {
             let link = link.clone();
             drop(io);
+            self.write_more(token, &link);
             link.read_available();
             if link.is_dead() {
                 let mut io = lock(&self.io);
                 io.conns.remove(&token);
+                io.writing.retain(|t| *t != token);
                 deregister(&io, &link);
             }
             return;
