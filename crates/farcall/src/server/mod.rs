@@ -728,7 +728,7 @@ impl Shared {
         let token = io.conns.iter().find_map(|(token, conn)| {
             matches!(conn, Conn::Open(l) if Arc::ptr_eq(l, link)).then_some(*token)
         });
-        let (Some(token), Some(fd)) = (token, link.read_fd()) else {
+        let Some(token) = token else {
             drop(io);
             link.flush_queued(); // not one of ours: the I/O thread writes it
             return;
@@ -736,43 +736,27 @@ impl Shared {
         if io.writing.contains(&token) {
             return;
         }
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        match io
-            .poll
-            .registry()
-            .reregister(&mut SourceFd(&fd), token, interest)
-        {
-            Ok(()) => io.writing.push(token),
-            Err(_) => {
-                drop(io);
-                link.flush_queued();
-            }
+        if poll_for(&io, token, link, Interest::READABLE | Interest::WRITABLE) {
+            io.writing.push(token);
+        } else {
+            drop(io);
+            link.flush_queued();
         }
     }
 
-    /// Writes more of a link's output, if it waits for room; back to
-    /// reading only once it is all out.
+    /// Writes more of the output of a link polled for room (see
+    /// [`Io::writing`]); back to reading only once it is all out.
     fn write_more(&self, token: Token, link: &Arc<Link>) {
-        let mut io = lock(&self.io);
-        let Some(at) = io.writing.iter().position(|t| *t == token) else {
-            return;
+        let done = match link.flush_now() {
+            Ok(false) => return,
+            done => done,
         };
-        match link.flush_now() {
-            Ok(false) => {}
-            done => {
-                io.writing.swap_remove(at);
-                if let Some(fd) = link.read_fd() {
-                    let _ = io.poll.registry().reregister(
-                        &mut SourceFd(&fd),
-                        token,
-                        Interest::READABLE,
-                    );
-                }
-                drop(io);
-                if let Err(e) = done {
-                    link.write_failed(&e);
-                }
-            }
+        let mut io = lock(&self.io);
+        io.writing.retain(|t| *t != token);
+        poll_for(&io, token, link, Interest::READABLE);
+        drop(io);
+        if let Err(e) = done {
+            link.write_failed(&e);
         }
     }
 
@@ -782,8 +766,11 @@ impl Shared {
         let mut io = lock(&self.io);
         if let Some(Conn::Open(link)) = io.conns.get(&token) {
             let link = link.clone();
+            let writing = io.writing.contains(&token);
             drop(io);
-            self.write_more(token, &link);
+            if writing {
+                self.write_more(token, &link);
+            }
             link.read_available();
             if link.is_dead() {
                 let mut io = lock(&self.io);
@@ -890,6 +877,17 @@ impl Shared {
             }
         }
     }
+}
+
+/// Polls a link's descriptor for `interest` from now on; false when it
+/// cannot be (the link has none, or the registry refused).
+fn poll_for(io: &Io, token: Token, link: &Link, interest: Interest) -> bool {
+    link.read_fd().is_some_and(|fd| {
+        io.poll
+            .registry()
+            .reregister(&mut SourceFd(&fd), token, interest)
+            .is_ok()
+    })
 }
 
 /// Stops polling a link's descriptor.
