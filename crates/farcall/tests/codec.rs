@@ -371,19 +371,32 @@ fn msgpack_decodes_what_it_does_not_write() {
 }
 
 #[test]
-fn msgpack_bin_decodes_zero_copy() {
+fn msgpack_bin_decodes_zero_copy_unless_short() {
+    // Long binary data is a slice of the message; short data is copied,
+    // so that keeping it does not keep the whole read buffer alive.
+    let data: Vec<u8> = (0..1024).flat_map(|x| f64::from(x).to_le_bytes()).collect();
+    let long_array = Value::Array(Array {
+        dtype: "float64".into(),
+        shape: vec![1024],
+        data: data.into(),
+        scalar: false,
+    });
     let body = Bytes::from(enc(
         Format::Msgpack,
-        &list(vec![bytes(b"hello"), f64_array()]),
+        &list(vec![bytes(&[7; 8192]), long_array, bytes(b"hello")]),
     ));
     let value = decode(Format::Msgpack, &body, &[]).unwrap();
     let Value::List(items) = value else { panic!() };
-    let (Value::Bytes(b), Value::Array(a)) = (&items[0], &items[1]) else {
+    let (Value::Bytes(long), Value::Array(a), Value::Bytes(short)) =
+        (&items[0], &items[1], &items[2])
+    else {
         panic!()
     };
     let range = body.as_ptr_range();
-    assert!(range.contains(&b.as_ptr()));
+    assert!(range.contains(&long.as_ptr()));
     assert!(range.contains(&a.data.as_ptr()));
+    assert!(!range.contains(&short.as_ptr()));
+    assert_eq!(&short[..], b"hello");
 }
 
 // ---- json vectors ------------------------------------------------------

@@ -11,13 +11,15 @@
 //! allocates more than a frame's declared length, which is checked
 //! against the message size limit first. Large frames are read straight
 //! into their own buffer (no copy after the kernel's), small ones are cut
-//! from a reusable read buffer. Writes are queued ([`Outgoing`]) and go
+//! from the read buffer without a copy either: they share its memory,
+//! which a new buffer replaces while any of them lives. Writes are queued ([`Outgoing`]) and go
 //! out in as few system calls as the channel allows.
 
 use std::io;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+use smallvec::SmallVec;
 
 use super::poll::wait_fd;
 use super::{large, Channel};
@@ -62,6 +64,9 @@ const HEADER: usize = 8;
 /// Frames at least this long get a buffer of their own.
 const LARGE_FRAME: u64 = 256 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
+/// A read asks for at least this much: less room left in the buffer
+/// makes the reader take a new one (or reclaim the one it has).
+const MIN_READ: usize = 8 * 1024;
 
 /// The 8-byte message header plus frame lengths.
 pub fn encode_header(kind: Kind, frames: &[Bytes]) -> Vec<u8> {
@@ -188,7 +193,8 @@ impl Outgoing {
 /// A message being received.
 struct Partial {
     kind: Kind,
-    lengths: Vec<u64>,
+    /// Inline for the usual handful of frames: no allocation per message.
+    lengths: SmallVec<[u64; 8]>,
     frames: Frames,
     /// The large frame being filled, if the current frame is large.
     large: Option<BytesMut>,
@@ -196,9 +202,9 @@ struct Partial {
 
 /// Incremental reader of native messages from a channel.
 pub struct FrameReader {
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
+    /// Bytes read and not yet taken, at its front; its spare capacity is
+    /// where the next read lands.
+    buf: BytesMut,
     partial: Option<Partial>,
     max_message: u64,
     /// The last read returned less than it asked for (or nothing): the
@@ -225,9 +231,7 @@ impl FrameReader {
     /// A reader that refuses messages larger than `max_message` bytes.
     pub fn new(max_message: u64) -> Self {
         FrameReader {
-            buf: vec![0; READ_CHUNK],
-            start: 0,
-            end: 0,
+            buf: BytesMut::with_capacity(READ_CHUNK),
             partial: None,
             max_message,
             drained: false,
@@ -243,7 +247,7 @@ impl FrameReader {
 
     /// True when part of a message has been read and the rest not yet.
     pub fn mid_message(&self) -> bool {
-        self.partial.is_some() || self.start != self.end
+        self.partial.is_some() || !self.buf.is_empty()
     }
 
     /// Records that the peer hung up, so reading goes on to the end.
@@ -266,23 +270,15 @@ impl FrameReader {
         let (n, asked) = match self.large_target() {
             Some((large, missing)) => (read_into_spare(channel, large, missing)?, missing),
             None => {
-                if self.start == self.end {
-                    self.start = 0;
-                    self.end = 0;
-                } else if self.end == self.buf.len() {
-                    self.buf.copy_within(self.start..self.end, 0);
-                    self.end -= self.start;
-                    self.start = 0;
+                if self.buf.capacity() - self.buf.len() < MIN_READ {
+                    // Reclaims the buffer when no message cut from it
+                    // lives any more, else takes a new one (the unread
+                    // rest moves along). Bounded: frames of LARGE_FRAME
+                    // or more bypass the buffer.
+                    self.buf.reserve(READ_CHUNK);
                 }
-                if self.end == self.buf.len() {
-                    // A small frame longer than the buffer: grow it. Bounded,
-                    // since frames of LARGE_FRAME or more bypass the buffer.
-                    self.buf.resize(self.buf.len() * 2, 0);
-                }
-                let asked = self.buf.len() - self.end;
-                let n = channel
-                    .read(&mut self.buf[self.end..])?
-                    .inspect(|n| self.end += n);
+                let asked = self.buf.capacity() - self.buf.len();
+                let n = read_into_spare(channel, &mut self.buf, asked)?;
                 (n, asked)
             }
         };
@@ -300,7 +296,7 @@ impl FrameReader {
     /// nothing left for it, and how many of its bytes are still to come
     /// (its buffer may be larger: reused memory).
     fn large_target(&mut self) -> Option<(&mut BytesMut, usize)> {
-        if self.start != self.end {
+        if !self.buf.is_empty() {
             return None;
         }
         let partial = self.partial.as_mut()?;
@@ -317,14 +313,12 @@ impl FrameReader {
         }
         let partial = self.partial.as_mut().expect("started above");
         if partial.frames.is_empty() && partial.large.is_none() {
-            // A small message that is all here: one copy, frames sliced
-            // out of it (one allocation instead of one per frame).
+            // A small message that is all here: its frames are cut from
+            // the read buffer, uncopied.
             let total: u64 = partial.lengths.iter().sum();
             let all_small = partial.lengths.iter().all(|&l| l < LARGE_FRAME);
-            if all_small && total <= (self.end - self.start) as u64 {
-                let whole =
-                    Bytes::copy_from_slice(&self.buf[self.start..self.start + total as usize]);
-                self.start += total as usize;
+            if all_small && total <= self.buf.len() as u64 {
+                let whole = self.buf.split_to(total as usize).freeze();
                 let mut at = 0;
                 for &len in &partial.lengths {
                     partial.frames.push(whole.slice(at..at + len as usize));
@@ -334,11 +328,11 @@ impl FrameReader {
         }
         while partial.frames.len() < partial.lengths.len() {
             let len = partial.lengths[partial.frames.len()];
-            let avail = self.end - self.start;
+            let avail = self.buf.len();
             if let Some(large) = partial.large.as_mut() {
                 let want = (len as usize - large.len()).min(avail);
-                large.extend_from_slice(&self.buf[self.start..self.start + want]);
-                self.start += want;
+                large.extend_from_slice(&self.buf[..want]);
+                self.buf.advance(want);
                 if large.len() as u64 == len {
                     let done = partial.large.take().expect("checked").freeze();
                     partial.frames.push(done);
@@ -353,9 +347,9 @@ impl FrameReader {
             if (avail as u64) < len {
                 return Ok(None);
             }
-            let frame = Bytes::copy_from_slice(&self.buf[self.start..self.start + len as usize]);
-            self.start += len as usize;
-            partial.frames.push(frame);
+            partial
+                .frames
+                .push(self.buf.split_to(len as usize).freeze());
         }
         let done = self.partial.take().expect("checked");
         Ok(Some((done.kind, done.frames)))
@@ -363,7 +357,7 @@ impl FrameReader {
 
     /// Parses a header and frame lengths if they are all here.
     fn start_message(&mut self) -> Result<bool> {
-        let avail = &self.buf[self.start..self.end];
+        let avail = &self.buf[..];
         if avail.len() < HEADER {
             return Ok(false);
         }
@@ -377,18 +371,10 @@ impl FrameReader {
         let need = HEADER + 8 * n as usize;
         if avail.len() < need {
             // Make room for the whole length table, then wait for it.
-            if self.start + need > self.buf.len() {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-                if need > self.buf.len() {
-                    self.buf.resize(need, 0);
-                }
-            }
+            self.buf.reserve(need - avail.len());
             return Ok(false);
         }
-        let avail = &self.buf[self.start..self.end];
-        let lengths: Vec<u64> = avail[HEADER..need]
+        let lengths: SmallVec<[u64; 8]> = self.buf[HEADER..need]
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
             .collect();
@@ -399,7 +385,7 @@ impl FrameReader {
                 self.max_message
             )));
         }
-        self.start += need;
+        self.buf.advance(need);
         self.partial = Some(Partial {
             kind,
             frames: Vec::with_capacity(lengths.len()),
@@ -490,24 +476,52 @@ mod tests {
     }
 
     #[test]
+    fn frames_kept_while_reading_on_stay_intact() {
+        // Thousands of small messages, many per read and some split across
+        // reads; every frame is kept while the reader goes on, so the read
+        // buffer is replaced under live frames rather than reused.
+        let (a, b) = pair();
+        let message = |i: u32| {
+            let text = format!("message {i} ").repeat(1 + (i % 7) as usize);
+            vec![Bytes::from(i.to_le_bytes().to_vec()), Bytes::from(text)]
+        };
+        let count = 5000;
+        let writer = std::thread::spawn(move || {
+            let mut out = Outgoing::default();
+            for i in 0..count {
+                out.push(Kind::Request, message(i));
+            }
+            out.flush_blocking(&a, None).unwrap();
+            a
+        });
+        let mut r = FrameReader::new(DEFAULT_MAX_MESSAGE);
+        let mut kept = Vec::new();
+        for _ in 0..count {
+            kept.push(read_all(&mut r, &b).unwrap().unwrap().1);
+        }
+        for (i, frames) in kept.iter().enumerate() {
+            assert_eq!(frames, &message(i as u32), "message {i}");
+        }
+        drop(writer.join().unwrap());
+        assert!(read_all(&mut r, &b).unwrap().is_none());
+    }
+
+    #[test]
     fn rejects_bad_headers_and_oversized_messages() {
         let mut r = FrameReader::new(100);
-        r.buf[..8].copy_from_slice(&[9, 0, 0, 0, 1, 0, 0, 0]);
-        r.end = 8;
+        r.buf.extend_from_slice(&[9, 0, 0, 0, 1, 0, 0, 0]);
         assert!(matches!(r.next_message(), Err(Error::Protocol(_))));
 
         let mut r = FrameReader::new(100);
         let h = encode_header(Kind::Request, &[Bytes::from(vec![0u8; 101])]);
-        r.buf[..h.len()].copy_from_slice(&h);
-        r.end = h.len();
+        r.buf.extend_from_slice(&h);
         assert!(matches!(r.next_message(), Err(Error::Protocol(_))));
 
         let mut r = FrameReader::new(u64::MAX);
         let mut h = vec![1, 0, 0, 0, 2, 0, 0, 0];
         h.extend_from_slice(&u64::MAX.to_le_bytes());
         h.extend_from_slice(&u64::MAX.to_le_bytes());
-        r.buf[..h.len()].copy_from_slice(&h);
-        r.end = h.len();
+        r.buf.extend_from_slice(&h);
         assert!(
             matches!(r.next_message(), Err(Error::Protocol(_))),
             "overflowing sum"

@@ -257,6 +257,11 @@ pub(super) trait Dialect {
     fn map(&mut self, entries: Vec<(Value, Value)>, depth: usize) -> Result<Value>;
 }
 
+/// Binary values shorter than this are copied out of their message (see
+/// [`Reader::take_bytes`]): cheap at that size, and what stays alive is
+/// then at most a few times the value.
+const COPY_BELOW: usize = 4096;
+
 /// A bounds-checked cursor over a message; slices share the message.
 pub(super) struct Reader<'a> {
     buf: &'a Bytes,
@@ -305,10 +310,15 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    /// The next `n` bytes as a slice of the message, without copying.
+    /// The next `n` bytes as a slice of the message, without copying;
+    /// short ones are copied, so that a small value kept long does not
+    /// keep alive the read buffer its message was cut from.
     pub(super) fn take_bytes(&mut self, n: usize) -> Result<Bytes> {
         let start = self.pos;
-        self.take(n)?;
+        let taken = self.take(n)?;
+        if n < COPY_BELOW {
+            return Ok(Bytes::copy_from_slice(taken));
+        }
         Ok(self.buf.slice(start..start + n))
     }
 
@@ -430,11 +440,60 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn str(&mut self, n: usize) -> Result<Value> {
+    /// The length of the list that comes next.
+    pub(super) fn list_len(&mut self) -> Result<usize> {
+        let n = match self.u8()? {
+            m @ 0x90..=0x9f => usize::from(m & 0x0f),
+            0xdc => self.u16()?,
+            0xdd => self.u32()?,
+            m => return err(format!("expected a list, found marker {m:#04x}")),
+        };
+        // Every item takes at least one byte (see `array`).
+        if n > self.remaining() {
+            return err(format!("list of {n} items in {} bytes", self.remaining()));
+        }
+        Ok(n)
+    }
+
+    /// The string that comes next, owned.
+    pub(super) fn string(&mut self) -> Result<String> {
+        match self.u8()? {
+            m @ 0xa0..=0xbf => self.utf8(usize::from(m & 0x1f)),
+            0xd9 => self.u8().and_then(|n| self.utf8(n.into())),
+            0xda => self.u16().and_then(|n| self.utf8(n)),
+            0xdb => self.u32().and_then(|n| self.utf8(n)),
+            m => err(format!("expected str, found marker {m:#04x}")),
+        }
+    }
+
+    /// The non-negative integer that comes next (an object or reference
+    /// id).
+    pub(super) fn id(&mut self) -> Result<u64> {
+        let signed: i64 = match self.u8()? {
+            m @ 0x00..=0x7f => m.into(),
+            0xcc => self.u8()?.into(),
+            0xcd => u16::from_be_bytes(self.take_array()?).into(),
+            0xce => u32::from_be_bytes(self.take_array()?).into(),
+            0xcf => return Ok(u64::from_be_bytes(self.take_array()?)),
+            0xd0 => i8::from_be_bytes(self.take_array()?).into(),
+            0xd1 => i16::from_be_bytes(self.take_array()?).into(),
+            0xd2 => i32::from_be_bytes(self.take_array()?).into(),
+            0xd3 => i64::from_be_bytes(self.take_array()?),
+            m @ 0xe0..=0xff => (m as i8).into(),
+            m => return err(format!("id has marker {m:#04x}, expected int")),
+        };
+        u64::try_from(signed).or_else(|_| err(format!("negative id {signed}")))
+    }
+
+    fn utf8(&mut self, n: usize) -> Result<String> {
         match std::str::from_utf8(self.take(n)?) {
-            Ok(s) => Ok(Value::Str(s.to_owned())),
+            Ok(s) => Ok(s.to_owned()),
             Err(e) => err(format!("invalid UTF-8 in str: {e}")),
         }
+    }
+
+    fn str(&mut self, n: usize) -> Result<Value> {
+        self.utf8(n).map(Value::Str)
     }
 
     fn array<D: Dialect>(&mut self, d: &mut D, n: usize, depth: usize) -> Result<Value> {

@@ -22,7 +22,7 @@
 use bytes::Bytes;
 
 use super::common::{
-    array, check_array, check_date, check_datetime, err, id_from, shape_from, strings_from,
+    array, check_array, check_date, check_datetime, check_depth, err, id_from, shape_from,
     write_array_len, write_attributes, write_bin, write_bool, write_f64, write_int, write_nil,
     write_str, write_uint, Dialect, EncodeValue, Reader,
 };
@@ -242,13 +242,15 @@ impl Dialect for Farcall<'_> {
                 unpack_datetime(bits).map(Value::DateTime)
             }
             EXT_DATE => unpack_date(u32::from_be_bytes(r.take_fixed(len)?)).map(Value::Date),
-            EXT_TUPLE | EXT_PROXY | EXT_NDARRAY | EXT_SCALAR | EXT_BUFFER => {
+            // The hot one (every call names its object): read straight
+            // into its fields, no values in between.
+            EXT_PROXY => r.within(len, |r| proxy(r, depth)).map(Value::Proxy),
+            EXT_TUPLE | EXT_NDARRAY | EXT_SCALAR | EXT_BUFFER => {
                 // The payload is a wrapper, not a level of nesting: a
                 // tuple's items sit one level below the tuple.
                 let payload = r.within(len, |r| r.value(self, depth))?;
                 match ty {
                     EXT_TUPLE => tuple(payload),
-                    EXT_PROXY => proxy(payload),
                     EXT_NDARRAY => self.array(payload),
                     EXT_SCALAR => self.array(payload).and_then(scalar),
                     _ => self.data(&payload).map(Value::Bytes),
@@ -329,18 +331,28 @@ fn tuple(payload: Value) -> Result<Value> {
     }
 }
 
-fn proxy(payload: Value) -> Result<Value> {
-    let [rpc_addr, obj_id, ref_id, type_str, attributes] = fields(payload, "proxy")?;
-    let (Value::Str(rpc_addr), Value::Str(type_str)) = (rpc_addr, type_str) else {
-        return err("proxy rpc_addr and type_str must be str");
-    };
-    Ok(Value::Proxy(ProxyRef {
+/// A proxy's payload, `[rpc_addr, obj_id, ref_id, type_str, attributes]`,
+/// at nesting `depth` (its attribute list sits two levels below, as when
+/// decoded as a value).
+fn proxy(r: &mut Reader<'_>, depth: usize) -> Result<ProxyRef> {
+    match r.list_len()? {
+        5 => {}
+        n => return err(format!("proxy of {n} fields")),
+    }
+    let rpc_addr = r.string()?;
+    let obj_id = r.id()?;
+    let ref_id = r.id()?;
+    let type_str = r.string()?;
+    let attributes = r.list_len()?;
+    check_depth(depth + 2)?;
+    let attributes = (0..attributes).map(|_| r.string()).collect::<Result<_>>()?;
+    Ok(ProxyRef {
         rpc_addr,
-        obj_id: id_from(&obj_id)?,
-        ref_id: id_from(&ref_id)?,
+        obj_id,
+        ref_id,
         type_str,
-        attributes: strings_from(&attributes)?,
-    }))
+        attributes,
+    })
 }
 
 #[cfg(test)]
