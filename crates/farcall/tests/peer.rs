@@ -254,6 +254,58 @@ fn a_dead_zeromq_server_is_seen_without_a_call() {
     assert!(started.elapsed() < Duration::from_millis(100));
 }
 
+/// Each link's monitor was armed before the I/O thread knew the link: an
+/// event that fired at once was dropped, and with it (one-shot) every
+/// later one, so now and then a client never saw its server die.
+#[test]
+fn every_client_of_a_dead_zeromq_server_sees_it_without_a_call() {
+    let server = spawn_server("tcp://127.0.0.1:*");
+    let clients: Vec<Client> = (0..150)
+        .map(|_| Client::connect(&server.address).unwrap())
+        .collect();
+    for c in &clients {
+        assert_eq!(c.ping().unwrap(), Value::from("pong"));
+    }
+    signal(&server.child, libc::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let unaware = || {
+        clients
+            .iter()
+            .filter(|c| c.disconnected().is_none())
+            .count()
+    };
+    while unaware() > 0 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(unaware(), 0, "clients that did not see the server die");
+}
+
+/// A call made while libzmq has already dropped the dead peer, but before
+/// the monitor's news is read, found no room to send: it used to block in
+/// the send (holding the socket, so the news could not be read either)
+/// for the whole send timeout.
+#[test]
+fn a_call_made_as_a_zeromq_server_dies_fails_fast() {
+    for trial in 0..30u64 {
+        let server = spawn_server("tcp://127.0.0.1:*");
+        let client = Client::connect(&server.address).unwrap();
+        assert_eq!(client.ping().unwrap(), Value::from("pong"));
+        signal(&server.child, libc::SIGKILL);
+        thread::sleep(Duration::from_micros(trial * 100));
+        let started = Instant::now();
+        let r = client.ping();
+        assert!(
+            matches!(r, Err(Error::Disconnected(_))),
+            "trial {trial}: {r:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "trial {trial}: {:?}",
+            started.elapsed()
+        );
+    }
+}
+
 #[test]
 fn closing_the_server_from_another_client_is_seen_by_all() {
     for address in every_transport() {

@@ -8,8 +8,6 @@
 //! `syscall(2)` instead, which is the same call without that bookkeeping.
 //! Errors come back the usual way: -1 and `errno`.
 
-use std::ptr;
-
 /// `read(2)`.
 ///
 /// # Safety
@@ -29,7 +27,25 @@ pub(crate) unsafe fn writev(fd: libc::c_int, iov: *const libc::iovec, count: lib
 }
 
 /// `poll(2)` on `fds` for up to `timeout_ms` milliseconds (negative: no
-/// limit), made as `ppoll(2)`, which every architecture has.
+/// limit). Where the architecture has `poll(2)` (x86-64) it is used: it
+/// takes the timeout as a number, where `ppoll(2)` copies a timespec in
+/// and the time left back out on every call.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> libc::c_int {
+    // SAFETY: fds is a valid, exclusively borrowed pollfd array.
+    unsafe {
+        libc::syscall(
+            libc::SYS_poll,
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            timeout_ms,
+        ) as libc::c_int
+    }
+}
+
+/// `poll(2)` on `fds` for up to `timeout_ms` milliseconds (negative: no
+/// limit), made as `ppoll(2)`, which every other architecture has.
+#[cfg(not(target_arch = "x86_64"))]
 pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> libc::c_int {
     let timeout = (timeout_ms >= 0).then(|| libc::timespec {
         tv_sec: libc::time_t::from(timeout_ms / 1000),
@@ -37,7 +53,7 @@ pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> libc::c
     });
     let timeout_ptr = timeout
         .as_ref()
-        .map_or(ptr::null(), |t| t as *const libc::timespec);
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
     // SAFETY: fds is a valid, exclusively borrowed pollfd array; the
     // timeout, if any, lives until the call returns; no signal mask.
     unsafe {
@@ -46,7 +62,7 @@ pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> libc::c
             fds.as_mut_ptr(),
             fds.len() as libc::nfds_t,
             timeout_ptr,
-            ptr::null::<libc::sigset_t>(),
+            std::ptr::null::<libc::sigset_t>(),
             0usize,
         ) as libc::c_int
     }

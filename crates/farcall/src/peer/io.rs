@@ -144,6 +144,20 @@ fn token(link: &Link, which: u64) -> u64 {
 /// that reads it with `pump`.
 pub(crate) fn watch(link: &Arc<Link>, pump: Option<FrameReader>) {
     let io = io();
+    // Known before its descriptors are armed: an event that fires at once
+    // (a one-shot one, never re-armed if lost) must find the link.
+    let beat_at = {
+        let mut st = lock(&io.state);
+        st.links.insert(link.id, Arc::downgrade(link));
+        (!std::mem::replace(&mut st.beat_scheduled, true)).then(|| {
+            let at = nanos_since_epoch(Instant::now() + BEAT_TICK);
+            st.timers.push(Reverse((at, 0, Timer::Beat)));
+            at
+        })
+    };
+    if let Some(at) = beat_at {
+        io.poke(at);
+    }
     match &link.wire {
         Wire::Stream { channel, .. } => match channel.read_fd() {
             Some(_) => arm(link),
@@ -170,15 +184,6 @@ pub(crate) fn watch(link: &Arc<Link>, pump: Option<FrameReader>) {
                 once,
             );
         }
-    }
-    let mut st = lock(&io.state);
-    st.links.insert(link.id, Arc::downgrade(link));
-    if !st.beat_scheduled {
-        st.beat_scheduled = true;
-        let at = nanos_since_epoch(Instant::now() + BEAT_TICK);
-        st.timers.push(Reverse((at, 0, Timer::Beat)));
-        drop(st);
-        io.poke(at);
     }
 }
 

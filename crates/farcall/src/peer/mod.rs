@@ -588,10 +588,26 @@ impl Link {
                 let (kind, frames) = message::request_in(chain::current_frame(), frames);
                 self.write(kind, frames, urgent)
             }
-            Wire::Zmq { dealer, .. } => {
-                let sent = transport::zmq::send_blocking(&lock(dealer).socket, &frames);
-                if let Err(e) = sent {
-                    let why = format!("connection to {} lost: {e}", self.describe());
+            Wire::Zmq {
+                dealer, dropped, ..
+            } => {
+                // No room means no peer: while the send waits, the I/O
+                // thread reads the monitor, which says whether it is lost.
+                let gone = || dropped.load(Ordering::SeqCst) || self.is_dead();
+                let why = match transport::zmq::send_waiting(dealer, &frames, gone) {
+                    Ok(transport::zmq::Sent::Queued) => None,
+                    Ok(transport::zmq::Sent::PeerGone) => Some(
+                        self.dead()
+                            .unwrap_or_else(|| format!("connection to {} lost", self.describe())),
+                    ),
+                    Ok(transport::zmq::Sent::TimedOut) => Some(format!(
+                        "connection to {} lost: no room to send for {} s",
+                        self.describe(),
+                        transport::zmq::SEND_TIMEOUT_MS / 1000
+                    )),
+                    Err(e) => Some(format!("connection to {} lost: {e}", self.describe())),
+                };
+                if let Some(why) = why {
                     self.end(&why);
                     return Err(Error::Disconnected(why));
                 }

@@ -9,12 +9,14 @@
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::protocol::Frames;
+use crate::sync::lock;
 
 /// The process-wide ZeroMQ context (never terminated: terminating it
 /// blocks on unsent messages, and a process must be able to exit).
@@ -68,7 +70,7 @@ pub fn bind_router(endpoint: &str, max_message: u64) -> Result<(Router, String)>
 }
 
 /// Longest a DEALER's send waits for room in its queue (ms).
-const SEND_TIMEOUT_MS: i32 = 10_000;
+pub const SEND_TIMEOUT_MS: i32 = 10_000;
 /// libzmq pings a silent peer this often (ms) ...
 const HEARTBEAT_IVL_MS: i32 = 1000;
 /// ... and drops the connection when no answer comes within this (ms).
@@ -91,8 +93,6 @@ pub fn connect_dealer(endpoint: &str) -> Result<Dealer> {
     let socket = context().socket(zmq::DEALER)?;
     socket.set_linger(0)?;
     socket.set_rcvhwm(0)?;
-    // A send waits for room (many calls in flight), but not forever.
-    socket.set_sndtimeo(SEND_TIMEOUT_MS)?;
     socket.set_heartbeat_ivl(HEARTBEAT_IVL_MS)?;
     socket.set_heartbeat_timeout(HEARTBEAT_TIMEOUT_MS)?;
     // A random routing id: the server admits a peer by it after the
@@ -182,13 +182,93 @@ pub fn send(socket: &zmq::Socket, frames: &[Bytes]) -> Result<()> {
     Ok(())
 }
 
-/// Sends a multipart message, waiting for room (a DEALER's queue toward
-/// a live peer).
-pub fn send_blocking(socket: &zmq::Socket, frames: &[Bytes]) -> Result<()> {
-    let last = frames.len().saturating_sub(1);
-    for (i, frame) in frames.iter().enumerate() {
-        let flags = if i < last { zmq::SNDMORE } else { 0 };
-        socket.send(&frame[..], flags)?;
+/// What [`send_waiting`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// The message is queued.
+    Queued,
+    /// `gone` said the peer is lost while there was no room.
+    PeerGone,
+    /// No room came within [`SEND_TIMEOUT_MS`].
+    TimedOut,
+}
+
+/// Sends a multipart message on the DEALER in `dealer`, waiting for room
+/// (a DEALER has none while its peer is disconnected) up to
+/// [`SEND_TIMEOUT_MS`]. The lock is never held while waiting, so whoever
+/// reads the socket or its monitor goes on meanwhile; between tries
+/// `gone()` says whether the peer is known to be lost.
+pub fn send_waiting(
+    dealer: &Mutex<Dealer>,
+    frames: &[Bytes],
+    gone: impl Fn() -> bool,
+) -> Result<Sent> {
+    let give_up = Instant::now() + Duration::from_millis(SEND_TIMEOUT_MS as u64);
+    let mut pause = Duration::from_micros(20);
+    loop {
+        match send(&lock(dealer).socket, frames) {
+            Ok(()) => return Ok(Sent::Queued),
+            // A message refused at a later part was rolled back whole by
+            // libzmq: the next try sends it from its first part.
+            Err(Error::Zmq(zmq::Error::EAGAIN)) => {}
+            Err(e) => return Err(e),
+        }
+        if gone() {
+            return Ok(Sent::PeerGone);
+        }
+        let now = Instant::now();
+        if now >= give_up {
+            return Ok(Sent::TimedOut);
+        }
+        std::thread::sleep(pause.min(give_up - now));
+        pause = (pause * 2).min(Duration::from_millis(5));
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    /// A DEALER without a peer has no room: the send waits without holding
+    /// the socket, and stops as soon as the peer is known lost.
+    #[test]
+    fn a_send_without_room_waits_unlocked_and_stops_when_the_peer_is_gone() {
+        // A port nobody listens on, and no queue before a connection: the
+        // DEALER has no room, as when its queue to a peer is full.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("tcp://{}", free.local_addr().unwrap());
+        drop(free);
+        let socket = context().socket(zmq::DEALER).unwrap();
+        socket.set_linger(0).unwrap();
+        socket.set_immediate(true).unwrap();
+        socket.connect(&endpoint).unwrap();
+        let monitor = context().socket(zmq::PAIR).unwrap();
+        let dealer = Arc::new(Mutex::new(Dealer { socket, monitor }));
+        let gone = Arc::new(AtomicBool::new(false));
+        let locked_meanwhile = {
+            let (dealer, gone) = (dealer.clone(), gone.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                // The monitor's reader gets the socket while the send waits.
+                let started = Instant::now();
+                drop(lock(&dealer));
+                gone.store(true, Ordering::SeqCst);
+                started.elapsed()
+            })
+        };
+        let started = Instant::now();
+        let sent = send_waiting(&dealer, &[Bytes::from_static(b"x")], || {
+            gone.load(Ordering::SeqCst)
+        })
+        .unwrap();
+        assert_eq!(sent, Sent::PeerGone);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(locked_meanwhile.join().unwrap() < Duration::from_millis(100));
+    }
 }
