@@ -9,6 +9,9 @@ it with pyacq's names::
     remote_dict = remote_col.OrderedDict()
     remote_dict['x'] = 1
     assert remote_dict['x'] == 1
+
+and across's names (``Connection``, ``Proxy``, ``Local``/``ref``,
+``get_connection``), from :mod:`farcall.across`.
 """
 
 import atexit as _atexit
@@ -23,18 +26,25 @@ from ._native import (
 )
 from ._native import _exiting, _stop_children
 from .errors import DisconnectError, OperationError, ProtocolError, RemoteCallException
+from .across import Connection, Local, Proxy, get_connection, get_proxy_connection, ref
 
 __all__ = [
     "__version__",
+    "Connection",
     "DisconnectError",
     "Future",
+    "Local",
     "ObjectProxy",
     "OperationError",
     "ProcessSpawner",
     "ProtocolError",
+    "Proxy",
     "RemoteCallException",
     "RPCClient",
     "RPCServer",
+    "get_connection",
+    "get_proxy_connection",
+    "ref",
 ]
 
 

@@ -70,6 +70,31 @@ pub fn pinned_array(arr: &Bound<'_, PyAny>, nbytes: usize) -> PyResult<Bytes> {
     }))
 }
 
+/// The memory of a contiguous byte buffer (a `memoryview`, a
+/// `PickleBuffer.raw()`), shared: the object, which holds its exporter's
+/// view, is kept alive while the engine reads it.
+pub fn pinned_memory(obj: &Bound<'_, PyAny>) -> PyResult<Bytes> {
+    let view = pyo3::buffer::PyBuffer::<u8>::get(obj)?;
+    if !view.is_c_contiguous() {
+        return Ok(Bytes::from(view.to_vec(obj.py())?));
+    }
+    let (ptr, len) = (view.buf_ptr() as *const u8, view.len_bytes());
+    // The temporary view goes; `obj` keeps the memory (a memoryview holds
+    // its own view of the exporter until it is released).
+    drop(view);
+    if len < 256 {
+        // SAFETY: ptr/len describe memory `obj` keeps alive, held here.
+        return Ok(Bytes::copy_from_slice(unsafe {
+            std::slice::from_raw_parts(ptr, len)
+        }));
+    }
+    Ok(Bytes::from_owner(Pinned {
+        ptr,
+        len,
+        _owner: obj.clone().unbind(),
+    }))
+}
+
 /// Received bytes, exposed to Python as a writable buffer.
 #[pyclass(module = "farcall._native", frozen)]
 pub struct RecvBuffer {

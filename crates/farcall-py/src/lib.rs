@@ -9,7 +9,8 @@
 //! - `hosted` (the Python object type the engine hosts), `proxy` (the
 //!   `ObjectProxy` type), then `convert` (Python objects <-> values);
 //! - `host` (how hosted objects answer), `call` (waiting for a call),
-//!   `future`, `proxy_methods`, `client`, `server`, `log`, `spawn`.
+//!   `future`, `proxy_methods`, `client`, `server`, `log`, `spawn`,
+//!   `across` (across's connections).
 //!
 //! The `farcall` package re-exports what users need.
 
@@ -21,6 +22,7 @@ use farcall::host::HostExporter;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
+mod across;
 mod args;
 mod buffer;
 mod call;
@@ -92,5 +94,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decode, m)?)?;
     spawn::add_functions(m)?;
     log::register(m)?;
+    across::register(m)?;
     Ok(())
 }

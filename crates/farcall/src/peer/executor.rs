@@ -8,6 +8,7 @@
 //! bounded pool, so that many callers through one link really run at once.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use crate::codec::Format;
 use crate::error::{Error, Result};
 use crate::protocol::{Command, Request};
 use crate::sync::lock;
+use crate::transport::spin;
 use crate::value::Value;
 
 /// A request and the link it came by.
@@ -144,12 +146,16 @@ const POOL_IDLE: Duration = Duration::from_secs(10);
 struct Pool {
     state: Mutex<PoolState>,
     ready: Condvar,
+    /// How many jobs wait (looked at without the lock while spinning).
+    queued: AtomicUsize,
 }
 
 #[derive(Default)]
 struct PoolState {
     jobs: VecDeque<Job>,
     idle: usize,
+    /// Threads that just ran a job and look for the next one awake.
+    spinning: usize,
     threads: usize,
 }
 
@@ -158,6 +164,7 @@ fn pool() -> &'static Pool {
     POOL.get_or_init(|| Pool {
         state: Mutex::new(PoolState::default()),
         ready: Condvar::new(),
+        queued: AtomicUsize::new(0),
     })
 }
 
@@ -166,6 +173,12 @@ pub(crate) fn pool_push(job: Job) {
     let shared = pool();
     let mut st = lock(&shared.state);
     st.jobs.push_back(job);
+    shared.queued.store(st.jobs.len(), Ordering::Release);
+    if st.jobs.len() <= st.spinning {
+        // A thread awake takes it (each takes one): no wake-up, no new
+        // thread.
+        return;
+    }
     if st.idle > 0 {
         drop(st);
         shared.ready.notify_one();
@@ -190,8 +203,11 @@ impl Pool {
         let mut st = lock(&self.state);
         loop {
             if let Some(job) = st.jobs.pop_front() {
+                self.queued.store(st.jobs.len(), Ordering::Release);
                 drop(st);
+                let link = job.link.clone();
                 run_detached(job);
+                self.linger(&link);
                 st = lock(&self.state);
                 continue;
             }
@@ -209,9 +225,30 @@ impl Pool {
         }
     }
 
+    /// After a job of `link`: the caller's next request is often on its
+    /// way (a loop of calls), so for the spin budget this thread reads the
+    /// link itself and takes what it routes, instead of going to sleep and
+    /// being woken (two wake-ups per call: the reader's and ours).
+    fn linger(&self, link: &Arc<Link>) {
+        if link.is_dead() || self.queued.load(Ordering::Acquire) > 0 {
+            return;
+        }
+        let Some(budget) = spin::budget(None) else {
+            return;
+        };
+        lock(&self.state).spinning += 1;
+        let _ = spin::until(Some(budget), || {
+            link.read_available();
+            Ok(self.queued.load(Ordering::Acquire) > 0 || link.is_dead())
+        });
+        // Whatever came meanwhile, this thread looks at the queue next.
+        lock(&self.state).spinning -= 1;
+    }
+
     fn cancel(&self, link: u64, req_id: i64) {
-        lock(&self.state)
-            .jobs
+        let mut st = lock(&self.state);
+        st.jobs
             .retain(|j| !(j.link.id() == link && j.request.req_id == req_id));
+        self.queued.store(st.jobs.len(), Ordering::Release);
     }
 }

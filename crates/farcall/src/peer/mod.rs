@@ -225,6 +225,8 @@ pub struct Link {
     flight: Mutex<InFlight>,
     /// The link has ended (`flight` says why): looked at without its lock.
     ended: AtomicBool,
+    /// The peer closed with a notice (a goodbye), not by vanishing.
+    farewell: AtomicBool,
     next_req_id: AtomicI64,
     format: Format,
     timeout: Duration,
@@ -325,6 +327,7 @@ impl Link {
             sleeping: AtomicUsize::new(0),
             flight: Mutex::new(InFlight::default()),
             ended: AtomicBool::new(false),
+            farewell: AtomicBool::new(false),
             next_req_id: AtomicI64::new(1),
             format: parts.format,
             timeout: parts.timeout,
@@ -539,6 +542,18 @@ impl Link {
     /// released.
     pub fn close(self: &Arc<Self>, why: &str) {
         self.end(why);
+    }
+
+    /// Closes the link after telling the peer (a disconnect notice, best
+    /// effort): it knows the end was meant, not a crash.
+    pub fn close_notifying(self: &Arc<Self>, why: &str) {
+        let frames = protocol::reply::disconnect_frames(self.format);
+        self.close_with_notice(frames, why);
+    }
+
+    /// True when the link ended because the peer said it was closing.
+    pub fn peer_said_goodbye(&self) -> bool {
+        self.farewell.load(Ordering::Acquire)
     }
 
     /// Sends `frames` (a disconnect notice) as the last message, then

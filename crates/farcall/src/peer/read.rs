@@ -240,10 +240,13 @@ impl Link {
                 lock(&self.flight).complete(req_id, result, wake);
                 Ok(())
             }
-            Ok(Reply::Disconnect) => Err(Error::Disconnected(format!(
-                "the server at {} closed",
-                self.describe()
-            ))),
+            Ok(Reply::Disconnect) => {
+                self.farewell.store(true, Ordering::Release);
+                Err(Error::Disconnected(format!(
+                    "the server at {} closed",
+                    self.describe()
+                )))
+            }
             Err(e) => {
                 log::warn!("unreadable reply from {}: {e}", self.describe());
                 Ok(())

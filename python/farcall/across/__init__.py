@@ -1,0 +1,338 @@
+"""across's symmetric connections, on farcall's engine.
+
+A :class:`Connection` joins this process and another over one byte
+channel (a child's pipes, this process's stdio, a channel object); either
+side calls functions on the other and gets results, or proxies, back::
+
+    import sys, operator
+    from farcall.across import Connection
+
+    with Connection.from_command([sys.executable, "-m", "farcall.across"]) as conn:
+        assert conn.call(operator.add, 1, 2) == 3
+
+Functions, arguments and results are pickled (protocol 5, large buffers
+such as numpy arrays out of band, never copied into the pickle). Pickle
+runs code: a connection is only for a peer you trust (see
+docs/security.md). See docs/across.md.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import weakref
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+from .. import _native
+from ..errors import DisconnectError, OperationError, ProtocolError
+from . import _wire
+
+__all__ = [
+    "Connection",
+    "DisconnectError",
+    "Local",
+    "OperationError",
+    "ProtocolError",
+    "Proxy",
+    "get_connection",
+    "get_proxy_connection",
+    "ref",
+]
+
+
+class NoConnectionError(ValueError, RuntimeError):
+    """The thread runs no remote call, so it has no connection."""
+
+
+# Connections by link id, for the requests that come over each link.
+_CONNECTIONS: "weakref.WeakValueDictionary[int, Connection]" = weakref.WeakValueDictionary()
+
+
+def _connection_of(link_id: int) -> "Connection":
+    conn = _CONNECTIONS.get(link_id)
+    # A request can come as soon as the link is open, before this side's
+    # Connection has registered it: that takes microseconds.
+    deadline = time.monotonic() + 1.0
+    while conn is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+        conn = _CONNECTIONS.get(link_id)
+    if conn is None:
+        raise DisconnectError("the connection of this request is gone")
+    return conn
+
+
+def get_connection() -> "Connection":
+    """The connection of the remote call this thread is running."""
+    calls = _wire.CONTEXT.call
+    if calls:
+        return calls[-1]
+    pickling = _wire.connection_pickling()
+    if pickling is not None:
+        return pickling
+    raise NoConnectionError("Current thread is not associated with any connection")
+
+
+def get_proxy_connection(proxy: "Proxy") -> "Connection":
+    """The connection ``proxy`` calls through."""
+    if not isinstance(proxy, Proxy):
+        raise TypeError(f"Not a proxy: {proxy!r}")
+    return proxy._conn
+
+
+class Local:
+    """Passes (or returns) ``obj`` by proxy instead of by copy."""
+
+    __slots__ = ("_obj",)
+
+    def __init__(self, obj: Any) -> None:
+        if isinstance(obj, (Local, Proxy)):
+            raise TypeError("Local() takes an object of this process, not a proxy or a Local")
+        self._obj = obj
+
+    def __reduce__(self) -> Any:
+        return _wire.export(self._obj, _wire.methods_of(self._obj))
+
+    def __repr__(self) -> str:
+        return f"Local({self._obj!r})"
+
+
+#: across 0.2's name for :class:`Local`.
+ref = Local
+
+
+class Proxy:
+    """An object of the other side: its public methods, ``__call__`` and
+    the container methods are forwarded; results come back by value."""
+
+    _classes: Dict[frozenset, type] = {}
+
+    def __init__(self, conn: "Connection", target: Any) -> None:
+        self.__conn = conn
+        self.__target = target
+
+    @property
+    def _conn(self) -> "Connection":
+        """The connection this proxy calls through."""
+        return self.__conn
+
+    @classmethod
+    def _make(cls, conn: "Connection", target: Any, methods: Sequence[str]) -> "Proxy":
+        key = frozenset(methods)
+        proxy_class = cls._classes.get(key)
+        if proxy_class is None:
+            body = {name: _forwarder(name) for name in sorted(key)}
+            proxy_class = type("Proxy", (Proxy,), body)
+            proxy_class.__module__ = __name__
+            cls._classes[key] = proxy_class
+        return proxy_class(conn, target)
+
+    def __reduce__(self) -> Any:
+        pickling = _wire.connection_pickling()
+        if pickling is not self.__conn:
+            raise RuntimeError(
+                "a farcall.across proxy can only be sent over its own connection"
+            )
+        return _wire.export(self.__target, ())
+
+    def __deepcopy__(self, memo: dict) -> Any:
+        return self.__conn.call(_wire.identity, self)
+
+    def __repr__(self) -> str:
+        return f"<farcall.across.Proxy to {self.__target.type_str}>"
+
+
+def _forwarder(name: str) -> Callable[..., Any]:
+    def method(self: Proxy, /, *args: Any, **kwargs: Any) -> Any:
+        conn = self._conn
+        result = conn._request("method", (self, name, args, kwargs))
+        return self if result is _wire.SELF else result
+
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
+class Connection:
+    """A symmetric connection to another process over one byte channel."""
+
+    def __init__(self, channel: Any, *, trusted: bool = False, _link: Any = None) -> None:
+        """Connects over ``channel``: any object with ``recv(size)`` (bytes;
+        ``b''`` at the end of the stream or after ``cancel()``),
+        ``send(data)`` (the count sent), ``cancel()`` and ``close()``.
+
+        Pickle runs code, so the peer must be one you trust. farcall does
+        not yet authenticate a channel object: pass ``trusted=True`` to say
+        that only your peer can reach this channel (a socket pair, a pipe
+        of your own)."""
+        if _link is None:
+            if not trusted:
+                raise PermissionError(
+                    "Connection(channel) cannot authenticate its peer yet: pass "
+                    "trusted=True if only your own peer can reach this channel"
+                )
+            _link = _native.AcrossLink.over_channel(channel)
+        self._link = _link
+        self._state = "running"  # then "closed" or "cancelled"
+        self._process: Optional[subprocess.Popen] = None
+        _CONNECTIONS[self._link.id] = self
+
+    # ---- opening ------------------------------------------------------
+
+    @classmethod
+    def from_command(cls, args: Sequence[str], **popen_kwargs: Any) -> "Connection":
+        """Starts ``args`` with pipes for stdin and stdout and connects to it
+        (the child serves over its stdio, as ``python -m farcall.across``)."""
+        if isinstance(args, (str, bytes)):
+            raise TypeError("args must be a list of strings, not a string")
+        proc = subprocess.Popen(
+            list(args), stdin=subprocess.PIPE, stdout=subprocess.PIPE, **popen_kwargs
+        )
+        try:
+            return cls.from_process(proc)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+
+    @classmethod
+    def from_process(cls, proc: subprocess.Popen) -> "Connection":
+        """Connects to a running child through its stdin and stdout pipes."""
+        if proc.stdin is None or proc.stdout is None:
+            raise ValueError("the process needs stdin and stdout pipes")
+        link = _native.AcrossLink.over_pipes(proc.stdout.fileno(), proc.stdin.fileno())
+        # The link has its own copies: ours would keep the pipes open.
+        proc.stdin.close()
+        proc.stdout.close()
+        conn = cls(None, _link=link)
+        conn._process = proc
+        return conn
+
+    @classmethod
+    def from_pipes(cls, in_file: Any, out_file: Any) -> "Connection":
+        """Connects over two binary file objects (read from ``in_file``,
+        write to ``out_file``); both are closed."""
+        link = _native.AcrossLink.over_pipes(in_file.fileno(), out_file.fileno())
+        in_file.close()
+        out_file.close()
+        return cls(None, _link=link)
+
+    @classmethod
+    def from_stdio(cls) -> "Connection":
+        """Serves the process that started this one over stdin and stdout.
+        From then on, what is written to stdout goes to stderr: a stray
+        ``print`` cannot corrupt the channel."""
+        import os
+
+        sys.stdout.flush()
+        link = _native.AcrossLink.over_pipes(0, 1)
+        os.dup2(2, 1)
+        return cls(None, _link=link)
+
+    # ---- calling ------------------------------------------------------
+
+    def _request(self, op: str, request: Any) -> Any:
+        if self._state != "running":
+            raise DisconnectError(self._state_message())
+        payload = _wire.dumps(self, request)
+        try:
+            ok, body = self._link.request(op, payload)
+        except DisconnectError:
+            raise DisconnectError(self._state_message()) from None
+        result = _wire.loads(self, body)
+        if ok:
+            return result
+        raise _wire.unpack_exception(result)
+
+    def call(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """``func(*args, **kwargs)`` on the other side; the result by copy."""
+        return self._request("call", (func, args, kwargs))
+
+    def create(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Proxy:
+        """``func(*args, **kwargs)`` on the other side; the result by proxy."""
+        return self._request("call_ref", (func, args, kwargs))
+
+    #: across 0.2's name for :meth:`create`.
+    call_ref = create
+
+    def replicate(self, obj: Any) -> Proxy:
+        """Copies ``obj`` to the other side; a proxy to the copy."""
+        return self._request("call_ref", (_wire.identity, (obj,), {}))
+
+    def execute(self, source: str, /, **variables: Any) -> Any:
+        """Runs ``source`` on the other side with ``variables`` as its
+        globals; the value of its last expression, if it ends with one."""
+        return self._request("call", (_wire.execute, (source, variables), {}))
+
+    # ---- state --------------------------------------------------------
+
+    def _state_message(self) -> str:
+        if self._state == "closed":
+            return "Connection is closed"
+        if self._state == "cancelled":
+            return "Connection was cancelled"
+        if self._link.peer_closed():
+            return "Connection was remotely closed"
+        return f"Connection was aborted: {self._link.error()}"
+
+    def is_connected(self) -> bool:
+        """True until the connection is closed, cancelled or lost."""
+        return self._state == "running" and self._link.error() is None
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        """Waits until the other side closes (``timeout`` in seconds; None:
+        no limit); True when it has."""
+        return self._link.wait(timeout)
+
+    def cancel(self) -> None:
+        """Ends the connection at once, without a goodbye: pending calls on
+        both sides fail; a child is killed."""
+        if self._state == "running":
+            self._state = "cancelled"
+            self._link.close("Connection was cancelled", notify=False)
+            self._stop_process(kill=True)
+
+    def close(self) -> None:
+        """Says goodbye and closes the connection (pending calls fail). If
+        it had been lost (the peer vanished, the channel failed), raises
+        that as DisconnectError, once."""
+        if self._state == "closed":
+            return
+        lost = None
+        if self._state == "running" and self._link.error() is not None:
+            if not self._link.peer_closed():
+                lost = self._state_message()
+        self._state = "closed"
+        self._link.close("Connection is closed")
+        self._stop_process(kill=False)
+        if lost is not None:
+            raise DisconnectError(lost)
+
+    def _stop_process(self, kill: bool) -> None:
+        proc = self._process
+        if proc is None:
+            return
+        if kill:
+            proc.kill()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def __enter__(self) -> "Connection":
+        if self._state == "closed":
+            raise ValueError("Connection is closed")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<farcall.across.Connection {self._state}>"
+
+
+def serve_stdio() -> None:
+    """Serves one connection over this process's stdin and stdout until
+    the other side closes it (``python -m farcall.across``)."""
+    conn = Connection.from_stdio()
+    conn.wait()

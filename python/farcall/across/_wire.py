@@ -1,0 +1,319 @@
+"""What an across request carries, and how the serving side runs it.
+
+A payload is ``(pickle, buffers, refs)``: the pickle (protocol 5), its
+out-of-band buffers (numpy arrays and other ``PickleBuffer`` data, sent as
+frames of their own and received in place), and the objects it refers to
+by proxy (``Local`` objects of the sender, proxies going home). Inside the
+pickle such an object is a reference to its slot in ``refs``. The engine
+(``farcall._native.AcrossLink``) moves payloads; this module pickles them
+and, on the serving side, runs what they ask.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import sys
+import threading
+import traceback
+import types
+from typing import Any, Callable, List, Optional, Tuple
+
+from .. import _native
+from ..errors import OperationError
+
+# Methods a proxy forwards besides the public ones (across's list).
+SAFE_DUNDERS = frozenset(
+    (
+        "__call__",
+        "__contains__",
+        "__delitem__",
+        "__getitem__",
+        "__iter__",
+        "__len__",
+        "__next__",
+        "__setitem__",
+    )
+)
+
+Payload = Tuple[Any, List[Any], List[Tuple[Any, Tuple[str, ...]]]]
+
+
+class _Context(threading.local):
+    """What the thread is pickling for, or unpickling from."""
+
+    def __init__(self) -> None:
+        self.out: Optional[Tuple[Any, list]] = None  # (connection, refs)
+        self.incoming: Optional[list] = None
+        self.call: List[Any] = []  # connections of the calls being run
+
+
+CONTEXT = _Context()
+
+
+def methods_of(obj: Any) -> Tuple[str, ...]:
+    """The methods a proxy to ``obj`` forwards."""
+    cls = type(obj)
+    names = []
+    for name in dir(cls):
+        if name.startswith("_") and name not in SAFE_DUNDERS:
+            continue
+        try:
+            attr = getattr(cls, name)
+        except AttributeError:
+            continue
+        if callable(attr):
+            names.append(name)
+    return tuple(names)
+
+
+def export(obj: Any, methods: Tuple[str, ...]) -> Any:
+    """Pickles as a reference to ``obj`` in the payload being built."""
+    out = CONTEXT.out
+    if out is None:
+        raise RuntimeError("only a farcall.across connection can pickle this object")
+    refs = out[1]
+    refs.append((obj, methods))
+    return (_ref_at, (len(refs) - 1,))
+
+
+def connection_pickling() -> Any:
+    """The connection the thread pickles for, if any."""
+    out = CONTEXT.out
+    return None if out is None else out[0]
+
+
+def _ref_at(index: int) -> Any:
+    incoming = CONTEXT.incoming
+    if incoming is None:
+        raise pickle.UnpicklingError("a farcall.across reference outside a connection")
+    return incoming[index]
+
+
+def dumps(conn: Any, obj: Any) -> Payload:
+    """``obj`` as a payload for ``conn``."""
+    buffers: List[Any] = []
+    refs: list = []
+    saved = CONTEXT.out
+    CONTEXT.out = (conn, refs)
+    try:
+        data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    except Exception as e:
+        raise OperationError(f"Pickling failed due to {_describe(e)}") from e
+    finally:
+        CONTEXT.out = saved
+    return data, buffers, refs
+
+
+def loads(conn: Any, payload: Payload) -> Any:
+    """The object a payload from ``conn`` carries."""
+    data, buffers, refs = payload
+    from . import Proxy  # the facade's class, defined over this module
+
+    incoming = [
+        Proxy._make(conn, target, methods) if isinstance(target, _native.AcrossRef) else target
+        for target, methods in refs
+    ]
+    saved = CONTEXT.incoming
+    CONTEXT.incoming = incoming
+    try:
+        return pickle.loads(data, buffers=buffers)
+    except Exception as e:
+        raise OperationError(f"Unpickling failed due to {_describe(e)}") from e
+    finally:
+        CONTEXT.incoming = saved
+
+
+def _describe(e: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(e), e)).strip()
+
+
+# ---- the serving side ------------------------------------------------------
+
+
+class _Self:
+    """Marks a method result that is the proxied object itself."""
+
+    def __reduce__(self) -> str:
+        return "SELF"
+
+
+SELF = _Self()
+
+
+def identity(obj: Any) -> Any:
+    """Returns its argument (replicate, deepcopy)."""
+    return obj
+
+
+def execute(source: str, variables: dict) -> Any:
+    """Runs ``source`` with ``variables`` as its globals; the value of its
+    last expression, if it ends with one."""
+    import ast
+
+    tree = ast.parse(source, "<execute>", "exec")
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        tail = tree.body.pop()
+        assert isinstance(tail, ast.Expr)
+        last = ast.Expression(tail.value)
+    scope = dict(variables)
+    exec(compile(tree, "<execute>", "exec"), scope)
+    if last is not None:
+        return eval(compile(last, "<execute>", "eval"), scope)
+    return None
+
+
+def serve(link_id: int, op: str, payload: Payload) -> Tuple[bool, Payload]:
+    """Runs request ``op`` that came over link ``link_id``: ``(True, result)``
+    or ``(False, packed exception)``, both as payloads."""
+    from . import Local, _connection_of
+
+    conn = _connection_of(link_id)
+    CONTEXT.call.append(conn)
+    try:
+        try:
+            request = loads(conn, payload)
+            if op == "call":
+                func, args, kwargs = request
+                result = func(*args, **kwargs)
+            elif op == "call_ref":
+                func, args, kwargs = request
+                result = func(*args, **kwargs)
+                if not isinstance(result, Local):
+                    result = Local(result)
+            elif op == "method":
+                target, name, args, kwargs = request
+                result = getattr(target, name)(*args, **kwargs)
+                if result is target:
+                    result = SELF
+                elif name == "__iter__" and not isinstance(result, Local):
+                    result = Local(result)
+            else:
+                raise OperationError(f"unknown across request {op!r}")
+        except BaseException as e:  # every outcome goes back, as across does
+            return False, _dump_error(conn, e)
+        try:
+            return True, dumps(conn, result)
+        except OperationError as e:
+            return False, _dump_error(conn, e)
+    finally:
+        CONTEXT.call.pop()
+
+
+def _dump_error(conn: Any, e: BaseException) -> Payload:
+    packed = pack_exception(e)
+    try:
+        return dumps(conn, packed)
+    except OperationError as failure:
+        try:
+            return dumps(conn, pack_exception(failure))
+        except OperationError:
+            return dumps(conn, ("text", _describe(e)))
+
+
+# ---- exceptions across processes -------------------------------------------
+
+_HOST = socket.gethostname()
+
+
+def pack_exception(e: BaseException, seen: Optional[dict] = None) -> Any:
+    """An exception as a picklable tree: the exception (its traceback,
+    cause and context removed), where it was raised, then its cause and
+    context packed the same way."""
+    seen = {} if seen is None else seen
+    if id(e) in seen:
+        return ("seen", seen[id(e)])
+    seen[id(e)] = len(seen)
+    frames = [(f.filename, f.lineno, f.name) for f in traceback.extract_tb(e.__traceback__)]
+    cause = e.__cause__
+    context = e.__context__
+    bare = _bare(e)
+    return (
+        "exception",
+        bare,
+        (_HOST, os.getpid(), frames),
+        e.__suppress_context__,
+        None if cause is None else pack_exception(cause, seen),
+        None if context is None else pack_exception(context, seen),
+    )
+
+
+def _bare(e: BaseException) -> BaseException:
+    """A copy of ``e`` without traceback, cause or context (pickled
+    separately), or ``e`` when it cannot be copied."""
+    try:
+        bare = pickle.loads(pickle.dumps(e, protocol=5))
+    except Exception:
+        return e
+    bare.__traceback__ = None
+    bare.__cause__ = None
+    bare.__context__ = None
+    return bare
+
+
+def unpack_exception(packed: Any, built: Optional[list] = None) -> BaseException:
+    """The exception ``pack_exception`` packed, with its cause, context and
+    the remote frames as its traceback."""
+    built = [] if built is None else built
+    kind = packed[0]
+    if kind == "text":
+        return OperationError(packed[1])
+    if kind == "seen":
+        return built[packed[1]]
+    _, exc, (host, pid, frames), suppress, cause, context = packed
+    built.append(exc)
+    if cause is not None:
+        exc.__cause__ = unpack_exception(cause, built)
+    if context is not None:
+        exc.__context__ = unpack_exception(context, built)
+    exc.__suppress_context__ = suppress
+    tb = remote_traceback(exc, host, pid, frames)
+    if tb is not None:
+        exc.__traceback__ = tb
+    return exc
+
+
+def remote_traceback(
+    exc: BaseException, host: str, pid: int, frames: List[Tuple[str, int, str]]
+) -> Optional[types.TracebackType]:
+    """A traceback whose frames are the remote ones: each runs a line of
+    code compiled under the remote file name, line and function name, so
+    ``traceback`` shows them (with their source, when the file is here),
+    under a first frame that names the remote process."""
+    marker = (f"<farcall.across: host {host!r}, process {pid}>", 1, "<remote>")
+
+    def raiser(e: BaseException) -> None:
+        raise e
+
+    step: Callable[[BaseException], None] = raiser
+    for filename, lineno, name in reversed([marker] + list(frames)):
+        try:
+            code = compile("\n" * (max(lineno, 1) - 1) + "_next(_exc)", filename, "exec")
+            code = code.replace(co_name=name, co_qualname=name)
+        except (SyntaxError, ValueError, TypeError):
+            continue
+        step = _frame_runner(code, step)
+    try:
+        step(exc)
+    except BaseException as e:  # noqa: B036 - it is the exception being built
+        # Only the remote frames: ours (this function, the runners, the
+        # raiser) are unlinked.
+        kept = []
+        tb = e.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename != __file__:
+                kept.append(tb)
+            tb = tb.tb_next
+        for outer, inner in zip(kept, kept[1:] + [None]):
+            outer.tb_next = inner
+        return kept[0] if kept else None
+    return None
+
+
+def _frame_runner(code: types.CodeType, inner: Callable) -> Callable[[BaseException], None]:
+    def run(e: BaseException) -> None:
+        exec(code, {"_next": inner, "_exc": e, "__builtins__": {}})
+
+    return run

@@ -1,0 +1,308 @@
+"""The across family: Connection over a child's pipes, a channel object and
+this process's stdio, with a real child serving `python -m farcall.across`.
+Every wait is bounded."""
+
+import copy
+import itertools
+import operator
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+import pytest
+
+import across_helpers as h
+from farcall import across
+from farcall.across import Connection, DisconnectError, Local, OperationError
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+pytestmark = pytest.mark.timeout(60)
+
+
+def child_env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [TESTS_DIR, env.get("PYTHONPATH")] if p)
+    return env
+
+
+def serve_command():
+    return [sys.executable, "-m", "farcall.across"]
+
+
+@pytest.fixture(scope="module")
+def conn():
+    c = Connection.from_command(serve_command(), env=child_env())
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def fresh():
+    made = []
+
+    def make():
+        c = Connection.from_command(serve_command(), env=child_env())
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        try:
+            c.close()
+        except DisconnectError:
+            pass
+
+
+def test_call_runs_in_the_child(conn):
+    assert conn.call(operator.add, 1, 2) == 3
+    assert conn.call(os.getpid) != os.getpid()
+    # `func` and `self` are ordinary keyword names.
+    assert conn.call(dict, a=1, func=2, self=3) == {"a": 1, "func": 2, "self": 3}
+
+
+def test_results_and_arguments_travel_by_copy(conn):
+    data = {"k": [1, 2, (3, 4)], "b": b"x" * 10000}
+    assert conn.call(h.identity, data) == data
+    assert conn.execute("x + y", x=2, y=3) == 5
+    assert conn.execute("z = 1") is None
+
+
+def test_create_returns_a_proxy_that_forwards_public_and_container_methods(conn):
+    p = conn.create(h.Thing)
+    assert isinstance(p, across.Proxy)
+    assert across.get_proxy_connection(p) is conn
+    assert p.pub() == 42
+    assert len(p) == 3 and 2 in p and p[0] == 1
+    p[0] = 10
+    assert p[0] == 10
+    del p[0]
+    assert len(p) == 2
+    assert p(1, 2) == ("called", (1, 2))
+    assert p.me() is p
+    with pytest.raises(AttributeError):
+        p._priv()
+    assert conn.call_ref(h.Thing).pub() == 42
+
+
+def test_iteration_is_lazy_so_an_infinite_generator_works(conn):
+    assert list(conn.create(h.Thing)) == [1, 2, 3]
+    counter = conn.create(itertools.count)
+    assert list(itertools.islice(counter, 5)) == [0, 1, 2, 3, 4]
+    it = iter(conn.create(h.Thing))
+    assert next(it) == 1
+
+
+def test_replicate_deepcopy_and_a_proxy_going_home(conn):
+    r = conn.replicate([1, 2])
+    r.append(3)
+    assert copy.deepcopy(r) == [1, 2, 3]
+    # Sent back to its side, a proxy arrives as the object itself.
+    assert conn.call(h.is_same, r, r) is True
+
+
+def test_local_passes_our_object_by_proxy_both_ways(conn):
+    mine = []
+    assert conn.call(h.append_to, Local(mine), "x") == 1
+    assert conn.call(h.append_to, across.ref(mine), "y") == 2
+    assert mine == ["x", "y"]
+    thing = conn.call(h.make_local_thing)
+    assert isinstance(thing, across.Proxy) and thing.pub() == 42
+
+
+def test_get_connection_in_a_call_and_outside_one(conn):
+    chain = conn.call(h.bounce, 3)
+    pids = [pid for pid, _ in chain]
+    assert pids[0] == pids[2] != os.getpid() and pids[1] == pids[3] == os.getpid()
+    # Callbacks into us ran in the thread that waited for them.
+    assert {name for pid, name in chain if pid == os.getpid()} == {
+        threading.current_thread().name
+    }
+    with pytest.raises(ValueError) as info:
+        across.get_connection()
+    assert isinstance(info.value, RuntimeError)
+
+
+def test_a_remote_exception_keeps_its_type_chain_and_frames(conn):
+    with pytest.raises(ValueError) as info:
+        conn.call(h.boom)
+    e = info.value
+    assert str(e) == "outer"
+    assert isinstance(e.__cause__, ZeroDivisionError)
+    text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    assert "across_helpers.py" in text and "in boom" in text
+    assert "farcall.across: host" in text
+    # The connection goes on.
+    assert conn.call(operator.add, 1, 1) == 2
+
+
+def test_unpicklable_arguments_and_results_fail_the_call_only(conn):
+    with pytest.raises(OperationError, match="Pickling failed"):
+        conn.call(h.identity, threading.Lock())
+    with pytest.raises(OperationError, match="Pickling failed"):
+        conn.call(h.unpicklable_result)
+    assert conn.call(operator.add, 2, 2) == 4
+
+
+def test_numpy_arrays_travel_out_of_band_both_ways(conn):
+    np = pytest.importorskip("numpy")
+    a = np.arange(1 << 20, dtype=np.float64)  # 8 MiB
+    pickled, buffers, refs = across._wire.dumps(conn, a)
+    assert len(pickled) < 1000 and len(buffers) == 1
+    total, shape, writeable = conn.call(h.sum_array, a)
+    assert total == float(a.sum()) and shape == a.shape and writeable
+    b = conn.call(h.make_array, 1 << 20)
+    assert np.array_equal(a, b) and b.flags.writeable
+
+
+def test_many_threads_run_at_once_on_the_other_side(conn):
+    results = []
+
+    def run():
+        results.append(conn.call(h.wait_at_barrier))
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    assert len(results) == 4 and len(set(results)) == 4
+
+
+def test_a_killed_child_fails_pending_and_later_calls_fast(fresh):
+    c = fresh()
+    pid = c.call(os.getpid)
+    errors = []
+
+    def pending():
+        try:
+            c.call(h.sleep, 30)
+        except DisconnectError as e:
+            errors.append((time.monotonic(), e))
+
+    t = threading.Thread(target=pending)
+    t.start()
+    time.sleep(0.2)
+    killed = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    t.join(5)
+    assert errors and errors[0][0] - killed < 1.0
+    with pytest.raises(DisconnectError):
+        c.call(operator.add, 1, 2)
+    assert not c.is_connected()
+
+
+def test_close_and_its_states(fresh):
+    c = fresh()
+    assert c.is_connected()
+    with c:
+        assert c.call(operator.add, 1, 2) == 3
+    assert not c.is_connected()
+    with pytest.raises(DisconnectError, match="Connection is closed"):
+        c.call(operator.add, 1, 2)
+    with pytest.raises(ValueError, match="Connection is closed"):
+        c.__enter__()
+    c.close()  # again: nothing
+
+
+def test_cancel_ends_the_connection(fresh):
+    c = fresh()
+    c.cancel()
+    with pytest.raises(DisconnectError, match="cancelled"):
+        c.call(operator.add, 1, 2)
+
+
+def test_garbage_from_the_child_fails_the_open_fast():
+    garbage = "import sys, time; sys.stdout.buffer.write(b'garbage!' * 64); sys.stdout.flush(); time.sleep(20)"
+    started = time.monotonic()
+    with pytest.raises((across.ProtocolError, DisconnectError, OSError)):
+        Connection.from_command([sys.executable, "-c", garbage])
+    assert time.monotonic() - started < 12
+
+
+def test_from_pipes_and_a_child_that_serves_its_stdio():
+    proc = subprocess.Popen(
+        serve_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env()
+    )
+    try:
+        with Connection.from_pipes(proc.stdout, proc.stdin) as c:
+            assert c.call(operator.mul, 6, 7) == 42
+            # A print in the child goes to its stderr, not into the channel.
+            c.call(print, "hello from the child")
+            assert c.call(operator.add, 1, 1) == 2
+    finally:
+        proc.wait(10)
+
+
+class SocketChannel:
+    """A user's channel: recv(size), send(data), cancel(), close()."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def recv(self, size):
+        try:
+            return self.sock.recv(size)
+        except OSError:
+            return b""
+
+    def send(self, data):
+        return self.sock.send(data)
+
+    def cancel(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def close(self):
+        self.sock.close()
+
+
+def test_a_users_channel_object_carries_a_connection():
+    a, b = socket.socketpair()
+    ends = {}
+    with pytest.raises(PermissionError):
+        Connection(SocketChannel(a))
+    other = threading.Thread(
+        target=lambda: ends.setdefault("b", Connection(SocketChannel(b), trusted=True))
+    )
+    other.start()
+    ca = Connection(SocketChannel(a), trusted=True)
+    other.join(10)
+    cb = ends["b"]
+    try:
+        assert ca.call(operator.add, 2, 3) == 5
+        assert cb.call(operator.add, 4, 5) == 9
+        mine = []
+        cb.call(h.append_to, Local(mine), 1)
+        assert mine == [1]
+    finally:
+        ca.close()
+        cb.close()
+
+
+def test_the_names_are_importable_from_farcall():
+    import farcall
+
+    assert farcall.Connection is Connection and farcall.Local is Local is farcall.ref
+    assert farcall.get_connection is across.get_connection
+    assert farcall.DisconnectError is DisconnectError
+    assert issubclass(DisconnectError, OperationError)
+
+
+def test_ctrl_c_interrupts_a_waiting_call_and_the_connection_goes_on(fresh):
+    c = fresh()
+    assert threading.current_thread() is threading.main_thread()
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        c.call(h.sleep, 30)
+    assert time.monotonic() - started < 2
+    timer.join()
+    assert c.call(operator.add, 1, 2) == 3
