@@ -5,7 +5,8 @@
 //! The binary re-runs itself as the server process (`rpc_bench serve KIND
 //! ADDRESS`). `SECTIONS=latency,pipelined,across,scale,death` (the default)
 //! picks what runs, e.g. `SECTIONS=pipelined` under a profiler;
-//! `TRANSPORTS=unix,tcp+native,tcp` (the default) which transports.
+//! `TRANSPORTS=unix,tcp+native,tcp` (the default) which transports;
+//! `EXTRA_THREAD=1` starts one idle thread in each process (a control).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -44,6 +45,14 @@ impl Counter {
 const MSG: usize = 64;
 
 fn main() {
+    if std::env::var_os("EXTRA_THREAD").is_some() {
+        // A control: one idle thread in each process (this one and the
+        // servers it starts), to see what a second thread costs by itself
+        // (the kernel's per-call file references, see bench/README.md).
+        std::thread::spawn(|| loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        });
+    }
     let args: Vec<String> = std::env::args().collect();
     if args.len() == 4 && args[1] == "serve" {
         serve(&args[2], &args[3]);

@@ -306,3 +306,9 @@ def test_ctrl_c_interrupts_a_waiting_call_and_the_connection_goes_on(fresh):
     assert time.monotonic() - started < 2
     timer.join()
     assert c.call(operator.add, 1, 2) == 3
+
+
+def test_the_example_of_docs_across_md_runs():
+    text = open(os.path.join(TESTS_DIR, "..", "docs", "across.md")).read()
+    example = text.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(example, "docs/across.md", "exec"), {})
