@@ -312,3 +312,101 @@ def test_the_example_of_docs_across_md_runs():
     text = open(os.path.join(TESTS_DIR, "..", "docs", "across.md")).read()
     example = text.split("```python\n", 1)[1].split("```", 1)[0]
     exec(compile(example, "docs/across.md", "exec"), {})
+
+
+# ---- sockets: a listener in a child (`farcall serve --across`) -------------
+
+
+@pytest.fixture(scope="module", params=["tcp", "unix"])
+def across_server(request, tmp_path_factory):
+    if request.param == "tcp":
+        address = "tcp+native://127.0.0.1:*"
+    else:
+        address = "unix://%s" % (tmp_path_factory.mktemp("across") / "s.sock")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "farcall", "serve", "--across", address],
+        stdout=subprocess.PIPE,
+        env=child_env(),
+        text=True,
+    )
+    line = proc.stdout.readline()
+    assert line.startswith("farcall across server at "), line
+    yield request.param, line.split(" at ", 1)[1].strip()
+    proc.terminate()
+    proc.wait(10)
+
+
+def connect(kind, address, **kwargs):
+    if kind == "tcp":
+        host, port = address[len("tcp+native://") :].rsplit(":", 1)
+        return Connection.from_tcp(host, int(port), **kwargs)
+    return Connection.from_unix(address[len("unix://") :], **kwargs)
+
+
+def test_a_socket_connection_calls_both_ways(across_server):
+    kind, address = across_server
+    with connect(kind, address) as c:
+        assert c.call(operator.add, 1, 2) == 3
+        assert c.call(os.getpid) != os.getpid()
+        chain = c.call(h.bounce, 2)
+        assert [pid == os.getpid() for pid, _ in chain] == [False, True, False]
+        mine = []
+        c.call(h.append_to, Local(mine), 5)
+        assert mine == [5]
+
+
+def test_a_wrong_key_is_refused_fast_and_the_server_goes_on(across_server):
+    kind, address = across_server
+    started = time.monotonic()
+    with pytest.raises(PermissionError):
+        connect(kind, address, key=b"k" * 32)
+    assert time.monotonic() - started < 5
+    # Garbage instead of a handshake: dropped, the server goes on.
+    if kind == "tcp":
+        host, port = address[len("tcp+native://") :].rsplit(":", 1)
+        raw = socket.create_connection((host, int(port)), timeout=5)
+    else:
+        raw = socket.socket(socket.AF_UNIX)
+        raw.settimeout(5)
+        raw.connect(address[len("unix://") :])
+    raw.sendall(b"\xff" * 4096)
+    raw.close()
+    with connect(kind, address) as c:
+        assert c.call(operator.mul, 3, 4) == 12
+
+
+def test_from_socket_runs_the_handshake_over_a_connected_socket(across_server):
+    kind, address = across_server
+    if kind == "tcp":
+        host, port = address[len("tcp+native://") :].rsplit(":", 1)
+        sock = socket.create_connection((host, int(port)), timeout=5)
+    else:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.connect(address[len("unix://") :])
+    with Connection.from_socket(sock) as c:
+        assert c.call(operator.add, 20, 22) == 42
+
+
+def test_a_listener_in_this_process_serves_its_own_objects():
+    from farcall.across import servers
+
+    with servers.Listener("tcp+native://127.0.0.1:*") as listener:
+        accepted = []
+        t = threading.Thread(target=lambda: accepted.append(listener.accept(10)))
+        t.start()
+        host, port = listener.address[len("tcp+native://") :].rsplit(":", 1)
+        with Connection.from_tcp(host, int(port)) as c:
+            t.join(10)
+            server_side = accepted[0]
+            assert c.call(os.getpid) == os.getpid()
+            assert server_side.call(operator.add, 2, 2) == 4
+            assert listener.connections() == [server_side]
+
+
+def test_an_open_listener_is_refused_on_a_public_address():
+    from farcall.across import servers
+
+    with pytest.raises(ValueError, match="loopback"):
+        servers.Listener("tcp+native://0.0.0.0:*", auth=False)
+    with servers.Listener("tcp+native://127.0.0.1:*", auth=False) as listener:
+        assert listener.address.startswith("tcp+native://127.0.0.1:")

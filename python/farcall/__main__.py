@@ -6,6 +6,9 @@
 ``farcall serve ADDRESS [--import MODULE]...``
     Runs a server that hosts Python objects, for clients on other hosts or in
     other programs; each imported module is published under its name.
+``farcall serve --across ADDRESS``
+    Serves across connections (``Connection.from_tcp`` / ``from_unix``) on a
+    native address, each after the key handshake.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ def _serve(args: argparse.Namespace) -> int:
             logging.getLogger().setLevel(args.level)
             log.set_logger_address(args.log)
             log.log_exceptions()
+    if args.across:
+        return _serve_across(args)
     server = RPCServer(
         args.address,
         auth=not args.no_auth,
@@ -66,6 +71,21 @@ def _serve(args: argparse.Namespace) -> int:
         server.run_forever()
     except KeyboardInterrupt:
         server.close()
+    return 0
+
+
+def _serve_across(args: argparse.Namespace) -> int:
+    from farcall.across.servers import Listener
+
+    if args.imports:
+        for name in args.imports:
+            importlib.import_module(name)
+    listener = Listener(args.address, auth=not args.no_auth)
+    print("farcall across server at %s" % listener.address, flush=True)
+    try:
+        listener.serve_forever()
+    finally:
+        listener.close()
     return 0
 
 
@@ -123,6 +143,12 @@ def parser() -> argparse.ArgumentParser:
         "--allow-unauthenticated-public",
         action="store_true",
         help="with --no-auth, allow binding a non-loopback address",
+    )
+    serve.add_argument(
+        "--across",
+        action="store_true",
+        help="serve across connections (farcall.across.Connection.from_tcp/from_unix) "
+        "instead of RPC clients; a native address",
     )
     serve.set_defaults(run=_serve)
     return p

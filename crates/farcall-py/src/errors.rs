@@ -8,8 +8,8 @@
 
 use farcall::Error;
 use pyo3::exceptions::{
-    PyAttributeError, PyIndexError, PyKeyError, PyOSError, PyOverflowError, PyRuntimeError,
-    PyTimeoutError, PyTypeError, PyValueError,
+    PyAttributeError, PyIndexError, PyKeyError, PyOSError, PyOverflowError, PyPermissionError,
+    PyRuntimeError, PyTimeoutError, PyTypeError, PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -71,6 +71,7 @@ fn builtin(type_name: &str, message: String) -> PyErr {
         "AttributeError" => PyAttributeError::new_err(message),
         "IndexError" => PyIndexError::new_err(message),
         "OverflowError" => PyOverflowError::new_err(message),
+        "PermissionError" => PyPermissionError::new_err(message),
         _ => PyRuntimeError::new_err(format!("{type_name}: {message}")),
     }
 }

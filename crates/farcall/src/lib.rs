@@ -95,6 +95,7 @@ pub use object::{object, BoundMethod, Hosted, Kwargs, Remote, RemoteFields, Remo
 pub use peer::{Heartbeat, Link, LinkOptions};
 pub use protocol::{ReturnType, SyncMode};
 pub use proxy::{Invoked, Proxy};
+pub use server::peers::PeerListener;
 pub use server::{Server, ServerOptions};
 pub use spawn::{ProcessSpawner, SpawnOptions};
 pub use value::{Array, Date, DateTime, ObjectRef, ProxyRef, Value};

@@ -535,3 +535,43 @@ fn what_a_link_held_is_released_when_it_goes() {
         "released when the link went"
     );
 }
+
+#[test]
+fn a_peer_listener_admits_keyed_links_both_ways_and_drops_the_rest() {
+    use std::io::Write;
+    for address in ["tcp+native://127.0.0.1:*", "unix://*"] {
+        let listener = farcall::PeerListener::bind(address, &farcall::Auth::ProcessKey).unwrap();
+        let within = || Some(Instant::now() + Duration::from_secs(5));
+        // Garbage instead of a handshake is dropped; the listener goes on.
+        if let Some(hostport) = listener.address().strip_prefix("tcp+native://") {
+            let mut raw = std::net::TcpStream::connect(hostport).unwrap();
+            raw.write_all(&[0xff; 4096]).unwrap();
+        }
+        let client = Client::connect(listener.address()).unwrap();
+        let accepted = listener.accept(within()).unwrap().expect("admitted");
+        // Symmetric: each end calls the other over the one link.
+        assert_eq!(client.ping().unwrap(), Value::from("pong"));
+        assert_eq!(
+            Client::from_link(accepted.clone()).ping().unwrap(),
+            Value::from("pong")
+        );
+        // Another key is refused before any request.
+        let key = farcall::auth::Key::from_bytes(&[7; 32]).unwrap();
+        let options = farcall::ClientOptions {
+            auth: farcall::Auth::Key(key),
+            ..Default::default()
+        };
+        assert!(Client::connect_with(listener.address(), options).is_err());
+        assert!(listener
+            .accept(Some(Instant::now() + Duration::from_millis(200)))
+            .unwrap()
+            .is_none());
+        listener.close();
+        assert!(listener.accept(within()).is_err());
+        assert_eq!(
+            client.ping().unwrap(),
+            Value::from("pong"),
+            "admitted links go on"
+        );
+    }
+}

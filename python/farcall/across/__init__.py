@@ -228,6 +228,30 @@ class Connection:
         os.dup2(2, 1)
         return cls(None, _link=link)
 
+    @classmethod
+    def from_tcp(cls, host: str, port: int, *, key: Any = None, auth: bool = True) -> "Connection":
+        """Connects to an across listener on ``host:port`` (see
+        :mod:`farcall.across.servers`), proving the key first: ``key``, or
+        the per-user key file (docs/security.md)."""
+        return cls(None, _link=_native.AcrossLink.connect(f"tcp+native://{host}:{port}", key, auth))
+
+    @classmethod
+    def from_unix(cls, path: str, *, key: Any = None, auth: bool = True) -> "Connection":
+        """Connects to an across listener on the Unix socket ``path``."""
+        return cls(None, _link=_native.AcrossLink.connect(f"unix://{path}", key, auth))
+
+    @classmethod
+    def from_socket(cls, sock: Any, *, key: Any = None, auth: bool = True) -> "Connection":
+        """Connects over a socket already connected to an across listener
+        (the link takes a copy; ``sock`` is closed)."""
+        try:
+            name = "socket to %s" % (sock.getpeername(),)
+        except OSError:
+            name = "socket"
+        link = _native.AcrossLink.over_socket(sock.fileno(), name, key, auth)
+        sock.close()
+        return cls(None, _link=link)
+
     # ---- calling ------------------------------------------------------
 
     def _request(self, op: str, request: Any) -> Any:

@@ -35,13 +35,20 @@ pub struct AcrossLink {
 impl AcrossLink {
     /// Opens a private link over `channel` and finds the peer's entry.
     fn open(py: Python<'_>, channel: Arc<dyn Channel>) -> PyResult<AcrossLink> {
-        entry::publish();
         // The default timeout bounds the opening exchange only: requests
         // carry their own (none unless asked).
         let options = ClientOptions::default();
+        AcrossLink::with(py, move || farcall::Link::over_private(channel, &options))
+    }
+
+    /// A link `open` makes (without the GIL), with the peer's entry.
+    fn with(
+        py: Python<'_>,
+        open: impl Send + FnOnce() -> farcall::Result<Arc<farcall::Link>>,
+    ) -> PyResult<AcrossLink> {
+        entry::publish();
         let (client, entry) = gil::released(py, || -> farcall::Result<(Client, Value)> {
-            let link = farcall::Link::over_private(channel, &options)?;
-            let client = Client::from_link(link);
+            let client = Client::from_link(open()?);
             let entry = client.get_item(entry::NAME)?;
             Ok((client, entry))
         })
@@ -86,6 +93,49 @@ impl AcrossLink {
     fn over_channel(py: Python<'_>, channel: &Bound<'_, PyAny>) -> PyResult<AcrossLink> {
         let channel = crate::channel::PyChannel::new(channel)?;
         AcrossLink::open(py, Arc::new(channel))
+    }
+
+    /// A link to the across listener at `address` (`unix://PATH`,
+    /// `tcp+native://HOST:PORT`), proving the key (`key`, else the
+    /// per-user key; `auth=False` skips the handshake's proof).
+    #[staticmethod]
+    #[pyo3(signature = (address, key=None, auth=true))]
+    fn connect(
+        py: Python<'_>,
+        address: &str,
+        key: Option<&Bound<'_, PyAny>>,
+        auth: bool,
+    ) -> PyResult<AcrossLink> {
+        let options = ClientOptions {
+            auth: args::auth(py, auth, key)?,
+            ..ClientOptions::default()
+        };
+        let address = address.to_owned();
+        AcrossLink::with(py, move || farcall::Link::connect(&address, &options))
+    }
+
+    /// A link over a connected socket (a copy of `fd` is taken), running
+    /// the key handshake as [`AcrossLink::connect`] does.
+    #[staticmethod]
+    #[pyo3(signature = (fd, name, key=None, auth=true))]
+    fn over_socket(
+        py: Python<'_>,
+        fd: RawFd,
+        name: &str,
+        key: Option<&Bound<'_, PyAny>>,
+        auth: bool,
+    ) -> PyResult<AcrossLink> {
+        let options = ClientOptions {
+            auth: args::auth(py, auth, key)?,
+            ..ClientOptions::default()
+        };
+        let channel: Arc<dyn Channel> = Arc::new(
+            FdChannel::socket(dup(fd)?, "socket").map_err(|e| PyOSError::new_err(e.to_string()))?,
+        );
+        let name = name.to_owned();
+        AcrossLink::with(py, move || {
+            farcall::Link::over_socket(channel, &name, &options)
+        })
     }
 
     /// Sends request `op` with `payload` (`(pickle, buffers, refs)`) and
@@ -171,8 +221,63 @@ impl AcrossLink {
     }
 }
 
+/// Accepts across connections on a native address (the key handshake
+/// first): across's socket servers.
+#[pyclass(module = "farcall._native", name = "AcrossListener", frozen)]
+pub struct AcrossListener {
+    listener: farcall::PeerListener,
+}
+
+#[pymethods]
+impl AcrossListener {
+    /// Binds `address`; peers must prove `key` (else the per-user key);
+    /// `auth=False` admits anyone.
+    #[new]
+    #[pyo3(signature = (address, key=None, auth=true))]
+    fn new(
+        py: Python<'_>,
+        address: &str,
+        key: Option<&Bound<'_, PyAny>>,
+        auth: bool,
+    ) -> PyResult<AcrossListener> {
+        let auth = args::auth(py, auth, key)?;
+        let listener = farcall::PeerListener::bind(address, &auth).py(py)?;
+        Ok(AcrossListener { listener })
+    }
+
+    /// The address peers connect to.
+    #[getter]
+    fn address(&self) -> &str {
+        self.listener.address()
+    }
+
+    /// The next connection, once admitted (`timeout` in seconds; None: no
+    /// limit); None when the timeout passes. Ctrl-C interrupts the wait.
+    #[pyo3(signature = (timeout=None))]
+    fn accept(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<AcrossLink>> {
+        let deadline = args::seconds(timeout)?.and_then(|t| Instant::now().checked_add(t));
+        let listener = &self.listener;
+        let got = gil::wait(py, deadline, |until| match listener.accept(until) {
+            Ok(Some(link)) => Some(Ok(link)),
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        })?;
+        let Some(link) = got else {
+            return Ok(None);
+        };
+        let link = link.py(py)?;
+        AcrossLink::with(py, move || Ok(link)).map(Some)
+    }
+
+    /// Stops accepting (connections already made go on).
+    fn close(&self) {
+        self.listener.close();
+    }
+}
+
 /// Adds the across classes to the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<AcrossListener>()?;
     m.add_class::<AcrossLink>()?;
     m.add_class::<AcrossRef>()?;
     Ok(())

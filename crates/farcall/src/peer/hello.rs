@@ -39,28 +39,37 @@ pub(crate) fn dial(address: &str, options: &LinkOptions) -> Result<Arc<Link>> {
         Address::Zmq(endpoint) => dial_zmq(address, &endpoint, options).map_err(cannot),
         native => {
             let channel: Arc<dyn Channel> = Arc::new(stream::connect(&native).map_err(cannot)?);
-            let mut reader = FrameReader::new(options.max_message);
-            let mut out = Outgoing::default();
-            let challenge = client_handshake(
-                channel.as_ref(),
-                &mut reader,
-                &mut out,
-                address,
-                &options.auth,
-            )
-            .map_err(cannot)?;
-            let home = if challenge.address.is_empty() {
-                address.to_string()
-            } else {
-                challenge.address.clone()
-            };
-            let peer = PeerInfo {
-                home,
-                name: address.to_string(),
-            };
-            Ok(open_stream(channel, out, reader, options, peer))
+            over_socket(channel, address, options).map_err(cannot)
         }
     }
+}
+
+/// Runs the client's side of the key handshake over a connected socket
+/// (`address` names the peer, and picks the key to prove).
+pub(crate) fn over_socket(
+    channel: Arc<dyn Channel>,
+    address: &str,
+    options: &LinkOptions,
+) -> Result<Arc<Link>> {
+    let mut reader = FrameReader::new(options.max_message);
+    let mut out = Outgoing::default();
+    let challenge = client_handshake(
+        channel.as_ref(),
+        &mut reader,
+        &mut out,
+        address,
+        &options.auth,
+    )?;
+    let home = if challenge.address.is_empty() {
+        address.to_string()
+    } else {
+        challenge.address.clone()
+    };
+    let peer = PeerInfo {
+        home,
+        name: address.to_string(),
+    };
+    Ok(open_stream(channel, out, reader, options, peer))
 }
 
 /// Opens a link over a private channel: both sides say who they are.

@@ -305,6 +305,17 @@ impl Link {
         hello::private(channel, options)
     }
 
+    /// Opens a link over a socket already connected to a listener of
+    /// peers (or a server), running the key handshake; `address` names
+    /// the peer in messages and picks the key to prove.
+    pub fn over_socket(
+        channel: Arc<dyn Channel>,
+        address: &str,
+        options: &LinkOptions,
+    ) -> Result<Arc<Link>> {
+        hello::over_socket(channel, address, options)
+    }
+
     /// Builds a link from its parts and starts watching it.
     pub(crate) fn assemble(parts: Parts) -> Arc<Link> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);

@@ -16,6 +16,7 @@
 //! request (a nested wait), so no lock is held while a request runs.
 
 mod listener;
+pub mod peers;
 mod queue;
 mod timers;
 mod zmq;
