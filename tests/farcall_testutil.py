@@ -1,6 +1,7 @@
 """Test utilities shared by the test modules (not fixtures)."""
 
 import os
+import socket
 import threading
 
 from farcall import RPCServer
@@ -105,3 +106,28 @@ def pid_gone(pid):
     except (FileNotFoundError, ProcessLookupError):
         return True
     return state in ("Z", "X")
+
+
+class SocketChannel:
+    """A user's channel object: recv/send/cancel/close over a socket."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def recv(self, size):
+        try:
+            return self.sock.recv(size)
+        except OSError:
+            return b""
+
+    def send(self, data):
+        return self.sock.send(data)
+
+    def cancel(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def close(self):
+        self.sock.close()

@@ -17,7 +17,7 @@ import pytest
 import farcall
 from farcall import DisconnectError, RPCClient
 from farcall_test_helpers import Bouncer
-from farcall_testutil import TESTS_DIR, ThreadServer, import_helpers
+from farcall_testutil import TESTS_DIR, SocketChannel, ThreadServer, import_helpers
 
 TRANSPORTS = [None, "tcp://127.0.0.1:*"]
 IDS = ["native", "zmq"]
@@ -289,31 +289,6 @@ def test_a_stopped_child_is_found_by_the_heartbeat_and_a_long_call_is_not():
     assert lines["long"].strip() == "2.5", out
     took, named = lines["stopped"].split()
     assert float(took) < 3 and named == "True", out
-
-
-class SocketChannel:
-    """A user's channel object: recv/send/cancel/close over a socket."""
-
-    def __init__(self, sock):
-        self.sock = sock
-
-    def recv(self, size):
-        try:
-            return self.sock.recv(size)
-        except OSError:
-            return b""
-
-    def send(self, data):
-        return self.sock.send(data)
-
-    def cancel(self):
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-    def close(self):
-        self.sock.close()
 
 
 def open_pair():

@@ -154,6 +154,10 @@ struct Pool {
 struct PoolState {
     jobs: VecDeque<Job>,
     idle: usize,
+    /// Idle threads already told to wake (not yet counted out of `idle`):
+    /// a burst of jobs must wake that many distinct threads, or start new
+    /// ones, not notify the same sleeper again.
+    woken: usize,
     /// Threads that just ran a job and look for the next one awake.
     spinning: usize,
     threads: usize,
@@ -179,7 +183,8 @@ pub(crate) fn pool_push(job: Job) {
         // thread.
         return;
     }
-    if st.idle > 0 {
+    if st.idle > st.woken {
+        st.woken += 1;
         drop(st);
         shared.ready.notify_one();
         return;
@@ -218,6 +223,8 @@ impl Pool {
                 .unwrap_or_else(|p| p.into_inner());
             st = guard;
             st.idle -= 1;
+            // Woken or not (a timeout), this thread looks at the queue now.
+            st.woken = st.woken.saturating_sub(1);
             if timeout.timed_out() && st.jobs.is_empty() {
                 st.threads -= 1;
                 return;
