@@ -280,6 +280,9 @@ def test_the_names_are_importable_from_farcall():
 def test_ctrl_c_interrupts_a_waiting_call_and_the_connection_goes_on(fresh):
     c = fresh()
     assert threading.current_thread() is threading.main_thread()
+    # Python's own Ctrl-C handler, whatever this process inherited (a
+    # shell's background job starts with SIGINT ignored).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     started = time.monotonic()
@@ -287,6 +290,7 @@ def test_ctrl_c_interrupts_a_waiting_call_and_the_connection_goes_on(fresh):
         c.call(h.sleep, 30)
     assert time.monotonic() - started < 2
     timer.join()
+    signal.signal(signal.SIGINT, previous)
     assert c.call(operator.add, 1, 2) == 3
 
 

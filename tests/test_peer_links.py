@@ -223,6 +223,9 @@ def test_ctrl_c_interrupts_a_sync_call_and_a_future(address):
         import farcall
         from farcall_testutil import import_helpers
 
+        # Python's own Ctrl-C handler, whatever this process inherited (a
+        # shell's background job starts with SIGINT ignored).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         proc = farcall.ProcessSpawner(address={address!r})
         counter = import_helpers(proc.client).Counter()
 
