@@ -31,6 +31,6 @@ impl PyHost {
     /// Runs `f` with the GIL and the object, turning a Python exception
     /// into the error sent back to the caller.
     pub(crate) fn with<T>(&self, f: impl FnOnce(&Bound<'_, PyAny>) -> PyResult<T>) -> Result<T> {
-        Python::attach(|py| f(self.obj.bind(py)).map_err(|e| from_py(py, e)))
+        crate::gil::attach(|py| f(self.obj.bind(py)).map_err(|e| from_py(py, e)))
     }
 }

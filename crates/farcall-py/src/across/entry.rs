@@ -48,7 +48,7 @@ impl RemoteObject for Entry {
                 "an across request is (op, payload)",
             ));
         };
-        Python::attach(|py| {
+        crate::gil::attach(|py| {
             let serve = SERVE.get_or_try_init(py, || {
                 PyModule::import(py, "farcall.across._wire")?
                     .getattr("serve")

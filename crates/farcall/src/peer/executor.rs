@@ -10,14 +10,14 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::signal::Signal;
 use super::{chain, Link};
 use crate::codec::Format;
 use crate::error::{Error, Result};
 use crate::protocol::{Command, Request};
 use crate::sync::lock;
-use crate::transport::spin;
 use crate::value::Value;
 
 /// A request and the link it came by.
@@ -140,6 +140,9 @@ pub(crate) fn run_detached(job: Job) {
 
 /// Most threads the pool runs at once; requests beyond wait their turn.
 pub const MAX_POOL_THREADS: usize = 64;
+/// How long a pool thread reads the link of its last job, for the next
+/// request, before it waits on the pool like any idle thread.
+const LINGER: Duration = Duration::from_secs(1);
 /// A pool thread with nothing to do for this long exits.
 const POOL_IDLE: Duration = Duration::from_secs(10);
 
@@ -158,8 +161,11 @@ struct PoolState {
     /// a burst of jobs must wake that many distinct threads, or start new
     /// ones, not notify the same sleeper again.
     woken: usize,
-    /// Threads that just ran a job and look for the next one awake.
+    /// Threads that just ran a job and look for the next one awake (see
+    /// `Pool::linger`).
     spinning: usize,
+    /// The signals of those threads, which may sleep on their link.
+    lingering: Vec<Arc<Signal>>,
     threads: usize,
 }
 
@@ -180,7 +186,10 @@ pub(crate) fn pool_push(job: Job) {
     shared.queued.store(st.jobs.len(), Ordering::Release);
     if st.jobs.len() <= st.spinning {
         // A thread awake takes it (each takes one): no wake-up, no new
-        // thread.
+        // thread. Those reading a link asleep are told.
+        for s in st.lingering.iter().filter(|s| !s.is_current()) {
+            s.notify();
+        }
         return;
     }
     if st.idle > st.woken {
@@ -205,16 +214,33 @@ pub(crate) fn pool_push(job: Job) {
 
 impl Pool {
     fn work(&self) {
+        // The link this thread looks after (runs jobs of, reads for the
+        // next one), which the I/O thread then leaves alone.
+        let mut attending: Option<Arc<Link>> = None;
         let mut st = lock(&self.state);
         loop {
             if let Some(job) = st.jobs.pop_front() {
                 self.queued.store(st.jobs.len(), Ordering::Release);
                 drop(st);
                 let link = job.link.clone();
+                if !attending.as_ref().is_some_and(|a| Arc::ptr_eq(a, &link)) {
+                    if let Some(previous) = attending.replace(link.clone()) {
+                        Pool::leave(&previous);
+                    }
+                    link.attend();
+                    super::io::leave_to_pool(&link);
+                }
+                link.attend();
                 run_detached(job);
                 self.linger(&link);
                 st = lock(&self.state);
                 continue;
+            }
+            if let Some(previous) = attending.take() {
+                drop(st);
+                Pool::leave(&previous);
+                st = lock(&self.state);
+                continue; // a job may have come meanwhile
             }
             st.idle += 1;
             let (guard, timeout) = self
@@ -232,24 +258,36 @@ impl Pool {
         }
     }
 
+    /// This thread stops looking after `link`: the I/O thread, which
+    /// stayed away meanwhile, watches it again from now on.
+    fn leave(link: &Link) {
+        link.unattend();
+        super::io::wanted(link);
+    }
+
     /// After a job of `link`: the caller's next request is often on its
-    /// way (a loop of calls), so for the spin budget this thread reads the
-    /// link itself and takes what it routes, instead of going to sleep and
-    /// being woken (two wake-ups per call: the reader's and ours).
+    /// way (a loop of calls), so for up to [`LINGER`] this thread reads
+    /// the link itself (spinning briefly, then asleep on the channel) and
+    /// takes what it routes, instead of going to sleep on the pool and
+    /// being woken (two wake-ups per call: the I/O thread's and ours). It
+    /// counts as awake meanwhile: a job of another link wakes it.
     fn linger(&self, link: &Arc<Link>) {
         if link.is_dead() || self.queued.load(Ordering::Acquire) > 0 {
             return;
         }
-        let Some(budget) = spin::budget(None) else {
-            return;
-        };
-        lock(&self.state).spinning += 1;
-        let _ = spin::until(Some(budget), || {
-            link.read_available();
-            Ok(self.queued.load(Ordering::Acquire) > 0 || link.is_dead())
+        let signal = Signal::current();
+        {
+            let mut st = lock(&self.state);
+            st.spinning += 1;
+            st.lingering.push(signal.clone());
+        }
+        link.read_while_idle(Instant::now() + LINGER, || {
+            self.queued.load(Ordering::Acquire) > 0
         });
         // Whatever came meanwhile, this thread looks at the queue next.
-        lock(&self.state).spinning -= 1;
+        let mut st = lock(&self.state);
+        st.spinning -= 1;
+        st.lingering.retain(|s| !Arc::ptr_eq(s, &signal));
     }
 
     fn cancel(&self, link: u64, req_id: i64) {

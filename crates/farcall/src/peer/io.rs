@@ -319,6 +319,17 @@ fn pause(link: &Link, after: Duration) {
     arm(link);
 }
 
+/// A pool thread looks after `link` (it runs a job of it, then reads it
+/// for the next request): stay away from its input, as from a busy
+/// server's links. Taking it out of the epoll set matters: while it is
+/// in, every message the pool thread reads first wakes this thread for
+/// nothing (the event is gone when it looks, so it stays armed).
+pub(crate) fn leave_to_pool(link: &Link) {
+    if !link.watch.paused.load(Ordering::SeqCst) {
+        pause(link, SERVER_GRACE / 2);
+    }
+}
+
 /// Pauses a link its callers read, backing off while they go on.
 fn leave_to_callers(link: &Link) {
     let calm = link.watch.calm_ms.load(Ordering::Relaxed);
@@ -493,7 +504,7 @@ fn read(link: &Arc<Link>) {
     if link.is_dead() {
         return;
     }
-    if link.executor.attended() {
+    if link.executor.attended() || link.attended() {
         pause(link, SERVER_GRACE / 2);
         return;
     }

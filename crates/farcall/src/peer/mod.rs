@@ -222,6 +222,10 @@ pub struct Link {
     reader_signal: Mutex<Option<Arc<signal::Signal>>>,
     /// How many threads wait on the link without the role.
     sleeping: AtomicUsize,
+    /// When a pool thread last started a job of this link, or a turn
+    /// reading it (`coarse_nanos`; 0: none now): the I/O thread stays away
+    /// meanwhile, as from a busy server's links (see `attended`).
+    pool_attended: AtomicU64,
     flight: Mutex<InFlight>,
     /// The link has ended (`flight` says why): looked at without its lock.
     ended: AtomicBool,
@@ -336,6 +340,7 @@ impl Link {
             hint: AtomicBool::new(true),
             reader_signal: Mutex::new(None),
             sleeping: AtomicUsize::new(0),
+            pool_attended: AtomicU64::new(0),
             flight: Mutex::new(InFlight::default()),
             ended: AtomicBool::new(false),
             farewell: AtomicBool::new(false),
@@ -580,6 +585,24 @@ impl Link {
         self.end(why);
     }
 
+    /// A pool thread runs a job of this link, or reads it for the next.
+    pub(crate) fn attend(&self) {
+        self.pool_attended.store(coarse_nanos(), Ordering::Relaxed);
+    }
+
+    /// No pool thread looks after this link any more.
+    pub(crate) fn unattend(&self) {
+        self.pool_attended.store(0, Ordering::Relaxed);
+    }
+
+    /// True while a pool thread looks after this link, and not for longer
+    /// than a server's grace: past it (a long job) the I/O thread reads
+    /// the link again, so heartbeats are answered.
+    pub(crate) fn attended(&self) -> bool {
+        let since = self.pool_attended.load(Ordering::Relaxed);
+        since != 0 && coarse_nanos().saturating_sub(since) < io::SERVER_GRACE.as_nanos() as u64
+    }
+
     /// The link is dead: fail every pending call, stop watching it, end
     /// the channel, release what the peer held. Idempotent.
     pub(crate) fn end(&self, why: &str) {
@@ -596,6 +619,10 @@ impl Link {
             }
         }
         io::unwatch(self);
+        // A reader asleep on the channel (see `read_while_idle`) leaves.
+        if let Some(s) = lock(&self.reader_signal).as_ref() {
+            s.notify();
+        }
         self.release_exports();
         wake.run();
     }

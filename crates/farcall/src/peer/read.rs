@@ -254,6 +254,37 @@ impl Link {
         }
     }
 
+    /// Reads the link as its reader while this thread has nothing else to
+    /// do (a pool thread after a job of this link): until `done()`, the
+    /// `deadline`, the link's end, or a caller of this process waits to
+    /// read it. Between messages the thread sleeps in `poll` on the
+    /// channel and its own signal, so the peer's next request wakes it
+    /// directly (one wake-up per call, as a server thread has) instead of
+    /// waking the I/O thread, which would wake a pool thread.
+    pub(crate) fn read_while_idle(self: &Arc<Self>, deadline: Instant, done: impl Fn() -> bool) {
+        if self.pumped() || !matches!(self.wire, Wire::Stream { .. }) {
+            return;
+        }
+        let signal = Signal::current();
+        // A caller that starts waiting meanwhile wakes us (see `sleep`).
+        *lock(&self.reader_signal) = Some(signal.clone());
+        while !done() && !self.is_dead() && Instant::now() < deadline {
+            if self.sleeping.load(Ordering::SeqCst) > 0 {
+                break; // a caller reads its own reply: no hop for it
+            }
+            let Ok(role) = self.role.try_lock() else {
+                break; // someone else reads
+            };
+            self.attend();
+            // Turns short enough to renew `attend` within a server's grace.
+            let turn = deadline.min(Instant::now() + io::SERVER_GRACE / 2);
+            if self.read_turn(role, Some(turn), &signal, None).is_err() {
+                break;
+            }
+        }
+        *lock(&self.reader_signal) = None;
+    }
+
     /// Waits for the reply to `req_id` until `deadline`; `None` when the
     /// deadline passes first (the call stays pending). Meanwhile runs the
     /// requests of this thread's call chain and serves this thread's
@@ -437,6 +468,10 @@ impl Link {
     ) -> Result<bool> {
         lock(&self.flight).sleepers.push(signal.clone());
         self.sleeping.fetch_add(1, Ordering::SeqCst);
+        // A reader with nothing to wait for gives the role up to us.
+        if let Some(s) = lock(&self.reader_signal).as_ref() {
+            s.notify();
+        }
         let mut serve = false;
         // The role may have been released between our try and our
         // registration: the holder then saw no sleeper, so look again.
