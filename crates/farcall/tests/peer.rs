@@ -575,3 +575,123 @@ fn a_peer_listener_admits_keyed_links_both_ways_and_drops_the_rest() {
         );
     }
 }
+
+/// Set in the environment of the child that
+/// `a_child_over_its_pipes_and_its_parent_call_each_other` starts (this
+/// test binary again, running `as_the_child_over_its_pipes` only).
+const PIPE_CHILD: &str = "FARCALL_TEST_PIPE_CHILD";
+/// What that child writes to its stdout just before the link takes it
+/// over: the test harness has written there already.
+const PIPE_CHILD_READY: &[u8] = b"<farcall pipe child ready>\n";
+
+/// The child's side of the test below (does nothing in a normal run):
+/// serves its parent over stdin and stdout, calls it once on its own, and
+/// returns when the parent closes the link.
+#[test]
+fn as_the_child_over_its_pipes() {
+    use std::io::Write;
+    if std::env::var_os(PIPE_CHILD).is_none() {
+        return;
+    }
+    let mut stdout = std::io::stdout();
+    stdout.write_all(PIPE_CHILD_READY).unwrap();
+    stdout.flush().unwrap();
+    let channel = farcall::channel::FdChannel::stdio().unwrap();
+    println!("a stray print goes to stderr, not into the link");
+    farcall::Host::local().publish("pipe child", farcall::object(Caller {}));
+    let link = farcall::Link::over_private(Arc::new(channel), &Default::default()).unwrap();
+    let parent = Client::from_link(link.clone());
+    let recorder = parent
+        .proxy(parent.get_item("pipe parent").unwrap())
+        .unwrap();
+    assert_eq!(recorder.call(vec![Value::Int(42)]).unwrap(), Value::Int(42));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !link.is_dead() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert!(link.peer_said_goodbye(), "{:?}", link.dead());
+}
+
+#[test]
+fn a_child_over_its_pipes_and_its_parent_call_each_other() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let on_its_own = Arc::new(Recorder::default());
+    farcall::Host::local().publish("pipe parent", Value::Object(on_its_own.clone()));
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "as_the_child_over_its_pipes", "--nocapture"])
+        .env(PIPE_CHILD, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    // Skip what the child's test harness printed, one byte at a time so
+    // as not to read into the link.
+    let mut skipped = Vec::new();
+    while !skipped.ends_with(PIPE_CHILD_READY) {
+        let mut byte = [0u8];
+        let n = stdout.read(&mut byte).unwrap();
+        assert_eq!(
+            n,
+            1,
+            "the child ended first: {:?}",
+            String::from_utf8_lossy(&skipped)
+        );
+        skipped.push(byte[0]);
+    }
+    let channel =
+        farcall::channel::FdChannel::pipes(stdout.into(), child.stdin.take().unwrap().into())
+            .unwrap();
+    let link = farcall::Link::over_private(Arc::new(channel), &Default::default()).unwrap();
+    let client = Client::from_link(link.clone());
+    let caller = client
+        .proxy(client.get_item("pipe child").unwrap())
+        .unwrap();
+    // A -> B -> A: the child calls our callback while we wait for it, and
+    // the callback runs in this (waiting) thread.
+    let callback = Arc::new(Recorder::default());
+    let got = caller
+        .call_method(
+            "call_back",
+            vec![Value::Object(callback.clone()), Value::Int(7)],
+        )
+        .unwrap();
+    assert_eq!(got, Value::Int(7));
+    assert_eq!(
+        *callback.threads.lock().unwrap(),
+        vec![thread::current().id()]
+    );
+    // The child's own call ran on our link pool.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while on_its_own.threads.lock().unwrap().is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    let threads = on_its_own.threads.lock().unwrap().clone();
+    assert_eq!(threads.len(), 1, "the child called us once on its own");
+    assert_ne!(threads[0], thread::current().id());
+    // Closing ends the child's side too, and it exits.
+    link.close_notifying("done");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the child did not exit after the link closed");
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    // Small enough to wait for the exit before reading it.
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("a stray print goes to stderr"), "{stderr}");
+}
