@@ -18,7 +18,9 @@ number of processes and hands them to a Python logger as real
     child = ProcessSpawner(name="camera")   # its records, prints and crashes arrive here
 
 The record format (json, pyacq's field names) is in docs/protocol.md; the
-guide is docs/logging.md.
+guide is docs/logging.md. :class:`AcrossHandler` instead hands records to
+the other side of a ``farcall.across`` connection, as across's does
+(docs/across.md).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_ADDRESS",
+    "AcrossHandler",
     "LogSender",
     "LogServer",
     "RPCLogHandler",
@@ -274,6 +277,104 @@ class LogServer(threading.Thread):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ---- over an across connection ----------------------------------------------
+
+# Set in a thread while an AcrossHandler there sends a record, and while
+# _handle hands a record that came across to its logger: records logged
+# then (by the transport, or by the logger's own AcrossHandler on the
+# receiving side) are not forwarded again.
+_across_guard = threading.local()
+
+
+class AcrossHandler(logging.Handler):
+    """A logging handler that hands records to the logger of the same name
+    on the other side of an across connection (``farcall.across``).
+
+    ``conn`` defaults to the connection of the remote call this thread is
+    running (``farcall.across.get_connection()``, which raises outside a
+    call). The message and the traceback are formatted here (the
+    formatter's ``formatException``, else the default one), so arguments
+    and tracebacks need not be picklable; the other attributes travel as
+    they are. Each record is sent by a synchronous call, so a record logged
+    while serving a call arrives before that call's result. Once the
+    connection is gone, records are dropped silently.
+
+    Records do not go around in circles: a record logged while this
+    thread forwards one, or while it hands a forwarded record to its
+    logger, is not forwarded, so handlers on both sides on the same logger
+    send each record across once. Works the same on either side of the
+    connection, as across's ``across.logging.AcrossHandler``.
+    """
+
+    def __init__(self, conn: Any = None) -> None:
+        super().__init__()
+        if conn is None:
+            from .across import get_connection
+
+            conn = get_connection()
+        self._conn = conn
+
+    @property
+    def connection(self) -> Any:
+        """The connection records go to."""
+        return self._conn
+
+    def handle(self, record: logging.LogRecord) -> Any:
+        """Filters and sends the record, without the handler's lock: a lock
+        held during the call would deadlock two sides forwarding at once."""
+        if getattr(_across_guard, "active", False):
+            return False
+        rv = self.filter(record)
+        if isinstance(rv, logging.LogRecord):
+            record = rv
+        if rv:
+            self.emit(record)
+        return rv
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Sends the record and waits until the other side has handled it."""
+        if getattr(_across_guard, "active", False):
+            return
+        from .errors import DisconnectError
+
+        _across_guard.active = True
+        try:
+            if record.exc_info and not record.exc_text:
+                formatter = self.formatter or _exc_formatter
+                record.exc_text = formatter.formatException(record.exc_info)
+            attrs = record.__dict__.copy()
+            # Formatter.format leaves `message` and `asctime` behind.
+            message = attrs.pop("message", None)
+            if message is None:
+                message = record.getMessage()
+            attrs.pop("asctime", None)
+            attrs["msg"] = message
+            attrs["args"] = ()
+            attrs["exc_info"] = None
+            self._conn.call(_handle, attrs)
+        except DisconnectError:
+            pass
+        except Exception:
+            self.handleError(record)
+        finally:
+            _across_guard.active = False
+
+    def __repr__(self) -> str:
+        level = logging.getLevelName(self.level)
+        return "<%s %r (%s)>" % (type(self).__name__, self._conn, level)
+
+
+def _handle(attrs: Dict[str, Any]) -> None:
+    """Runs on the receiving side: the record to its logger, unforwarded."""
+    record = logging.makeLogRecord(attrs)
+    saved = getattr(_across_guard, "active", False)
+    _across_guard.active = True
+    try:
+        logging.getLogger(record.name).handle(record)
+    finally:
+        _across_guard.active = saved
 
 
 # ---- the process-wide server and sender -------------------------------------

@@ -355,6 +355,9 @@ class Connection:
         return f"<farcall.across.Connection {self._state}>"
 
 
+_wire.install(Proxy, Local, _connection_of)
+
+
 def serve_stdio() -> None:
     """Serves one connection over this process's stdin and stdout until
     the other side closes it (``python -m farcall.across``)."""

@@ -52,6 +52,27 @@ class _Context(threading.local):
 CONTEXT = _Context()
 
 
+class _Facade:
+    """The names of ``farcall.across`` this module needs (that module is
+    built over this one and hands them over when imported, see
+    :func:`install`): looked up here instead of imported on every call."""
+
+    proxy: Any = None
+    local: Any = None
+    connection_of: Any = None
+
+
+_FACADE = _Facade()
+
+
+def install(proxy: Any, local: Any, connection_of: Callable[[int], Any]) -> None:
+    """Called by ``farcall.across``: its Proxy and Local classes, and how
+    to find the connection of a link."""
+    _FACADE.proxy = proxy
+    _FACADE.local = local
+    _FACADE.connection_of = connection_of
+
+
 def methods_of(obj: Any) -> Tuple[str, ...]:
     """The methods a proxy to ``obj`` forwards."""
     cls = type(obj)
@@ -109,10 +130,9 @@ def dumps(conn: Any, obj: Any) -> Payload:
 def loads(conn: Any, payload: Payload) -> Any:
     """The object a payload from ``conn`` carries."""
     data, buffers, refs = payload
-    from . import Proxy  # the facade's class, defined over this module
-
+    make = _FACADE.proxy._make
     incoming = [
-        Proxy._make(conn, target, methods) if isinstance(target, _native.AcrossRef) else target
+        make(conn, target, methods) if isinstance(target, _native.AcrossRef) else target
         for target, methods in refs
     ]
     saved = CONTEXT.incoming
@@ -168,9 +188,8 @@ def execute(source: str, variables: dict) -> Any:
 def serve(link_id: int, op: str, payload: Payload) -> Tuple[bool, Payload]:
     """Runs request ``op`` that came over link ``link_id``: ``(True, result)``
     or ``(False, packed exception)``, both as payloads."""
-    from . import Local, _connection_of
-
-    conn = _connection_of(link_id)
+    Local = _FACADE.local
+    conn = _FACADE.connection_of(link_id)
     CONTEXT.call.append(conn)
     try:
         try:
