@@ -9,7 +9,9 @@
 #   SKIP_BUILD=1 bench/run_python.sh     # reuse the installed wheel
 #
 # Extra arguments go to bench/python/run.py: --quick (a smoke test),
-# --only floors,farcall,peers, --no-save.
+# --only floors,farcall,peers, --no-save. With `across` first, the
+# farcall.across benchmark runs instead (bench/python/across_run.py, next
+# to the real across from PyPI): bench/run_python.sh across [--quick].
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -20,7 +22,7 @@ if [ ! -x "$py" ]; then
     python3 -m venv "$venv"
 fi
 "$py" -m pip install --quiet --upgrade pip
-"$py" -m pip install --quiet "maturin>=1.5,<2" numpy pyzmq msgpack rpyc Pyro5
+"$py" -m pip install --quiet "maturin>=1.5,<2" numpy pyzmq msgpack rpyc Pyro5 "across==0.1.0"
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
     # A release wheel, installed into the bench venv. Not `maturin develop`:
@@ -52,4 +54,8 @@ fi
 cd "$root/bench/python"
 export PYTHONPATH="$root/bench/python"
 export FARCALL_BENCH_SOURCE="$(cat "$venv/farcall-source" 2>/dev/null || echo unknown)"
+if [ "${1:-}" = across ]; then
+    shift
+    exec "$py" across_run.py "$@"
+fi
 exec "$py" run.py "$@"

@@ -26,3 +26,30 @@ class Adder:
 
     def give(self):
         return self.prepared
+
+
+def add(a, b):
+    """The function ``conn.call(add, 1, 2)`` runs (the across benchmark)."""
+    return a + b
+
+
+def take(arr):
+    """``Adder.take`` as a function: the size and a checksum of an array
+    received by value."""
+    return [int(arr.nbytes), float(arr[0] + arr[-1] + arr[len(arr) // 2])]
+
+
+_PREPARED = {}
+
+
+def prepare(nbytes):
+    """Makes the float64 array ``give`` returns (not timed)."""
+    import numpy
+
+    _PREPARED["array"] = numpy.arange(nbytes // 8, dtype=numpy.float64)
+    return nbytes
+
+
+def give():
+    """The array ``prepare`` made, by value."""
+    return _PREPARED["array"]
