@@ -245,18 +245,39 @@ def test_from_pipes_and_a_child_that_serves_its_stdio():
         proc.wait(10)
 
 
-def test_a_users_channel_object_carries_a_connection():
+def _both_ends(kwargs_a, kwargs_b):
+    """Connection(channel) on both ends of a socket pair, each in its own
+    thread (each waits for the other's hello): the connections, or the
+    exceptions they raised."""
     a, b = socket.socketpair()
     ends = {}
-    with pytest.raises(PermissionError):
-        Connection(SocketChannel(a))
-    other = threading.Thread(
-        target=lambda: ends.setdefault("b", Connection(SocketChannel(b), trusted=True))
-    )
-    other.start()
-    ca = Connection(SocketChannel(a), trusted=True)
-    other.join(10)
-    cb = ends["b"]
+
+    def open_end(name, sock, kwargs):
+        try:
+            ends[name] = Connection(SocketChannel(sock), **kwargs)
+        except Exception as e:  # noqa: BLE001 - what the test looks at
+            ends[name] = e
+
+    threads = [
+        threading.Thread(target=open_end, args=("a", a, kwargs_a)),
+        threading.Thread(target=open_end, args=("b", b, kwargs_b)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+        assert not t.is_alive(), "the handshake hung"
+    return ends["a"], ends["b"]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"key": "ab" * 32}, {"auth": False}],
+    ids=["per-user key", "explicit key", "auth=False"],
+)
+def test_a_users_channel_object_carries_a_connection(kwargs):
+    ca, cb = _both_ends(kwargs, kwargs)
+    assert isinstance(ca, Connection) and isinstance(cb, Connection), (ca, cb)
     try:
         assert ca.call(operator.add, 2, 3) == 5
         assert cb.call(operator.add, 4, 5) == 9
@@ -266,6 +287,41 @@ def test_a_users_channel_object_carries_a_connection():
     finally:
         ca.close()
         cb.close()
+
+
+def test_a_wrong_key_over_a_channel_is_refused_on_both_sides_at_once():
+    started = time.monotonic()
+    ca, cb = _both_ends({"key": "ab" * 32}, {"key": "cd" * 32})
+    assert isinstance(ca, PermissionError) and isinstance(cb, PermissionError), (ca, cb)
+    assert time.monotonic() - started < 3
+
+
+def test_a_channel_peer_that_skips_the_handshake_is_refused():
+    started = time.monotonic()
+    ca, cb = _both_ends({}, {"auth": False})
+    assert isinstance(ca, PermissionError), ca
+    assert "does not authenticate" in str(ca)
+    assert isinstance(cb, Exception), cb  # its private hello was answered by a keyed one
+    assert time.monotonic() - started < 3
+
+
+def test_a_channel_that_echoes_our_hello_back_is_refused():
+    # A reflector: whatever we send comes back, so the "peer" holds our
+    # own nonce and would need our own proof.
+    a, b = socket.socketpair()
+
+    def echo():
+        while True:
+            data = b.recv(65536)
+            if not data:
+                return
+            b.sendall(data)
+
+    t = threading.Thread(target=echo, daemon=True)
+    t.start()
+    with pytest.raises(across.ProtocolError, match="our own hello"):
+        Connection(SocketChannel(a))
+    b.close()
 
 
 def test_the_names_are_importable_from_farcall():

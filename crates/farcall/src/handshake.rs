@@ -11,7 +11,9 @@
 //!
 //! Over a channel that only the two peers can reach (a child's pipes, a
 //! socket pair), the hello is symmetric and authenticates nothing: each
-//! side sends `peer` with its process id, and reads the other's.
+//! side sends `peer` with its process id, and reads the other's. Over a
+//! channel others may reach that neither side listens on, both send
+//! `hello`, and the one with the larger nonce plays the server's part.
 //!
 //! In mode `"open"` (a server started without authentication, for pyacq
 //! peers) the challenge admits the peer at once, and a client accepts such

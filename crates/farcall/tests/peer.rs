@@ -513,6 +513,51 @@ fn a_private_channel_carries_calls_both_ways() {
     assert!(from_right.ping().is_err_and(|e| e.is_disconnect()));
 }
 
+/// Opens `Link::over_channel` on both ends of a socket pair, one end
+/// with each key.
+fn keyed_ends(
+    left: farcall::auth::Key,
+    right: farcall::auth::Key,
+) -> (
+    farcall::Result<Arc<farcall::Link>>,
+    farcall::Result<Arc<farcall::Link>>,
+) {
+    let (a, b) = farcall::channel::FdChannel::pair().unwrap();
+    let with = |key| ClientOptions {
+        auth: farcall::Auth::Key(key),
+        ..ClientOptions::default()
+    };
+    let (left, right) = (with(left), with(right));
+    let opened = thread::spawn(move || farcall::Link::over_channel(Arc::new(b), &right));
+    let mine = farcall::Link::over_channel(Arc::new(a), &left);
+    (mine, opened.join().unwrap())
+}
+
+#[test]
+fn a_shared_channel_admits_a_peer_with_the_key_and_refuses_one_without() {
+    let key = farcall::auth::Key::generate().unwrap();
+    let (left, right) = keyed_ends(key.clone(), key);
+    let (left, right) = (left.unwrap(), right.unwrap());
+    farcall::Host::local().publish("keyed-caller", farcall::object(Caller {}));
+    let caller = Client::from_link(right).get_item("keyed-caller").unwrap();
+    assert!(matches!(caller, Value::Proxy(_)), "{caller:?}");
+    left.close("done");
+
+    let started = Instant::now();
+    let (left, right) = keyed_ends(
+        farcall::auth::Key::generate().unwrap(),
+        farcall::auth::Key::generate().unwrap(),
+    );
+    for end in [left, right] {
+        let e = end.expect_err("a wrong key is refused");
+        assert!(e.to_string().contains("key"), "{e}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused at once"
+    );
+}
+
 #[test]
 fn what_a_link_held_is_released_when_it_goes() {
     let options = ServerOptions {

@@ -155,22 +155,22 @@ def _forwarder(name: str) -> Callable[..., Any]:
 class Connection:
     """A symmetric connection to another process over one byte channel."""
 
-    def __init__(self, channel: Any, *, trusted: bool = False, _link: Any = None) -> None:
+    def __init__(
+        self, channel: Any, *, key: Any = None, auth: bool = True, _link: Any = None
+    ) -> None:
         """Connects over ``channel``: any object with ``recv(size)`` (bytes;
         ``b''`` at the end of the stream or after ``cancel()``),
-        ``send(data)`` (the count sent), ``cancel()`` and ``close()``.
+        ``send(data)`` (the count sent), ``cancel()`` and ``close()``. The
+        peer opens its side the same way.
 
-        Pickle runs code, so the peer must be one you trust. farcall does
-        not yet authenticate a channel object: pass ``trusted=True`` to say
-        that only your peer can reach this channel (a socket pair, a pipe
-        of your own)."""
+        Pickle runs code, so both sides first prove they hold the key:
+        ``key`` (32 bytes or 64 hex digits), else the per-user key file
+        (docs/security.md); a wrong key raises PermissionError on both
+        sides. ``auth=False`` skips that, for a channel that only your
+        peer can reach (a socket pair, pipes of your own); both sides must
+        say so."""
         if _link is None:
-            if not trusted:
-                raise PermissionError(
-                    "Connection(channel) cannot authenticate its peer yet: pass "
-                    "trusted=True if only your own peer can reach this channel"
-                )
-            _link = _native.AcrossLink.over_channel(channel)
+            _link = _native.AcrossLink.over_channel(channel, key, auth)
         self._link = _link
         self._state = "running"  # then "closed" or "cancelled"
         self._process: Optional[subprocess.Popen] = None

@@ -87,12 +87,27 @@ impl AcrossLink {
         AcrossLink::open(py, Arc::new(channel))
     }
 
-    /// A link over a channel object: `recv(size)`, `send(data)`,
-    /// `cancel()`, `close()`.
+    /// A link over a channel object (`recv(size)`, `send(data)`,
+    /// `cancel()`, `close()`), both sides proving the key first (`key`,
+    /// else this process's key); `auth=False` skips that, for a channel
+    /// only the peer can reach.
     #[staticmethod]
-    fn over_channel(py: Python<'_>, channel: &Bound<'_, PyAny>) -> PyResult<AcrossLink> {
-        let channel = crate::channel::PyChannel::new(channel)?;
-        AcrossLink::open(py, Arc::new(channel))
+    #[pyo3(signature = (channel, key=None, auth=true))]
+    fn over_channel(
+        py: Python<'_>,
+        channel: &Bound<'_, PyAny>,
+        key: Option<&Bound<'_, PyAny>>,
+        auth: bool,
+    ) -> PyResult<AcrossLink> {
+        let channel: Arc<dyn Channel> = Arc::new(crate::channel::PyChannel::new(channel)?);
+        if !auth {
+            return AcrossLink::open(py, channel);
+        }
+        let options = ClientOptions {
+            auth: args::auth(py, true, key)?,
+            ..ClientOptions::default()
+        };
+        AcrossLink::with(py, move || farcall::Link::over_channel(channel, &options))
     }
 
     /// A link to the across listener at `address` (`unix://PATH`,

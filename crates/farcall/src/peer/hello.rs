@@ -90,6 +90,117 @@ pub(crate) fn private(channel: Arc<dyn Channel>, options: &LinkOptions) -> Resul
     Ok(open_stream(channel, out, reader, options, peer))
 }
 
+/// Opens a link over a channel that others may reach (a user's channel
+/// object): both sides prove they hold the key before any request. Each
+/// sends a hello with a fresh nonce; the side whose nonce is the larger
+/// plays the listener's part of the key handshake and the other the
+/// dialer's, so two peers that both call this agree on their parts
+/// without being told. Each proof covers both nonces and its side, so a
+/// peer without the key can neither answer nor replay one.
+pub(crate) fn keyed(channel: Arc<dyn Channel>, options: &LinkOptions) -> Result<Arc<Link>> {
+    match keyed_exchange(channel.as_ref(), options) {
+        Ok((out, reader, peer)) => Ok(open_stream(channel, out, reader, options, peer)),
+        Err(e) => {
+            // The peer may be waiting for our next message: it learns now
+            // that none will come, instead of waiting as long as it may.
+            channel.cancel();
+            Err(e)
+        }
+    }
+}
+
+/// The exchange of [`keyed`]: what is left to write, what was read past
+/// it, and who the peer is.
+fn keyed_exchange(
+    channel: &dyn Channel,
+    options: &LinkOptions,
+) -> Result<(Outgoing, FrameReader, PeerInfo)> {
+    let deadline = Some(Instant::now() + CONNECT_TIMEOUT);
+    let name = channel.describe();
+    let mut reader = FrameReader::new(options.max_message);
+    let mut out = Outgoing::default();
+    let dialer = ClientHandshake::new(&name, &options.auth)?;
+    out.push(
+        Kind::Hello,
+        Hello::Hello(*dialer.nonce(), handshake::client_id()).to_frames(),
+    );
+    flush(channel, &mut out, deadline)?;
+    let (theirs, peer) = match read_hello(&mut reader, channel, deadline)? {
+        Hello::Hello(nonce, id) => (nonce, id),
+        Hello::Peer(_) => {
+            return Err(Error::exception(
+                "PermissionError",
+                format!("the peer over {name} does not authenticate (auth=False on its side)"),
+            ))
+        }
+        _ => return Err(Error::Protocol("expected the peer's hello".into())),
+    };
+    let refused = |why: String| Error::exception("PermissionError", why);
+    match theirs.cmp(dialer.nonce()) {
+        std::cmp::Ordering::Equal => {
+            return Err(Error::Protocol("the peer sent our own hello back".into()))
+        }
+        std::cmp::Ordering::Greater => {
+            // The dialer's part: check the peer's proof, prove ours.
+            let Hello::Challenge(challenge) = read_hello(&mut reader, channel, deadline)? else {
+                return Err(Error::Protocol("expected the peer's challenge".into()));
+            };
+            if challenge.auth.is_none() {
+                return Err(refused(format!(
+                    "the peer over {name} does not authenticate"
+                )));
+            }
+            let proof = dialer.answer(&challenge)?.expect("an authenticating peer");
+            out.push(Kind::Hello, Hello::Proof(proof).to_frames());
+            flush(channel, &mut out, deadline)?;
+            match read_hello(&mut reader, channel, deadline)? {
+                Hello::Verdict(Ok(())) => {}
+                Hello::Verdict(Err(why)) => {
+                    return Err(refused(format!("the peer over {name} refused us: {why}")))
+                }
+                _ => return Err(Error::Protocol("expected the peer's verdict".into())),
+            }
+        }
+        std::cmp::Ordering::Less => {
+            // The listener's part: challenge, then check the peer's proof.
+            let gate = handshake::Gate::new(&options.auth)?;
+            let (challenge, state) = gate.challenge(&name, &theirs)?;
+            out.push(Kind::Hello, Hello::Challenge(challenge).to_frames());
+            flush(channel, &mut out, deadline)?;
+            let proof = match read_hello(&mut reader, channel, deadline) {
+                Ok(Hello::Proof(proof)) => proof,
+                Ok(_) => return Err(Error::Protocol("expected the peer's proof".into())),
+                // A dialer that cannot check our proof hangs up.
+                Err(Error::Disconnected(_)) => {
+                    return Err(refused(format!(
+                        "the peer over {name} hung up on our challenge: it does not hold \
+                         our key (pass the same key= on both sides)"
+                    )))
+                }
+                Err(e) => return Err(e),
+            };
+            let admitted = gate.admits(&state, &proof);
+            let verdict = if admitted {
+                Ok(())
+            } else {
+                Err("wrong key".to_string())
+            };
+            out.push(Kind::Hello, Hello::Verdict(verdict).to_frames());
+            flush(channel, &mut out, deadline)?;
+            if !admitted {
+                return Err(refused(format!(
+                    "the peer over {name} failed to prove it holds the key"
+                )));
+            }
+        }
+    }
+    let peer = PeerInfo {
+        home: host::link_address(&peer),
+        name,
+    };
+    Ok((out, reader, peer))
+}
+
 /// A link over a stream whose handshake is done: `out` holds what is
 /// still to be written of it, `reader` what was read past it.
 fn open_stream(

@@ -309,6 +309,15 @@ impl Link {
         hello::private(channel, options)
     }
 
+    /// Opens a symmetric link over `channel`, which others may reach (a
+    /// user's channel object): both sides prove they hold the key first
+    /// (`options.auth`: a key, else this process's key), then requests
+    /// run as over [`Link::over_private`]. The peer opens its side the same
+    /// way.
+    pub fn over_channel(channel: Arc<dyn Channel>, options: &LinkOptions) -> Result<Arc<Link>> {
+        hello::keyed(channel, options)
+    }
+
     /// Opens a link over a socket already connected to a listener of
     /// peers (or a server), running the key handshake; `address` names
     /// the peer in messages and picks the key to prove.
