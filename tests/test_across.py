@@ -136,7 +136,7 @@ def test_a_remote_exception_keeps_its_type_chain_and_frames(conn):
     assert isinstance(e.__cause__, ZeroDivisionError)
     text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
     assert "across_helpers.py" in text and "in boom" in text
-    assert "farcall.across: host" in text
+    assert "[Below lines obtained from host" in text
     # The connection goes on.
     assert conn.call(operator.add, 1, 1) == 2
 

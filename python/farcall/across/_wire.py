@@ -196,15 +196,15 @@ def serve(link_id: int, op: str, payload: Payload) -> Tuple[bool, Payload]:
             request = loads(conn, payload)
             if op == "call":
                 func, args, kwargs = request
-                result = func(*args, **kwargs)
+                result = _run(func, args, kwargs)
             elif op == "call_ref":
                 func, args, kwargs = request
-                result = func(*args, **kwargs)
+                result = _run(func, args, kwargs)
                 if not isinstance(result, Local):
                     result = Local(result)
             elif op == "method":
                 target, name, args, kwargs = request
-                result = getattr(target, name)(*args, **kwargs)
+                result = _run(getattr(target, name), args, kwargs)
                 if result is target:
                     result = SELF
                 elif name == "__iter__" and not isinstance(result, Local):
@@ -219,6 +219,18 @@ def serve(link_id: int, op: str, payload: Payload) -> Tuple[bool, Payload]:
             return False, _dump_error(conn, e)
     finally:
         CONTEXT.call.pop()
+
+
+def _run(func: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    """``func(*args, **kwargs)``; an OperationError it raises becomes a
+    RuntimeError, as in across 0.1.0 (__init__.py:752-758): the caller
+    must not mistake it for a failure of its own connection."""
+    try:
+        return func(*args, **kwargs)
+    except OperationError as error:
+        raise RuntimeError(
+            "Cannot raise {} between processes".format(error.__class__.__name__)
+        ) from error
 
 
 def _dump_error(conn: Any, e: BaseException) -> Payload:
@@ -301,7 +313,13 @@ def remote_traceback(
     code compiled under the remote file name, line and function name, so
     ``traceback`` shows them (with their source, when the file is here),
     under a first frame that names the remote process."""
-    marker = (f"<farcall.across: host {host!r}, process {pid}>", 1, "<remote>")
+    # across 0.1.0's marker (__init__.py:938-994): a frame of
+    # "<traceback loader>" whose name goes on with the remote host and pid.
+    marker = (
+        "<traceback loader>",
+        1,
+        f'<module>\n  [Below lines obtained from host "{host}", process {pid}]',
+    )
 
     def raiser(e: BaseException) -> None:
         raise e

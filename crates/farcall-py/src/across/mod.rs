@@ -256,6 +256,9 @@ impl AcrossListener {
         auth: bool,
     ) -> PyResult<AcrossListener> {
         let auth = args::auth(py, auth, key)?;
+        // Before any peer is admitted: its first request (our entry) may
+        // come before `accept` takes its link.
+        entry::publish();
         let listener = farcall::PeerListener::bind(address, &auth).py(py)?;
         Ok(AcrossListener { listener })
     }

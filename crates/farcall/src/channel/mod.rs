@@ -95,15 +95,22 @@ impl FdChannel {
     /// A channel over two pipes (or any two descriptors): read from
     /// `read`, write to `write` (both set non-blocking), as a child's
     /// stdout and stdin.
+    ///
+    /// The two may be one socket (a child whose stdin and stdout are one
+    /// end of a socket pair): cancelling then shuts the socket down, so
+    /// the peer reads the end even while other descriptors of it live.
     pub fn pipes(read: OwnedFd, write: OwnedFd) -> io::Result<FdChannel> {
         set_nonblocking(read.as_raw_fd())?;
         set_nonblocking(write.as_raw_fd())?;
-        widen_pipe(read.as_raw_fd());
-        widen_pipe(write.as_raw_fd());
+        let socket = is_socket(read.as_raw_fd());
+        if !socket {
+            widen_pipe(read.as_raw_fd());
+            widen_pipe(write.as_raw_fd());
+        }
         Ok(FdChannel {
             read,
             write: Some(write),
-            socket: false,
+            socket,
             cancelled: AtomicBool::new(false),
             name: "pipes",
         })
@@ -254,6 +261,15 @@ pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 /// from 1.3 to 2.7 GB/s, see bench/README.md).
 const PIPE_SIZE: libc::c_int = 1 << 20;
 
+/// True when `fd` is a socket.
+fn is_socket(fd: RawFd) -> bool {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat fills `st` for a descriptor we own, or fails.
+    let ok = unsafe { libc::fstat(fd, st.as_mut_ptr()) } == 0;
+    // SAFETY: initialised by the successful fstat above.
+    ok && unsafe { st.assume_init() }.st_mode & libc::S_IFMT == libc::S_IFSOCK
+}
+
 /// Asks for a [`PIPE_SIZE`] buffer; a descriptor that is no pipe, or a
 /// refusal, leaves it as it is.
 fn widen_pipe(fd: RawFd) {
@@ -288,6 +304,24 @@ mod tests {
         a.cancel();
         assert_eq!(b.read(&mut buf).unwrap(), Some(0), "the peer reads the end");
         assert_eq!(a.read(&mut buf).unwrap(), Some(0), "and so do we");
+    }
+
+    #[test]
+    fn pipes_over_one_socket_end_it_for_the_peer_on_cancel() {
+        // A child whose stdin and stdout are one end of a socket pair: its
+        // channel holds two copies, and the descriptors 0 and 1 it was
+        // started with stay open.
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let kept = ours.try_clone().unwrap();
+        let (r, w): (OwnedFd, OwnedFd) = (ours.try_clone().unwrap().into(), ours.into());
+        let a = FdChannel::pipes(r, w).unwrap();
+        let b = FdChannel::socket(theirs.into(), "socket").unwrap();
+        assert_eq!(a.write(&[IoSlice::new(b"hi")]).unwrap(), Some(2));
+        let mut buf = [0u8; 8];
+        assert_eq!(b.read(&mut buf).unwrap(), Some(2));
+        a.cancel();
+        assert_eq!(b.read(&mut buf).unwrap(), Some(0), "the peer reads the end");
+        drop(kept);
     }
 
     #[test]
