@@ -186,8 +186,11 @@ pub(crate) fn pool_push(job: Job) {
     shared.queued.store(st.jobs.len(), Ordering::Release);
     if st.jobs.len() <= st.spinning {
         // A thread awake takes it (each takes one): no wake-up, no new
-        // thread. Those reading a link asleep are told.
-        for s in st.lingering.iter().filter(|s| !s.is_current()) {
+        // thread. Enough of those reading a link asleep are told (not the
+        // one pushing, if it is one: it takes a job next).
+        let pushing = usize::from(st.lingering.iter().any(|s| s.is_current()));
+        let wanted = st.jobs.len().saturating_sub(pushing);
+        for s in st.lingering.iter().filter(|s| !s.is_current()).take(wanted) {
             s.notify();
         }
         return;
