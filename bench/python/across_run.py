@@ -265,7 +265,7 @@ def main():
     if not args.no_save:
         results = os.path.join(os.path.dirname(here), "results")
         os.makedirs(results, exist_ok=True)
-        stem = os.path.join(results, f"across-{started.strftime('%Y-%m-%dT%H%M')}{'-quick' if args.quick else ''}")
+        stem = os.path.join(results, f"across-{started.strftime('%Y-%m-%dT%H%M%S')}{'-quick' if args.quick else ''}")
         with open(stem + ".json", "w") as f:
             json.dump(r, f, indent=2)
         with open(stem + ".txt", "w") as f:
