@@ -324,6 +324,20 @@ def test_a_channel_that_echoes_our_hello_back_is_refused():
     b.close()
 
 
+@pytest.mark.parametrize(
+    "value",
+    [None, True, False, 0, -(2**63), 2**63 - 1, 2**63, -(2**80), 1.5, float("inf"), "", "héllo",
+     signal.SIGINT, b"bytes", 3 + 4j],
+    ids=lambda v: type(v).__name__ + ":" + repr(v)[:12],
+)
+def test_results_come_back_with_their_own_type_and_value(conn, value):
+    # Plain results travel as values, the rest pickled: either way the
+    # caller gets the same type and value (an IntEnum stays one, a bool
+    # stays a bool, an int past 64 bits is whole).
+    got = conn.call(copy.copy, value)
+    assert type(got) is type(value) and got == value
+
+
 def test_the_names_are_importable_from_farcall():
     import farcall
 

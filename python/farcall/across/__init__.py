@@ -299,7 +299,8 @@ class Connection:
                 # gets "Connection is closed".
                 raise DisconnectError("Connection was remotely closed") from None
             raise DisconnectError(self._state_message()) from None
-        result = _wire.loads(self, body)
+        # A plain result (see _wire.PLAIN) comes as itself.
+        result = _wire.loads(self, body) if type(body) is tuple else body
         if ok:
             return result
         raise _wire.unpack_exception(result)

@@ -152,6 +152,14 @@ def _describe(e: BaseException) -> str:
 # ---- the serving side ------------------------------------------------------
 
 
+# Results of these exact types travel as themselves, not pickled (the
+# engine carries them as values; an int only within 64 bits): the same
+# object arrives, and the commonest round trips save a pickle and an
+# unpickle.
+PLAIN = frozenset((type(None), bool, int, float, str))
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+
+
 class _Self:
     """Marks a method result that is the proxied object itself."""
 
@@ -213,6 +221,8 @@ def serve(link_id: int, op: str, payload: Payload) -> Tuple[bool, Payload]:
                 raise OperationError(f"unknown across request {op!r}")
         except BaseException as e:  # every outcome goes back, as across does
             return False, _dump_error(conn, e)
+        if type(result) in PLAIN and (type(result) is not int or _I64_MIN <= result <= _I64_MAX):
+            return True, result  # as itself, not pickled (see PLAIN)
         try:
             return True, dumps(conn, result)
         except OperationError as e:
