@@ -18,7 +18,7 @@ import sys
 import threading
 import traceback
 import types
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from .. import _native
 from ..errors import OperationError
@@ -45,7 +45,7 @@ class _Context(threading.local):
 
     def __init__(self) -> None:
         self.out: Optional[Tuple[Any, list]] = None  # (connection, refs)
-        self.incoming: Optional[list] = None
+        self.incoming: Optional[Sequence[Any]] = None
         self.call: List[Any] = []  # connections of the calls being run
 
 
@@ -116,33 +116,38 @@ def dumps(conn: Any, obj: Any) -> Payload:
     """``obj`` as a payload for ``conn``."""
     buffers: List[Any] = []
     refs: list = []
-    saved = CONTEXT.out
-    CONTEXT.out = (conn, refs)
+    context = CONTEXT
+    saved = context.out
+    context.out = (conn, refs)
     try:
-        data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        data = pickle.dumps(obj, 5, buffer_callback=buffers.append)
     except Exception as e:
         raise OperationError(f"Pickling failed due to {_describe(e)}") from e
     finally:
-        CONTEXT.out = saved
+        context.out = saved
     return data, buffers, refs
 
 
 def loads(conn: Any, payload: Payload) -> Any:
     """The object a payload from ``conn`` carries."""
     data, buffers, refs = payload
-    make = _FACADE.proxy._make
-    incoming = [
-        make(conn, target, methods) if isinstance(target, _native.AcrossRef) else target
-        for target, methods in refs
-    ]
-    saved = CONTEXT.incoming
-    CONTEXT.incoming = incoming
+    if refs:
+        make = _FACADE.proxy._make
+        incoming: Any = [
+            make(conn, target, methods) if isinstance(target, _native.AcrossRef) else target
+            for target, methods in refs
+        ]
+    else:
+        incoming = ()
+    context = CONTEXT
+    saved = context.incoming
+    context.incoming = incoming
     try:
-        return pickle.loads(data, buffers=buffers)
+        return pickle.loads(data, buffers=buffers) if buffers else pickle.loads(data)
     except Exception as e:
         raise OperationError(f"Unpickling failed due to {_describe(e)}") from e
     finally:
-        CONTEXT.incoming = saved
+        context.incoming = saved
 
 
 def _describe(e: BaseException) -> str:
@@ -193,33 +198,46 @@ def execute(source: str, variables: dict) -> Any:
     return None
 
 
-def serve(link_id: int, op: str, payload: Payload) -> Tuple[bool, Payload]:
+def serve(link_id: int, op: str, payload: Payload) -> Tuple[bool, Any]:
     """Runs request ``op`` that came over link ``link_id``: ``(True, result)``
-    or ``(False, packed exception)``, both as payloads."""
-    Local = _FACADE.local
+    or ``(False, packed exception)``, as payloads (a plain result as
+    itself). Every outcome goes back, as across does."""
     conn = _FACADE.connection_of(link_id)
-    CONTEXT.call.append(conn)
+    calls = CONTEXT.call
+    calls.append(conn)
     try:
         try:
             request = loads(conn, payload)
+        except BaseException as e:
+            return False, _dump_error(conn, e)
+        try:
             if op == "call":
                 func, args, kwargs = request
-                result = _run(func, args, kwargs)
+                result = func(*args, **kwargs)
             elif op == "call_ref":
                 func, args, kwargs = request
-                result = _run(func, args, kwargs)
-                if not isinstance(result, Local):
-                    result = Local(result)
+                result = func(*args, **kwargs)
+                if not isinstance(result, _FACADE.local):
+                    result = _FACADE.local(result)
             elif op == "method":
                 target, name, args, kwargs = request
-                result = _run(getattr(target, name), args, kwargs)
+                result = getattr(target, name)(*args, **kwargs)
                 if result is target:
                     result = SELF
-                elif name == "__iter__" and not isinstance(result, Local):
-                    result = Local(result)
+                elif name == "__iter__" and not isinstance(result, _FACADE.local):
+                    result = _FACADE.local(result)
             else:
-                raise OperationError(f"unknown across request {op!r}")
-        except BaseException as e:  # every outcome goes back, as across does
+                return False, _dump_error(conn, OperationError(f"unknown across request {op!r}"))
+        except OperationError as error:
+            # As across 0.1.0 (__init__.py:752-758): the caller must not
+            # mistake it for a failure of its own connection.
+            try:
+                raise RuntimeError(
+                    "Cannot raise {} between processes".format(error.__class__.__name__)
+                ) from error
+            except RuntimeError as wrapped:
+                return False, _dump_error(conn, wrapped)
+        except BaseException as e:
             return False, _dump_error(conn, e)
         if type(result) in PLAIN and (type(result) is not int or _I64_MIN <= result <= _I64_MAX):
             return True, result  # as itself, not pickled (see PLAIN)
@@ -228,19 +246,7 @@ def serve(link_id: int, op: str, payload: Payload) -> Tuple[bool, Payload]:
         except OperationError as e:
             return False, _dump_error(conn, e)
     finally:
-        CONTEXT.call.pop()
-
-
-def _run(func: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-    """``func(*args, **kwargs)``; an OperationError it raises becomes a
-    RuntimeError, as in across 0.1.0 (__init__.py:752-758): the caller
-    must not mistake it for a failure of its own connection."""
-    try:
-        return func(*args, **kwargs)
-    except OperationError as error:
-        raise RuntimeError(
-            "Cannot raise {} between processes".format(error.__class__.__name__)
-        ) from error
+        calls.pop()
 
 
 def _dump_error(conn: Any, e: BaseException) -> Payload:
