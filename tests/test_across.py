@@ -338,6 +338,54 @@ def test_results_come_back_with_their_own_type_and_value(conn, value):
     assert type(got) is type(value) and got == value
 
 
+def test_functions_and_classes_go_by_name_once_and_the_rest_as_before(conn):
+    # By name: a function, a builtin, a class (create), each pickled once
+    # for the connection.
+    assert conn.call(h.append_to, [1], 2) == 2
+    assert conn.call(h.append_to, [], 2) == 1
+    assert conn.call(operator.add, 2, 3) == 5
+    d = conn.create(dict, a=1)
+    assert isinstance(d, across.Proxy) and d["a"] == 1
+    assert conn._names[h.append_to] is not None and conn._names[dict] is not None
+    # Not by name: a lambda or a local function cannot be pickled at all,
+    # as before; the connection goes on.
+    for func in (lambda: 1, _local_function()):
+        assert conn._names[func] is None
+        with pytest.raises(OperationError, match="Pickling failed"):
+            conn.call(func)
+    assert conn.call(operator.mul, 6, 7) == 42
+
+
+def _local_function():
+    def local():
+        return 1
+
+    return local
+
+
+def test_a_name_the_other_side_cannot_import_fails_as_an_unpickling_error(conn):
+    import types as _types
+
+    module = _types.ModuleType("only_in_the_parent")
+    exec("def f():\n    return 1\n", module.__dict__)
+    sys.modules["only_in_the_parent"] = module
+    try:
+        with pytest.raises(OperationError, match="Unpickling failed due to ModuleNotFoundError"):
+            conn.call(module.f)
+        with pytest.raises(OperationError, match="Unpickling failed"):
+            conn.create(module.f)
+    finally:
+        del sys.modules["only_in_the_parent"]
+    assert conn.call(operator.add, 1, 1) == 2
+
+
+def test_the_names_kept_per_connection_are_bounded():
+    names = across._wire.Names()
+    for i in range(across._wire._NAMES_KEPT + 10):
+        names[type("C%d" % i, (), {})]  # local classes: not by name, still kept
+    assert len(names) <= across._wire._NAMES_KEPT
+
+
 def test_the_names_are_importable_from_farcall():
     import farcall
 

@@ -189,6 +189,11 @@ class Connection:
         self._link = _link
         self._state = "running"  # then "closed" or "cancelled"
         self._process: Optional[subprocess.Popen] = None
+        # Functions and classes this side calls, by the pickle of their
+        # name, and those the other side called, by that pickle (see
+        # _wire.Names).
+        self._names = _wire.Names()
+        self._named: Dict[bytes, Any] = {}
         _register(self)
 
     # ---- opening ------------------------------------------------------
@@ -307,11 +312,17 @@ class Connection:
 
     def call(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """``func(*args, **kwargs)`` on the other side; the result by copy."""
-        return self._request("call", (func, args, kwargs))
+        name = self._names[func] if type(func) in _wire.BY_NAME else None
+        if name is None:
+            return self._request("call", (func, args, kwargs))
+        return self._request("call_named", (name, args, kwargs))
 
     def create(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Proxy:
         """``func(*args, **kwargs)`` on the other side; the result by proxy."""
-        return self._request("call_ref", (func, args, kwargs))
+        name = self._names[func] if type(func) in _wire.BY_NAME else None
+        if name is None:
+            return self._request("call_ref", (func, args, kwargs))
+        return self._request("call_ref_named", (name, args, kwargs))
 
     #: across 0.2's name for :meth:`create`.
     call_ref = create
