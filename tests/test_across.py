@@ -20,43 +20,10 @@ import across_helpers as h
 from farcall import across
 from farcall.across import Connection, DisconnectError, Local, OperationError
 from farcall_testutil import SocketChannel
+from across_testing import child_env, conn, fresh, serve_command  # noqa: F401 (fixtures)
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 pytestmark = pytest.mark.timeout(60)
-
-
-def child_env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [TESTS_DIR, env.get("PYTHONPATH")] if p)
-    return env
-
-
-def serve_command():
-    return [sys.executable, "-m", "farcall.across"]
-
-
-@pytest.fixture(scope="module")
-def conn():
-    c = Connection.from_command(serve_command(), env=child_env())
-    yield c
-    c.close()
-
-
-@pytest.fixture
-def fresh():
-    made = []
-
-    def make():
-        c = Connection.from_command(serve_command(), env=child_env())
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        try:
-            c.close()
-        except DisconnectError:
-            pass
 
 
 def test_call_runs_in_the_child(conn):

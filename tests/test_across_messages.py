@@ -25,19 +25,9 @@ import pytest
 import across_message_helpers as h
 from farcall.across import Connection, DisconnectError, OperationError
 from farcall.errors import DisconnectError as FarcallDisconnectError
+from across_testing import child_env, serve_command
 
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 pytestmark = pytest.mark.timeout(60)
-
-
-def child_env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [TESTS_DIR, env.get("PYTHONPATH")] if p)
-    return env
-
-
-def serve_command():
-    return [sys.executable, "-m", "farcall.across"]
 
 
 @pytest.fixture

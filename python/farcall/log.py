@@ -169,12 +169,7 @@ class LogSender(logging.Handler):
 
     def handle(self, record: logging.LogRecord) -> Any:
         """Filters and queues the record (no handler lock: the queue is thread-safe)."""
-        rv = self.filter(record)
-        if isinstance(rv, logging.LogRecord):
-            record = rv
-        if rv:
-            self.emit(record)
-        return rv
+        return _handle_unlocked(self, record)
 
     def emit(self, record: logging.LogRecord) -> None:
         """Queues one record for sending; never blocks."""
@@ -279,6 +274,17 @@ class LogServer(threading.Thread):
         self.close()
 
 
+def _handle_unlocked(handler: logging.Handler, record: logging.LogRecord) -> Any:
+    """``Handler.handle`` without the handler's lock: filters, then emits
+    (the record a filter returns, if it returns one)."""
+    rv = handler.filter(record)
+    if isinstance(rv, logging.LogRecord):
+        record = rv
+    if rv:
+        handler.emit(record)
+    return rv
+
+
 # ---- over an across connection ----------------------------------------------
 
 # Set in a thread while an AcrossHandler there sends a record, and while
@@ -326,12 +332,7 @@ class AcrossHandler(logging.Handler):
         held during the call would deadlock two sides forwarding at once."""
         if getattr(_across_guard, "active", False):
             return False
-        rv = self.filter(record)
-        if isinstance(rv, logging.LogRecord):
-            record = rv
-        if rv:
-            self.emit(record)
-        return rv
+        return _handle_unlocked(self, record)
 
     def emit(self, record: logging.LogRecord) -> None:
         """Sends the record and waits until the other side has handled it."""
