@@ -125,41 +125,23 @@ fn keyed_exchange(
         Hello::Hello(*dialer.nonce(), handshake::client_id()).to_frames(),
     );
     flush(channel, &mut out, deadline)?;
+    let refused = |why: String| Error::exception("PermissionError", why);
     let (theirs, peer) = match read_hello(&mut reader, channel, deadline)? {
         Hello::Hello(nonce, id) => (nonce, id),
         Hello::Peer(_) => {
-            return Err(Error::exception(
-                "PermissionError",
-                format!("the peer over {name} does not authenticate (auth=False on its side)"),
-            ))
+            return Err(refused(format!(
+                "the peer over {name} does not authenticate (auth=False on its side)"
+            )))
         }
         _ => return Err(Error::Protocol("expected the peer's hello".into())),
     };
-    let refused = |why: String| Error::exception("PermissionError", why);
     match theirs.cmp(dialer.nonce()) {
         std::cmp::Ordering::Equal => {
             return Err(Error::Protocol("the peer sent our own hello back".into()))
         }
         std::cmp::Ordering::Greater => {
             // The dialer's part: check the peer's proof, prove ours.
-            let Hello::Challenge(challenge) = read_hello(&mut reader, channel, deadline)? else {
-                return Err(Error::Protocol("expected the peer's challenge".into()));
-            };
-            if challenge.auth.is_none() {
-                return Err(refused(format!(
-                    "the peer over {name} does not authenticate"
-                )));
-            }
-            let proof = dialer.answer(&challenge)?.expect("an authenticating peer");
-            out.push(Kind::Hello, Hello::Proof(proof).to_frames());
-            flush(channel, &mut out, deadline)?;
-            match read_hello(&mut reader, channel, deadline)? {
-                Hello::Verdict(Ok(())) => {}
-                Hello::Verdict(Err(why)) => {
-                    return Err(refused(format!("the peer over {name} refused us: {why}")))
-                }
-                _ => return Err(Error::Protocol("expected the peer's verdict".into())),
-            }
+            dialers_part(channel, &mut reader, &mut out, &dialer, &name, deadline)?;
         }
         std::cmp::Ordering::Less => {
             // The listener's part: challenge, then check the peer's proof.
@@ -268,6 +250,20 @@ fn client_handshake(
         Hello::Hello(*hs.nonce(), handshake::client_id()).to_frames(),
     );
     flush(channel, out, deadline)?;
+    dialers_part(channel, reader, out, &hs, address, deadline)
+}
+
+/// The dialer's part once its hello is sent: reads the challenge, checks
+/// the other side's proof and sends its own, reads the verdict. `address`
+/// names the other side in errors.
+fn dialers_part(
+    channel: &dyn Channel,
+    reader: &mut FrameReader,
+    out: &mut Outgoing,
+    hs: &ClientHandshake,
+    address: &str,
+    deadline: Option<Instant>,
+) -> Result<Challenge> {
     let Hello::Challenge(challenge) = read_hello(reader, channel, deadline)? else {
         return Err(Error::Protocol("expected the server's challenge".into()));
     };
