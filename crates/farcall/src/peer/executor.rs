@@ -226,14 +226,13 @@ impl Pool {
                 self.queued.store(st.jobs.len(), Ordering::Release);
                 drop(st);
                 let link = job.link.clone();
+                link.attend();
                 if !attending.as_ref().is_some_and(|a| Arc::ptr_eq(a, &link)) {
                     if let Some(previous) = attending.replace(link.clone()) {
                         Pool::leave(&previous);
                     }
-                    link.attend();
                     super::io::leave_to_pool(&link);
                 }
-                link.attend();
                 run_detached(job);
                 self.linger(&link);
                 st = lock(&self.state);
