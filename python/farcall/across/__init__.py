@@ -56,25 +56,20 @@ def _register(conn: "Connection") -> None:
     _CONNECTIONS[link_id] = weakref.ref(conn, lambda _: _CONNECTIONS.pop(link_id, None))
 
 
-def _find(link_id: int) -> "Optional[Connection]":
-    ref = _CONNECTIONS.get(link_id)
-    return None if ref is None else ref()
-
-
 def _connection_of(link_id: int) -> "Connection":
-    ref = _CONNECTIONS.get(link_id)
-    conn = None if ref is None else ref()
-    if conn is not None:
-        return conn
-    # A request can come as soon as the link is open, before this side's
-    # Connection has registered it: that takes microseconds.
-    deadline = time.monotonic() + 1.0
-    while conn is None and time.monotonic() < deadline:
+    deadline = None
+    while True:
+        ref = _CONNECTIONS.get(link_id)
+        conn = None if ref is None else ref()
+        if conn is not None:
+            return conn
+        # A request can come as soon as the link is open, before this
+        # side's Connection has registered it: that takes microseconds.
+        if deadline is None:
+            deadline = time.monotonic() + 1.0
+        elif time.monotonic() >= deadline:
+            raise DisconnectError("the connection of this request is gone")
         time.sleep(0.001)
-        conn = _find(link_id)
-    if conn is None:
-        raise DisconnectError("the connection of this request is gone")
-    return conn
 
 
 def get_connection() -> "Connection":
@@ -310,19 +305,21 @@ class Connection:
             return result
         raise _wire.unpack_exception(result)
 
-    def call(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        """``func(*args, **kwargs)`` on the other side; the result by copy."""
+    def _call(self, op: str, func: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
+        # A function or class goes by its pickled name when it has one
+        # (see _wire.Names), under the op that says so.
         name = self._names[func] if type(func) in _wire.BY_NAME else None
         if name is None:
-            return self._request("call", (func, args, kwargs))
-        return self._request("call_named", (name, args, kwargs))
+            return self._request(op, (func, args, kwargs))
+        return self._request(_wire.BY_NAME_OPS[op], (name, args, kwargs))
+
+    def call(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """``func(*args, **kwargs)`` on the other side; the result by copy."""
+        return self._call("call", func, args, kwargs)
 
     def create(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Proxy:
         """``func(*args, **kwargs)`` on the other side; the result by proxy."""
-        name = self._names[func] if type(func) in _wire.BY_NAME else None
-        if name is None:
-            return self._request("call_ref", (func, args, kwargs))
-        return self._request("call_ref_named", (name, args, kwargs))
+        return self._call("call_ref", func, args, kwargs)
 
     #: across 0.2's name for :meth:`create`.
     call_ref = create

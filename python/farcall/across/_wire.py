@@ -172,8 +172,9 @@ _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 # unpickles each name once and keeps what it found (`Connection._named`).
 BY_NAME = frozenset((types.FunctionType, types.BuiltinFunctionType, type))
 _NAMES_KEPT = 1024  # per connection, each way
-# The requests that name their function, and what they are then.
-_NAMED = {"call_named": "call", "call_ref_named": "call_ref"}
+# The requests that name their function, by the request they stand for.
+BY_NAME_OPS = {"call": "call_named", "call_ref": "call_ref_named"}
+_NAMED = {named: op for op, named in BY_NAME_OPS.items()}
 
 
 class Names(dict):  # type: ignore[type-arg]
