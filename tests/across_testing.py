@@ -2,6 +2,7 @@
 `python -m farcall.across`, its environment (tests/ on its path, so it
 imports the helper modules), and the fixtures that open such children."""
 
+import operator
 import os
 import sys
 
@@ -32,12 +33,14 @@ def conn():
 
 @pytest.fixture
 def fresh():
-    """Opens children of a test's own (``fresh()``), closed afterwards."""
+    """Opens children of a test's own (``fresh()``), serving when it
+    returns, closed afterwards."""
     made = []
 
     def make():
         c = Connection.from_command(serve_command(), env=child_env())
         made.append(c)
+        assert c.call(operator.add, 1, 2) == 3
         return c
 
     yield make

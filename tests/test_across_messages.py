@@ -14,7 +14,6 @@ import operator
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -23,29 +22,11 @@ import traceback
 import pytest
 
 import across_message_helpers as h
-from farcall.across import Connection, DisconnectError, OperationError
+from farcall.across import DisconnectError, OperationError
 from farcall.errors import DisconnectError as FarcallDisconnectError
-from across_testing import child_env, serve_command
+from across_testing import fresh  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def fresh():
-    made = []
-
-    def make():
-        c = Connection.from_command(serve_command(), env=child_env())
-        made.append(c)
-        assert c.call(operator.add, 1, 2) == 3
-        return c
-
-    yield make
-    for c in made:
-        try:
-            c.close()
-        except (DisconnectError, subprocess.CalledProcessError):
-            pass
 
 
 def pending(conn, func, *args):
