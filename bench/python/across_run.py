@@ -15,7 +15,6 @@ bench/results/across-<date>.json, the table to across-<date>.txt.
 import argparse
 import contextlib
 import datetime
-import json
 import os
 import platform
 import subprocess
@@ -249,11 +248,7 @@ def main():
     }
     r.update(measure(args.quick))
     r["machine"]["loadavg_end"] = os.getloadavg()
-    lines = []
-
-    def out(line=""):
-        lines.append(line)
-        print(line)
+    out = common.Table()
 
     out()
     out(f"farcall.across vs across {r['across']}, {r['date']}, farcall built from {r['farcall_built_from']}, "
@@ -263,14 +258,8 @@ def main():
     goals = report(r, out)
     r["goals"] = [{"goal": g, "measured": m, "met": ok} for g, m, ok in goals]
     if not args.no_save:
-        results = os.path.join(os.path.dirname(here), "results")
-        os.makedirs(results, exist_ok=True)
-        stem = os.path.join(results, f"across-{started.strftime('%Y-%m-%dT%H%M%S')}{'-quick' if args.quick else ''}")
-        with open(stem + ".json", "w") as f:
-            json.dump(r, f, indent=2)
-        with open(stem + ".txt", "w") as f:
-            f.write("\n".join(lines) + "\n")
-        print(f"\nwrote {stem}.json and .txt")
+        common.save_results(f"across-{started.strftime('%Y-%m-%dT%H%M%S')}{'-quick' if args.quick else ''}",
+                            r, out.lines)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,36 @@ READY_TIMEOUT = 20.0  # seconds for a server child to report its address
 STOP_TIMEOUT = 5.0  # seconds for a child to exit before it is killed
 
 
+class Table:
+    """The printed table of a run: ``out(line)`` prints a line and keeps
+    it; ``out.row(cells, widths)`` prints cells in columns."""
+
+    def __init__(self):
+        self.lines = []
+
+    def __call__(self, line=""):
+        self.lines.append(line)
+        print(line)
+
+    def row(self, cells, widths):
+        self("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths))))
+
+
+def save_results(stem, r, lines):
+    """Writes bench/results/<stem>.json (the raw figures ``r``) and .txt
+    (the printed ``lines``)."""
+    import json
+
+    results = os.path.join(os.path.dirname(HERE), "results")
+    os.makedirs(results, exist_ok=True)
+    path = os.path.join(results, stem)
+    with open(path + ".json", "w") as f:
+        json.dump(r, f, indent=2)
+    with open(path + ".txt", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"\nwrote {path}.json and .txt")
+
+
 def add_call(obj):
     """A function calling ``obj.add(1, 2)`` (checked once): the call every
     system is measured on."""

@@ -12,7 +12,6 @@ python-<date>.txt next to it.
 import argparse
 import contextlib
 import datetime
-import json
 import os
 import platform
 import subprocess
@@ -77,18 +76,6 @@ def check(value, limit, le=True):
     if value is None or limit is None:
         return None
     return value <= limit if le else value >= limit
-
-
-class Table:
-    def __init__(self):
-        self.lines = []
-
-    def __call__(self, line=""):
-        self.lines.append(line)
-        print(line)
-
-    def row(self, cells, widths):
-        self("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths))))
 
 
 def report(r, out):
@@ -316,7 +303,7 @@ def main():
     r["machine"]["loadavg_end"] = os.getloadavg()
     r["seconds"] = (datetime.datetime.now() - started).total_seconds()
 
-    out = Table()
+    out = common.Table()
     out()
     out(f"farcall Python benchmark, {r['date']}, farcall built from {r['farcall_built_from']}, {os.cpu_count()} cores, "
         f"load average {r['machine']['loadavg_start'][0]:.2f} at start, "
@@ -326,14 +313,7 @@ def main():
     r["goals"] = [{"goal": g, "measured": m, "met": ok} for g, m, ok in goals]
 
     if not args.no_save:
-        results = os.path.join(os.path.dirname(here), "results")
-        os.makedirs(results, exist_ok=True)
-        stem = os.path.join(results, f"python-{started.date().isoformat()}{'-quick' if args.quick else ''}")
-        with open(stem + ".json", "w") as f:
-            json.dump(r, f, indent=2)
-        with open(stem + ".txt", "w") as f:
-            f.write("\n".join(out.lines) + "\n")
-        print(f"\nwrote {stem}.json and .txt")
+        common.save_results(f"python-{started.date().isoformat()}{'-quick' if args.quick else ''}", r, out.lines)
 
 
 if __name__ == "__main__":
