@@ -174,7 +174,7 @@ def test_a_killed_child_fails_the_pending_call_later_ones_and_close(fresh):
     assert time.monotonic() - killed < 2.0
     # across: "Connection was aborted due to EOFError: Incomplete frame
     # size" (line 596-597 with line 69). The reason after "due to" is the
-    # engine's (farcall: "pipes closed the connection").
+    # engine's (farcall: "socket pair closed the connection").
     assert type(e) is DisconnectError
     prefix = "Connection was aborted due to "
     assert str(e).startswith(prefix)

@@ -112,7 +112,7 @@ impl FdChannel {
             write: Some(write),
             socket,
             cancelled: AtomicBool::new(false),
-            name: "pipes",
+            name: if socket { "socket pair" } else { "pipes" },
         })
     }
 
@@ -170,13 +170,20 @@ impl Channel for FdChannel {
     fn read_uninit(&self, buf: &mut [MaybeUninit<u8>]) -> io::Result<Option<usize>> {
         // SAFETY: the pointer and length describe `buf`, which read(2) may
         // fill with at most buf.len() bytes.
-        retry(|| unsafe {
+        let got = retry(|| unsafe {
             sys::read(
                 self.read.as_raw_fd(),
                 buf.as_mut_ptr() as *mut libc::c_void,
                 buf.len(),
             )
-        })
+        });
+        match got {
+            // A socket whose peer died with our data unread is reset
+            // rather than ended (a killed child, half the time): for us it
+            // is the same end of the stream.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(Some(0)),
+            other => other,
+        }
     }
 
     fn write(&self, bufs: &[IoSlice<'_>]) -> io::Result<Option<usize>> {
@@ -322,6 +329,16 @@ mod tests {
         a.cancel();
         assert_eq!(b.read(&mut buf).unwrap(), Some(0), "the peer reads the end");
         drop(kept);
+    }
+
+    #[test]
+    fn a_reset_reads_as_the_end_of_the_stream() {
+        // A peer that dies with data of ours unread resets the socket.
+        let (a, b) = FdChannel::pair().unwrap();
+        assert_eq!(a.write(&[IoSlice::new(b"unread")]).unwrap(), Some(6));
+        drop(b);
+        let mut buf = [0u8; 8];
+        assert_eq!(a.read(&mut buf).unwrap(), Some(0));
     }
 
     #[test]
