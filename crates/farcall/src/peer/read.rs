@@ -437,6 +437,12 @@ impl Link {
             }
             if zmq {
                 *lock(&self.reader_signal) = None;
+                // A slice passed with no news: look at the monitor here
+                // too, in case the I/O thread missed what it said (a call
+                // to a dead server once waited out its whole timeout).
+                if fds.iter().all(|f| f.revents == 0) && self.monitor_says_dropped() {
+                    drained = self.drain(&mut role, &mut wake);
+                }
             }
             if let Some(at) = channel_at {
                 if fds[at].revents & libc::POLLOUT != 0 {
@@ -453,6 +459,22 @@ impl Link {
         }
         self.leave(role, drained, wake);
         Ok(serve)
+    }
+
+    /// Reads a ZeroMQ link's monitor; true when it reports the connection
+    /// gone (and marks it so).
+    fn monitor_says_dropped(&self) -> bool {
+        let Wire::Zmq {
+            dealer, dropped, ..
+        } = &self.wire
+        else {
+            return false;
+        };
+        let gone = transport::zmq::dropped(&lock(dealer).monitor).unwrap_or(true);
+        if gone {
+            dropped.store(true, Ordering::SeqCst);
+        }
+        gone
     }
 
     /// Waits without the role (another thread reads) until this call is
