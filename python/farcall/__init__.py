@@ -17,7 +17,6 @@ and across's names (``Connection``, ``Proxy``, ``Local``/``ref``,
 import atexit as _atexit
 
 from ._native import (
-    Future,
     ObjectProxy,
     ProcessSpawner,
     RPCClient,
@@ -25,6 +24,7 @@ from ._native import (
     __version__,
 )
 from ._native import _exiting, _stop_children
+from ._future import Future
 from .errors import DisconnectError, OperationError, ProtocolError, RemoteCallException
 from .across import Connection, Local, Proxy, get_connection, get_proxy_connection, ref
 
@@ -46,6 +46,31 @@ __all__ = [
     "get_proxy_connection",
     "ref",
 ]
+
+
+#: Submodules that are attributes of the package without being imported by
+#: ``import farcall`` (pyacq's package had them; a child's start stays fast).
+_LAZY_SUBMODULES = ("log", "serializer")
+
+import types as _types  # noqa: E402 (loaded by the interpreter already)
+
+
+def __getattr__(name: str) -> _types.ModuleType:
+    """Imports ``farcall.log`` or ``farcall.serializer`` on first access.
+
+    Importing a submodule binds it on the package, so this runs once per
+    name; any other missing name raises AttributeError as usual.
+    """
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> "list[str]":
+    """The package's names, including the submodules not imported yet."""
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
 
 
 def _at_exit() -> None:

@@ -85,7 +85,7 @@ impl RPCClient {
                     client.send_with_timeout(action, &opts, return_type, timeout)
                 })
                 .py(py)?;
-                Ok(Py::new(py, PyFuture::new(f))?.into_any())
+                PyFuture::create(py, f)
             }
             SyncMode::Off => {
                 crate::gil::released(py, || client.send_off(action, &opts, return_type)).py(py)?;

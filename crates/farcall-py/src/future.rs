@@ -19,8 +19,10 @@ use std::task::{Wake, Waker};
 use std::time::{Duration, Instant};
 
 use farcall::{Client, Value};
-use pyo3::exceptions::PyTimeoutError;
+use pyo3::exceptions::{PyTimeoutError, PyTypeError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyTuple, PyType};
 
 use crate::convert::{to_py, Ownership};
 use crate::errors::to_py as error_to_py;
@@ -35,8 +37,9 @@ enum State {
     Cancelled,
 }
 
-/// The result of a call made with `_sync="async"`.
-#[pyclass(module = "farcall", name = "Future", frozen, weakref)]
+/// The result of a call made with `_sync="async"`: the native base of
+/// `farcall.Future`, which adds `concurrent.futures.Future` as a base.
+#[pyclass(module = "farcall", name = "Future", frozen, weakref, subclass)]
 pub struct PyFuture {
     state: Mutex<State>,
     /// Signalled when the outcome is stored.
@@ -44,14 +47,56 @@ pub struct PyFuture {
     callbacks: Mutex<Vec<Py<PyAny>>>,
 }
 
+/// The class async calls return (`farcall.Future`, registered when the
+/// package is imported); this type itself until then.
+static FUTURE_CLASS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+
+/// Registers `cls` (a subclass of this type) as the class of the futures
+/// async calls return.
+#[pyfunction]
+pub fn _set_future_class(cls: &Bound<'_, PyType>) -> PyResult<()> {
+    if !cls.is_subclass_of::<PyFuture>()? {
+        return Err(PyTypeError::new_err(
+            "the future class must subclass farcall._native.Future",
+        ));
+    }
+    FUTURE_CLASS
+        .set(cls.py(), cls.clone().unbind())
+        .map_err(|_| PyTypeError::new_err("the future class is already set"))
+}
+
 impl PyFuture {
-    /// Wraps an engine future.
-    pub fn new(f: farcall::Future) -> Self {
+    fn with_state(state: State) -> Self {
         PyFuture {
-            state: Mutex::new(State::Pending(Some(f))),
+            state: Mutex::new(state),
             finished: Condvar::new(),
             callbacks: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A Python future for an engine future, of the registered class.
+    pub fn create(py: Python<'_>, f: farcall::Future) -> PyResult<Py<PyAny>> {
+        let Some(cls) = FUTURE_CLASS.get(py) else {
+            return Ok(Py::new(py, PyFuture::with_state(State::Pending(Some(f))))?.into_any());
+        };
+        let tp = cls.bind(py).as_type_ptr();
+        // The subclass inherits our tp_new; calling it directly skips
+        // `__init__` (concurrent.futures.Future's state is made only when
+        // something reads it: see farcall/_future.py), which keeps a
+        // pipelined call's future as cheap as the native one.
+        // SAFETY: `tp` is a live type object (held by FUTURE_CLASS), its
+        // tp_new is called with an empty argument tuple as Python would.
+        let obj = unsafe {
+            let new = (*tp)
+                .tp_new
+                .ok_or_else(|| PyTypeError::new_err("no tp_new"))?;
+            Bound::from_owned_ptr_or_err(
+                py,
+                new(tp, PyTuple::empty(py).as_ptr(), std::ptr::null_mut()),
+            )?
+        };
+        *obj.cast::<PyFuture>()?.get().state() = State::Pending(Some(f));
+        Ok(obj.unbind())
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -204,6 +249,14 @@ fn complete_later(future: Py<PyFuture>) {
 
 #[pymethods]
 impl PyFuture {
+    /// A future no call made: it holds an error saying so. Async calls
+    /// make the futures they return.
+    #[new]
+    fn py_new() -> Self {
+        let err = pyo3::exceptions::PyRuntimeError::new_err("this Future was not made by a call");
+        PyFuture::with_state(State::Done(Err(err)))
+    }
+
     /// True once the result (or exception) is in, or the call was cancelled.
     fn done(slf: &Bound<'_, Self>) -> PyResult<bool> {
         PyFuture::wait(slf, Some(Duration::ZERO))

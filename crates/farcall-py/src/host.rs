@@ -97,11 +97,43 @@ fn operator_function(name: &str) -> Option<(&'static str, &'static str, bool)> {
         "__contains__" => ("contains", false),
         "__bool__" => ("truth", false),
         "__len__" => return Some(("builtins", "len", false)),
-        // Iterating a proxy fetches the items in one round trip.
-        "__farcall_list__" => return Some(("builtins", "list", false)),
+        "__iter__" => return Some(("builtins", "iter", false)),
+        "__next__" => return Some(("builtins", "next", false)),
         _ => return None,
     };
     Some(("operator", func, reflected))
+}
+
+/// `obj(*args, **kwargs)`.
+fn call_py<'py>(
+    obj: &Bound<'py, PyAny>,
+    args: Vec<Value>,
+    kwargs: Kwargs,
+) -> PyResult<Bound<'py, PyAny>> {
+    let (args, kwargs) = py_args(obj.py(), args, kwargs)?;
+    obj.call(args, kwargs.as_ref())
+}
+
+/// `obj.name(*args, **kwargs)`, the special methods a proxy forwards run
+/// as [`operator_function`] says.
+fn call_method_py<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &str,
+    args: Vec<Value>,
+    kwargs: Kwargs,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    let (args, kwargs) = py_args(py, args, kwargs)?;
+    if let Some((module, func, reflected)) = operator_function(name) {
+        let op = PyModule::import(py, module)?.getattr(func)?;
+        let mut operands = vec![obj.clone()];
+        operands.extend(args.iter());
+        if reflected {
+            operands.reverse();
+        }
+        return op.call1(PyTuple::new(py, operands)?);
+    }
+    obj.getattr(name)?.call(args, kwargs.as_ref())
 }
 
 impl RemoteObject for PyHost {
@@ -110,29 +142,41 @@ impl RemoteObject for PyHost {
     }
 
     fn call(&self, args: Vec<Value>, kwargs: Kwargs) -> Result<Value> {
-        self.with(|obj| {
-            let (args, kwargs) = py_args(obj.py(), args, kwargs)?;
-            result(&obj.call(args, kwargs.as_ref())?)
-        })
+        self.with(|obj| result(&call_py(obj, args, kwargs)?))
+    }
+
+    fn call_object(&self, args: Vec<Value>, kwargs: Kwargs) -> Result<ObjectRef> {
+        self.with(|obj| PyHost::new_ref(&call_py(obj, args, kwargs)?))
     }
 
     fn call_method(&self, name: &str, mut args: Vec<Value>, kwargs: Kwargs) -> Result<Value> {
         if let Some(r) = farcall::object::call_special(self, name, &mut args) {
             return r;
         }
+        self.with(|obj| result(&call_method_py(obj, name, args, kwargs)?))
+    }
+
+    fn call_method_object(
+        &self,
+        name: &str,
+        args: Vec<Value>,
+        kwargs: Kwargs,
+    ) -> Result<ObjectRef> {
         self.with(|obj| {
             let py = obj.py();
-            let (args, kwargs) = py_args(py, args, kwargs)?;
-            if let Some((module, func, reflected)) = operator_function(name) {
-                let op = PyModule::import(py, module)?.getattr(func)?;
-                let mut operands = vec![obj.clone()];
-                operands.extend(args.iter());
-                if reflected {
-                    operands.reverse();
+            let raw = match (name, args.as_slice()) {
+                // The attribute and item lookups a proxy sends, kept as
+                // the very objects they find.
+                ("__getattr__" | "__getattribute__", [Value::Str(attr)]) => {
+                    obj.getattr(attr.as_str())?
                 }
-                return result(&op.call1(PyTuple::new(py, operands)?)?);
-            }
-            result(&obj.getattr(name)?.call(args, kwargs.as_ref())?)
+                ("__getitem__", [_]) => {
+                    let key = args.into_iter().next().expect("one argument");
+                    obj.get_item(to_py(py, key, Ownership::Borrowed)?)?
+                }
+                _ => call_method_py(obj, name, args, kwargs)?,
+            };
+            PyHost::new_ref(&raw)
         })
     }
 
@@ -164,6 +208,10 @@ impl RemoteObject for PyHost {
 
     fn to_value(&self) -> Result<Value> {
         self.with(|obj| Outgoing::new(Mode::Copy).value(obj))
+    }
+
+    fn auto_value(&self) -> Option<Result<Value>> {
+        Some(self.with(result))
     }
 
     fn identity(&self) -> usize {

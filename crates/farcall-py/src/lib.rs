@@ -88,6 +88,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::RPCClient>()?;
     m.add_class::<proxy::ObjectProxy>()?;
     m.add_class::<future::PyFuture>()?;
+    m.add_function(wrap_pyfunction!(future::_set_future_class, m)?)?;
     m.add_class::<buffer::RecvBuffer>()?;
     m.add_class::<spawn::ProcessSpawner>()?;
     m.add_function(wrap_pyfunction!(encode, m)?)?;

@@ -54,7 +54,7 @@ impl ObjectProxy {
         })
         .py(py)?;
         match out {
-            Invoked::Future(f) => Ok(Py::new(py, PyFuture::new(f))?.into_any()),
+            Invoked::Future(f) => PyFuture::create(py, f),
             Invoked::Value(_) | Invoked::Sent => Ok(py.None()),
         }
     }
@@ -67,6 +67,21 @@ impl ObjectProxy {
         args: &[&Bound<'_, PyAny>],
         force_sync: bool,
     ) -> PyResult<Py<PyAny>> {
+        let overrides = Overrides {
+            sync: force_sync.then_some(SyncMode::Sync),
+            ..Overrides::default()
+        };
+        self.special_with(py, name, args, overrides)
+    }
+
+    /// [`ObjectProxy::special`] with the call's options overridden.
+    fn special_with(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        args: &[&Bound<'_, PyAny>],
+        overrides: Overrides,
+    ) -> PyResult<Py<PyAny>> {
         let values = {
             let o = self.options();
             let conv = Outgoing {
@@ -77,11 +92,21 @@ impl ObjectProxy {
                 .map(|a| conv.value(a))
                 .collect::<PyResult<Vec<_>>>()?
         };
-        let overrides = Overrides {
-            sync: force_sync.then_some(SyncMode::Sync),
-            ..Overrides::default()
-        };
         self.invoke(py, Some(name), values, Vec::new(), overrides)
+    }
+
+    /// Fetches attribute `name` now, as the options' `return_type`; a
+    /// remote AttributeError is raised as an AttributeError (for hasattr).
+    fn attribute(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
+        let derived = self.derived(py, name);
+        let return_type = derived.options().return_type;
+        derived.fetch(py, return_type).map_err(|e| {
+            if remote_type_is(py, &e, "AttributeError") {
+                PyAttributeError::new_err(name.to_string())
+            } else {
+                e
+            }
+        })
     }
 
     /// Fetches the object (its attribute path followed) as `return_type`.
@@ -121,6 +146,17 @@ impl ObjectProxy {
         let r = self.proxy.reference();
         (&r.rpc_addr, r.obj_id, &r.attributes)
     }
+}
+
+/// Whether `e` is a RemoteCallException for a remote exception of type
+/// `name`.
+fn remote_type_is(py: Python<'_>, e: &PyErr, name: &str) -> bool {
+    error_class(py, "RemoteCallException")
+        .ok()
+        .filter(|cls| e.is_instance(py, cls))
+        .and_then(|_| e.value(py).getattr("type_str").ok())
+        .and_then(|t| t.extract::<String>().ok())
+        .is_some_and(|t| t == name)
 }
 
 /// Per-call overrides of a proxy's options.
@@ -208,25 +244,23 @@ impl ObjectProxy {
                 return Err(err);
             }
         }
+        if text == "__getattr__" {
+            // pyacq documents `proxy.__getattr__(name)` as API.
+            return Ok(slf.getattr(pyo3::intern!(py, "_remote_getattr"))?.unbind());
+        }
         if !private && me.options().defer_getattr {
             return me.child(py, text);
         }
-        let derived = me.derived(py, text);
-        let return_type = derived.options().return_type;
-        derived.fetch(py, return_type).map_err(|e| {
-            // hasattr() and friends need a real AttributeError.
-            let remote_attr_error = error_class(py, "RemoteCallException")
-                .ok()
-                .filter(|cls| e.is_instance(py, cls))
-                .and_then(|_| e.value(py).getattr("type_str").ok())
-                .and_then(|t| t.extract::<String>().ok())
-                .is_some_and(|t| t == "AttributeError");
-            if remote_attr_error {
-                PyAttributeError::new_err(text.to_string())
-            } else {
-                e
-            }
-        })
+        me.attribute(py, text)
+    }
+
+    /// `proxy.__getattr__(name)`: the attribute `name` of the remote
+    /// object, deferred or fetched as the options say (as `proxy.name`).
+    fn _remote_getattr(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
+        if self.options().defer_getattr {
+            return self.child(py, name);
+        }
+        self.attribute(py, name)
     }
 
     /// Sets an attribute on the remote object.
@@ -371,8 +405,17 @@ impl ObjectProxy {
         self.special(py, "__delitem__", &[key], false).map(drop)
     }
 
+    /// `len()` of the remote object; a remote TypeError (no length) is a
+    /// TypeError here, so `list(proxy)` falls back to iterating.
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
-        self.special(py, "__len__", &[], true)?.extract(py)
+        let n = self.special(py, "__len__", &[], true).map_err(|e| {
+            if remote_type_is(py, &e, "TypeError") {
+                PyTypeError::new_err(e.value(py).to_string())
+            } else {
+                e
+            }
+        })?;
+        n.extract(py)
     }
 
     fn __contains__(&self, py: Python<'_>, item: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -387,10 +430,26 @@ impl ObjectProxy {
             .is_truthy()
     }
 
-    /// Iterates over a copy of the remote items, fetched in one round trip.
+    /// A proxy to the remote iterator (`iter(obj)` run remotely): items
+    /// come one per `next()`, so an endless generator works.
     fn __iter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let items = self.special(py, "__farcall_list__", &[], true)?;
-        Ok(items.bind(py).try_iter()?.into_any().unbind())
+        let overrides = Overrides {
+            sync: Some(SyncMode::Sync),
+            return_type: Some(ReturnType::Proxy),
+            ..Overrides::default()
+        };
+        self.special_with(py, "__iter__", &[], overrides)
+    }
+
+    /// The next item of the remote iterator (StopIteration at its end).
+    fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.special(py, "__next__", &[], true).map_err(|e| {
+            if remote_type_is(py, &e, "StopIteration") {
+                pyo3::exceptions::PyStopIteration::new_err(())
+            } else {
+                e
+            }
+        })
     }
 
     fn __neg__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {

@@ -143,22 +143,50 @@ impl Host {
     }
 
     /// The local object a proxy of this host refers to (its attribute path
-    /// followed).
+    /// followed): the object itself, not a copy, so that a change made
+    /// through it shows in its owner. A plain value a Rust object hosted
+    /// for the walk comes back as that value.
     pub fn unwrap_proxy(&self, proxy: &ProxyRef) -> Result<Value> {
+        let obj = self.proxied_object(proxy)?;
+        if obj.as_any().is::<ValueObject>() {
+            return obj.to_value();
+        }
+        Ok(Value::Object(obj))
+    }
+
+    /// The object a proxy of this host refers to, its attribute path
+    /// followed.
+    fn proxied_object(&self, proxy: &ProxyRef) -> Result<ObjectRef> {
+        self.check_home(proxy)?;
+        let mut obj = self.object(proxy.obj_id)?;
+        for attr in &proxy.attributes {
+            obj = obj.get_attr_object(attr)?;
+        }
+        Ok(obj)
+    }
+
+    /// `get_obj` with `return_type="auto"`: the last attribute of the path
+    /// is read as the object chooses to send it (copied when it can be).
+    fn fetch_auto(&self, proxy: &ProxyRef) -> Result<Value> {
+        self.check_home(proxy)?;
+        let mut obj = self.object(proxy.obj_id)?;
+        let Some((last, path)) = proxy.attributes.split_last() else {
+            return obj.auto_value().unwrap_or(Ok(Value::Object(obj)));
+        };
+        for attr in path {
+            obj = obj.get_attr_object(attr)?;
+        }
+        obj.get_attr(last)
+    }
+
+    fn check_home(&self, proxy: &ProxyRef) -> Result<()> {
         if proxy.rpc_addr != self.address {
             return Err(Error::value_error(format!(
                 "the proxy belongs to {}, not to this server ({})",
                 proxy.rpc_addr, self.address
             )));
         }
-        let mut obj = self.object(proxy.obj_id)?;
-        let Some((last, path)) = proxy.attributes.split_last() else {
-            return Ok(Value::Object(obj));
-        };
-        for attr in path {
-            obj = obj.get_attr_object(attr)?;
-        }
-        obj.get_attr(last)
+        Ok(())
     }
 
     /// Replaces the proxies of this host inside `value` by the objects
@@ -207,11 +235,23 @@ impl Host {
     /// the link or endpoint and are refused here.
     pub fn run(&self, command: Command, return_type: ReturnType) -> Result<Value> {
         let result = match command {
-            Command::CallObj(call) => self.call(call)?,
-            Command::GetObj(mut get) => {
-                self.resolve_home(&mut get.obj)?;
-                get.obj
-            }
+            Command::CallObj(call) => self.call(call, return_type)?,
+            Command::GetObj(mut get) => match (&get.obj, return_type) {
+                // The object itself, so a proxy to it is a proxy to the
+                // very object and a value is copied from it once.
+                (Value::Proxy(p), ReturnType::Proxy | ReturnType::Value)
+                    if p.rpc_addr == self.address =>
+                {
+                    Value::Object(self.proxied_object(p)?)
+                }
+                (Value::Proxy(p), ReturnType::Auto) if p.rpc_addr == self.address => {
+                    self.fetch_auto(p)?
+                }
+                _ => {
+                    self.resolve_home(&mut get.obj)?;
+                    get.obj
+                }
+            },
             Command::GetItem(get) => self.lookup_name(&get.name)?,
             Command::SetItem(mut set) => {
                 self.resolve_home(&mut set.obj)?;
@@ -238,7 +278,7 @@ impl Host {
     /// `call_obj`: proxies of ours among the arguments are resolved to
     /// their objects, then the last attribute of the target's path is
     /// called as a method, so no bound method is built.
-    fn call(&self, call: CallObj) -> Result<Value> {
+    fn call(&self, call: CallObj, return_type: ReturnType) -> Result<Value> {
         let CallObj {
             target,
             mut args,
@@ -255,13 +295,22 @@ impl Host {
             .iter_mut()
             .try_for_each(|(_, v)| self.resolve_home(v))?;
         let mut obj = self.object(target.obj_id)?;
+        let by_proxy = return_type == ReturnType::Proxy;
         let Some((method, path)) = target.attributes.split_last() else {
-            return obj.call(args, kwargs);
+            return match by_proxy {
+                true => obj.call_object(args, kwargs).map(Value::Object),
+                false => obj.call(args, kwargs),
+            };
         };
         for attr in path {
             obj = obj.get_attr_object(attr)?;
         }
-        obj.call_method(method, args, kwargs as Kwargs)
+        match by_proxy {
+            true => obj
+                .call_method_object(method, args, kwargs)
+                .map(Value::Object),
+            false => obj.call_method(method, args, kwargs as Kwargs),
+        }
     }
 
     fn object(&self, obj_id: u64) -> Result<ObjectRef> {

@@ -59,15 +59,30 @@ pub trait RemoteObject: Send + Sync + 'static {
         }
     }
 
+    /// Calls the object and keeps the result as an object, for
+    /// `return_type="proxy"`: the default hosts a plain result; languages
+    /// whose results are objects (Python) return the very object.
+    fn call_object(&self, args: Vec<Value>, kwargs: Kwargs) -> Result<ObjectRef> {
+        self.call(args, kwargs).map(into_object)
+    }
+
+    /// Calls a method and keeps the result as an object (see
+    /// [`RemoteObject::call_object`]).
+    fn call_method_object(
+        &self,
+        name: &str,
+        args: Vec<Value>,
+        kwargs: Kwargs,
+    ) -> Result<ObjectRef> {
+        self.call_method(name, args, kwargs).map(into_object)
+    }
+
     /// Reads an attribute as an object, for walking a proxy's attribute
     /// path (`proxy.a.b.method()`): the default hosts a plain value so its
     /// items stay reachable; implementations override it to skip the
     /// conversion to a value.
     fn get_attr_object(&self, name: &str) -> Result<ObjectRef> {
-        Ok(match self.get_attr(name)? {
-            Value::Object(o) => o,
-            other => ValueObject::new_ref(other),
-        })
+        self.get_attr(name).map(into_object)
     }
 
     /// Writes an attribute: `obj.name = value`.
@@ -97,6 +112,13 @@ pub trait RemoteObject: Send + Sync + 'static {
         )))
     }
 
+    /// The object as `return_type="auto"` sends it when fetched itself
+    /// (`client.get_obj(proxy)`): `Some` copy when it is a plain value,
+    /// `None` (the default) to send a proxy.
+    fn auto_value(&self) -> Option<Result<Value>> {
+        None
+    }
+
     /// A copy of the object as a value, for `return_type="value"`.
     fn to_value(&self) -> Result<Value> {
         Err(Error::type_error(format!(
@@ -113,6 +135,14 @@ pub trait RemoteObject: Send + Sync + 'static {
 
     /// For downcasting to the concrete type.
     fn as_any(&self) -> &dyn Any;
+}
+
+/// A result as an object: an object stays itself, a plain value is hosted.
+fn into_object(value: Value) -> ObjectRef {
+    match value {
+        Value::Object(o) => o,
+        other => ValueObject::new_ref(other),
+    }
 }
 
 /// Routes the special methods a proxy uses for attribute and item access
@@ -358,6 +388,10 @@ impl RemoteObject for ValueObject {
 
     fn to_value(&self) -> Result<Value> {
         Ok(self.value.lock().unwrap().clone())
+    }
+
+    fn auto_value(&self) -> Option<Result<Value>> {
+        Some(self.to_value())
     }
 
     fn as_any(&self) -> &dyn Any {
