@@ -64,6 +64,30 @@ def test_kill_9_mid_call_fails_pending_calls_at_once(mode):
     assert proc.wait(5) == -signal.SIGKILL
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_kill_9_of_a_zeromq_child_fails_calls_at_once(mode):
+    """docs/transports.md: a dead ZeroMQ server is found through the DEALER's
+    socket monitor, not at the call's timeout (issue 11, item 19)."""
+    proc = ProcessSpawner(name=f"zmq-victim-{mode}", address="tcp://127.0.0.1:*")
+    try:
+        assert proc.address.startswith("tcp://")
+        sleep = proc.client._import("time").sleep
+        if mode == "sync":
+            error, took = kill_during(proc, lambda: sleep(30, _timeout=20))
+        else:
+            future = sleep(30, _sync="async", _timeout=20)
+            error, took = kill_during(proc, lambda: future.result(20))
+        assert isinstance(error, DisconnectError), repr(error)
+        assert took < 2.0, f"{took:.3f} s"
+        t = time.perf_counter()
+        with pytest.raises(DisconnectError):
+            proc.client._import("os").getpid()
+        assert time.perf_counter() - t < 2.0
+        assert proc.client.disconnected() is True
+    finally:
+        assert proc.wait(5) == -signal.SIGKILL
+
+
 def test_kill_9_after_one_way_calls_leaves_the_parent_working():
     proc = ProcessSpawner(name="victim-off")
     remote_time = proc.client._import("time")

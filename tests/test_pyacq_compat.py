@@ -4,14 +4,17 @@ concurrent.futures.Future; on every transport a child can use."""
 
 import asyncio
 import concurrent.futures as cf
+import gc
 import itertools
+import subprocess
 import threading
+import time
 
 import pytest
 
 import farcall
 from farcall import ObjectProxy, ProcessSpawner
-from farcall_testutil import run_in_thread, stop_quietly
+from farcall_testutil import pid_gone, run_in_thread, stop_quietly, wait_until
 
 TRANSPORTS = ["unix://*", "tcp+native://127.0.0.1:*", "tcp://127.0.0.1:*"]
 
@@ -182,3 +185,112 @@ def test_concurrent_wait_from_several_threads(remote):
     for t in workers:
         t.join(15)
     assert results == [(8, 0)] * 4
+
+
+# ---- item 3: default_proxy_options is the live dict ---------------------------------
+
+
+def test_default_proxy_options_is_live(proc):
+    c = proc.client
+    options = c.default_proxy_options
+    assert options is c.default_proxy_options
+    assert options["sync"] == "sync"
+    options["sync"] = "async"
+    try:
+        f = c._import("os").getpid()
+        assert isinstance(f, farcall.Future)
+        assert f.result(timeout=10) > 0
+    finally:
+        options["sync"] = "sync"
+    assert isinstance(c._import("os").getpid(), int)
+
+
+def test_default_proxy_options_refuses_a_bad_value_and_can_be_assigned(proc):
+    c = proc.client
+    before = dict(c.default_proxy_options)
+    with pytest.raises(ValueError):
+        c.default_proxy_options["sync"] = "sometimes"
+    assert dict(c.default_proxy_options) == before
+    c.default_proxy_options = {"timeout": 4.0}
+    try:
+        assert dict(c.default_proxy_options) == {"timeout": 4.0}
+        assert c._import("os")._proxy_options["timeout"] == 4.0
+    finally:
+        c.default_proxy_options = before
+    assert dict(c.default_proxy_options) == before
+
+
+# ---- item 4: one client object ------------------------------------------------------
+
+
+def test_the_same_client_object(proc):
+    assert proc.client is proc.client
+    address = proc.client.address
+    assert farcall.RPCClient.get_client(address) is farcall.RPCClient.get_client(address)
+
+    def in_a_thread():
+        a = farcall.RPCClient.get_client(address)
+        return a is farcall.RPCClient.get_client(address) and a._import("os").getpid() > 0
+
+    assert run_in_thread(in_a_thread)
+
+
+def test_local_client_is_one_object():
+    server = farcall.RPCServer()
+    server.run_lazy()
+    try:
+        assert farcall.RPCServer.local_client() is farcall.RPCServer.local_client()
+    finally:
+        server.close()
+
+
+# ---- item 5: close_server ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("address", TRANSPORTS)
+def test_close_server_returns_true_and_other_clients_see_the_notice(address):
+    p = ProcessSpawner(address=address)
+    try:
+        watcher = p.client
+        assert watcher._import("os").getpid() == p.pid
+        # Another client, on a connection of its own, closes the server.
+        other = run_in_thread(farcall.RPCClient, p.address, serializer="msgpack")
+        assert other.close_server() is True
+        deadline = time.monotonic() + 5
+        while not watcher.disconnected() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        # The notice alone turned it: no call was made meanwhile.
+        assert watcher.disconnected()
+        with pytest.raises(farcall.DisconnectError):
+            watcher._import("os")
+    finally:
+        stop_quietly(p)
+
+
+# ---- items 8, 9, 13: the child's process -------------------------------------------
+
+
+def test_kill_reaps_the_child():
+    p = ProcessSpawner()
+    pid = p.pid
+    p.kill()
+    assert p.poll() == -9
+    assert pid_gone(pid)
+
+
+def test_a_client_keeps_its_child_running():
+    c = ProcessSpawner().client
+    gc.collect()
+    pid = c._import("os").getpid()
+    assert not pid_gone(pid)
+    del c
+    gc.collect()
+    assert wait_until(lambda: pid_gone(pid), timeout=10)
+
+
+def test_wait_on_a_live_child_raises_a_timeout_error(proc):
+    with pytest.raises(TimeoutError) as info:
+        proc.wait(0.05)
+    assert isinstance(info.value, subprocess.TimeoutExpired)
+    assert isinstance(info.value, farcall.ProcessTimeoutError)
+    assert proc.poll() is None

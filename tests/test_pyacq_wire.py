@@ -192,6 +192,19 @@ def test_unknown_action_gets_an_error_reply(pyacq_client):
     assert pyacq_client.request("ping")["rval"] == "pong"
 
 
+def test_a_request_with_extra_frames_gets_an_error_reply(pyacq_client):
+    # msgpack and json requests have exactly five frames; only farcall's
+    # format carries buffers after them.
+    frames = [b"7", b"ping", b"auto", pyacq_client.ser_type.encode(), b"", b"extra"]
+    pyacq_client.sock.send_multipart(frames)
+    reply = pyacq_client.recv()
+    assert reply["req_id"] == 7
+    assert reply["rval"] is None
+    type_name, lines = reply["error"]
+    assert "6" in "".join(lines) and "5 frames" in "".join(lines)
+    assert pyacq_client.request("ping")["rval"] == "pong"
+
+
 def test_delete(pyacq_client, zmq_server):
     counter = pyacq_client.request("get_item", {"name": "counter"})["rval"]
     add = dict(counter, attributes=["add"])
@@ -266,6 +279,7 @@ class FakePyacqServer:
         port = self.sock.bind_to_random_port("tcp://127.0.0.1")
         self.address = f"tcp://127.0.0.1:{port}"
         self.received = []
+        self.identities = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
@@ -333,6 +347,7 @@ class FakePyacqServer:
             if not self.sock.poll(50):
                 continue
             ident, req_id, action, return_type, ser_type, opts = self.sock.recv_multipart()
+            self.identities.append(ident)
             ser = ser_type.decode()
             if ser == "msgpack":
                 decoded = msgpack.unpackb(opts, raw=False) if opts else None
@@ -404,6 +419,20 @@ def test_farcall_client_falls_back_to_msgpack(fake_server):
     assert call[4]["args"] == [1, 2]
     assert call[4]["kwargs"] == {}
     assert call[4]["obj"]["rpc_addr"] == fake_server.address.encode()
+
+
+def test_farcall_client_routing_identity_is_printable(fake_server):
+    # pyacq's server decodes the routing id as UTF-8 to log each request.
+    client = RPCClient(fake_server.address, auth=False)
+    try:
+        assert client.ping() == "pong"
+        assert client.ping() == "pong"
+    finally:
+        client.close()
+    idents = {ident.decode("utf-8") for ident in fake_server.identities}
+    assert len(idents) == 1
+    ident = idents.pop()
+    assert ident.isprintable() and ident[0].isalpha() and len(ident) >= 24
 
 
 def test_farcall_client_releases_pyacq_proxies(fake_server):

@@ -193,3 +193,117 @@ def test_tuples_become_lists_with_a_pyacq_serializer(make_thread_server):
             return c["make_tuple"](), c["type_name"]((1, 2)), c["counter"].add(1, 2)
 
         assert run_in_thread(body) == ([1, [2, 3]], "list", 3)
+
+
+# ---- pyacq's constructor, and adding a type (issue 11, item 16) -----------------------
+
+
+@pytest.mark.parametrize("cls", [Serializer, MsgpackSerializer, JsonSerializer, FarcallSerializer])
+def test_serializers_take_pyacq_constructor_arguments(cls):
+    marker = object()
+    s = cls(client=marker)
+    assert s.client is marker and s.server is None
+    s = cls(None, marker)
+    assert s.server is None and s.client is marker
+    s = cls(server=marker, client=None)
+    assert s.server is marker
+    assert cls().client is None
+
+
+class Point:
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __eq__(self, other):
+        return type(other) is type(self) and (self.x, self.y) == (other.x, other.y)
+
+
+class Point3(Point):
+    pass
+
+
+@pytest.fixture
+def point_type():
+    from farcall.serializer import add_type, remove_type
+
+    add_type(Point, "point", encode=lambda p: [p.x, p.y], decode=lambda d: Point(*d))
+    yield
+    remove_type("point")
+
+
+@pytest.mark.parametrize("name", ["msgpack", "json", "farcall"])
+def test_an_added_type_round_trips(point_type, name):
+    s = all_serializers[name]()
+    value = {"p": Point(1, 2), "in": [Point(3.5, "a"), {"deep": Point(None, [4])}]}
+    assert s.loads(s.dumps(value)) == value
+    assert s.loads(s.dumps(Point(5, 6))) == Point(5, 6)
+    # a subclass is written as its registered base
+    assert s.loads(s.dumps(Point3(7, 8))) == Point(7, 8)
+    # a stand-in may hold added types itself
+    assert s.loads(s.dumps(Point(Point(1, 1), 2))) == Point(Point(1, 1), 2)
+    if name == "farcall":
+        frames = s.dumps_frames((Point(1, 2),))
+        assert s.loads_frames(frames) == (Point(1, 2),)
+
+
+def test_an_added_type_is_pyacq_tagged_map(point_type):
+    tagged = {"___type_name___": "point", "data": [1, 2]}
+    assert msgpack.unpackb(MsgpackSerializer().dumps(Point(1, 2))) == tagged
+    assert json.loads(JsonSerializer().dumps(Point(1, 2))) == tagged
+    # what a pyacq peer writes is read back as the type
+    assert MsgpackSerializer().loads(msgpack.packb([tagged])) == [Point(1, 2)]
+    assert JsonSerializer().loads(json.dumps(tagged).encode()) == Point(1, 2)
+
+
+def test_without_the_type_its_map_stays_a_map():
+    from farcall.serializer import add_type, remove_type
+
+    add_type(Point, "point", encode=lambda p: [p.x, p.y], decode=lambda d: Point(*d))
+    data = MsgpackSerializer().dumps(Point(1, 2))
+    remove_type("point")
+    assert MsgpackSerializer().loads(data) == {"___type_name___": "point", "data": [1, 2]}
+
+
+def test_add_type_refuses_the_engines_tags_and_carried_types():
+    from farcall.serializer import add_type
+
+    for tag in ("ndarray", "datetime", "date", "proxy", "bytes", "none", "slice"):
+        with pytest.raises(ValueError):
+            add_type(Point, tag, encode=list, decode=list)
+    with pytest.raises(ValueError):
+        add_type(dict, "mydict", encode=list, decode=dict)
+    with pytest.raises(TypeError):
+        add_type(Point(1, 2), "point", encode=list, decode=list)
+
+
+def test_pyacq_style_encode_and_decode_overrides():
+    """pyacq's way: a subclass overrides encode/decode, calling the base."""
+
+    class PointSerializer(MsgpackSerializer):
+        def encode(self, obj):
+            if isinstance(obj, Point):
+                return {"___type_name___": "pt", "x": obj.x, "y": obj.y}
+            return super().encode(obj)
+
+        def decode(self, dct):
+            if dct.get("___type_name___") == "pt":
+                return Point(dct["x"], dct["y"])
+            return super().decode(dct)
+
+    s = PointSerializer(client=None)
+    value = [Point(1, 2), {"k": (Point(3, 4),)}, datetime.date(2024, 1, 2), b"\x00"]
+    assert s.loads(s.dumps(value)) == [Point(1, 2), {"k": [Point(3, 4)]}] + value[2:]
+    # the plain serializer does not know the tag
+    assert MsgpackSerializer().loads(s.dumps(Point(1, 2))) == {
+        "___type_name___": "pt",
+        "x": 1,
+        "y": 2,
+    }
+
+
+def test_hooks_keep_the_engines_nesting_limit(point_type):
+    a = []
+    a.append(a)
+    a.append(a)
+    with pytest.raises(ValueError, match="nested deeper"):
+        MsgpackSerializer().dumps([Point(1, 2), a])

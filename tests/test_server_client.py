@@ -572,6 +572,19 @@ def test_error_hierarchy():
     assert "KeyError: 'x'" in str(e)
 
 
+def test_remote_call_exception_takes_pyacq_traceback_lines():
+    # pyacq's server sends the traceback as a list of lines (issue 11, item 11).
+    lines = ["Traceback (most recent call last):\n", "line one\n", "line two\n"]
+    e = RemoteCallException("ZeroDivisionError", lines)
+    assert e.type_str == "ZeroDivisionError"
+    assert e.tb_str == "".join(lines)
+    assert str(e).endswith("line one\nline two")
+    assert e.args == ("ZeroDivisionError", lines)
+    assert "".join(e.tb_str) == "".join(lines)  # pyacq code joins it
+    s = RemoteCallException("KeyError", "Traceback ...\nKeyError: 'x'\n")
+    assert s.tb_str == "Traceback ...\nKeyError: 'x'\n"
+
+
 def test_disconnect_is_a_runtime_error_for_pyacq_code(fresh_child):
     proc = fresh_child()
     h = import_helpers(proc.client)

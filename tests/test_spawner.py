@@ -51,6 +51,27 @@ def test_wait_honours_its_timeout(fresh_child):
         proc.proc.wait(timeout=0.1)
 
 
+def test_process_timeout_error_is_both_timeout_expired_and_timeout_error():
+    # What ProcessSpawner.wait raises on a live child (issue 11, item 13).
+    from farcall import errors
+
+    assert "ProcessTimeoutError" in errors.__all__
+    cls = errors.ProcessTimeoutError
+    assert issubclass(cls, subprocess.TimeoutExpired)
+    assert issubclass(cls, TimeoutError)
+    assert cls.__doc__ and "ProcessSpawner.wait" in cls.__doc__
+    e = cls("farcall child 123", 0.5)
+    assert (e.cmd, e.timeout) == ("farcall child 123", 0.5)
+    assert "timed out after 0.5 seconds" in str(e)
+    for kind in (subprocess.TimeoutExpired, TimeoutError):
+        with pytest.raises(kind):
+            raise e
+    import pickle
+
+    back = pickle.loads(pickle.dumps(e))
+    assert type(back) is cls and (back.cmd, back.timeout) == (e.cmd, e.timeout)
+
+
 def test_stop(fresh_child):
     proc = fresh_child()
     pid = proc.pid

@@ -25,7 +25,13 @@ from ._native import (
 )
 from ._native import _exiting, _stop_children
 from ._future import Future
-from .errors import DisconnectError, OperationError, ProtocolError, RemoteCallException
+from .errors import (
+    DisconnectError,
+    OperationError,
+    ProcessTimeoutError,
+    ProtocolError,
+    RemoteCallException,
+)
 from .across import Connection, Local, Proxy, get_connection, get_proxy_connection, ref
 
 __all__ = [
@@ -37,6 +43,7 @@ __all__ = [
     "ObjectProxy",
     "OperationError",
     "ProcessSpawner",
+    "ProcessTimeoutError",
     "ProtocolError",
     "Proxy",
     "RemoteCallException",

@@ -12,7 +12,7 @@ use farcall::protocol::Action;
 use farcall::{Client, ReturnType, SyncMode, Value};
 use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyDict, PyTuple, PyWeakrefMethods, PyWeakrefReference};
 
 use crate::args;
 use crate::call;
@@ -30,34 +30,82 @@ use crate::proxy::{self, ObjectProxy};
 #[pyclass(module = "farcall", name = "RPCClient", frozen, weakref)]
 pub struct RPCClient {
     client: Client,
+    /// The spawned child this client talks to, kept running while the
+    /// client lives (`ProcessSpawner().client` outlives its spawner).
+    _child: Option<Arc<farcall::spawn::ProcessSpawner>>,
+}
+
+/// One address's client in one thread: the engine client (kept, so the
+/// connection is reused) and the Python object last handed out (weakly,
+/// so `get_client(a) is get_client(a)` while anybody holds it).
+struct ThreadClient {
+    client: Client,
+    view: Option<Py<PyWeakrefReference>>,
 }
 
 thread_local! {
     /// This thread's clients, by the address they were asked for.
-    static CLIENTS: RefCell<HashMap<String, Client>> = RefCell::new(HashMap::new());
+    static CLIENTS: RefCell<HashMap<String, ThreadClient>> = RefCell::new(HashMap::new());
 }
 
 /// This thread's live client for `address`, if any.
 fn existing(address: &str) -> Option<Client> {
     CLIENTS
-        .with(|c| c.borrow().get(address).cloned())
+        .with(|c| c.borrow().get(address).map(|t| t.client.clone()))
         .filter(|c| c.disconnected().is_none())
+}
+
+/// This thread's RPCClient object for `address`, while one is alive and
+/// connected.
+fn existing_view(py: Python<'_>, address: &str) -> Option<Py<RPCClient>> {
+    let view = CLIENTS.with(|c| {
+        c.borrow()
+            .get(address)
+            .and_then(|t| t.view.as_ref().map(|v| v.clone_ref(py)))
+    })?;
+    let obj = view.bind(py).upgrade_as::<RPCClient>().ok()??;
+    (obj.get().client.disconnected().is_none()).then(|| obj.unbind())
 }
 
 impl RPCClient {
     /// This thread's client for `address`, connecting on first use.
-    pub fn for_address(py: Python<'_>, address: &str) -> PyResult<RPCClient> {
-        if let Some(client) = existing(address) {
-            return Ok(RPCClient { client });
+    pub fn for_address(py: Python<'_>, address: &str) -> PyResult<Py<RPCClient>> {
+        if let Some(view) = existing_view(py, address) {
+            return Ok(view);
         }
-        let client = crate::gil::released(py, || Client::get(address)).py(py)?;
-        Ok(RPCClient::wrap(address, client))
+        let client = match existing(address) {
+            Some(client) => client,
+            None => crate::gil::released(py, || Client::get(address)).py(py)?,
+        };
+        RPCClient::wrap(py, address, client, None)
     }
 
-    /// Wraps an engine client as this thread's client for `address`.
-    pub fn wrap(address: &str, client: Client) -> RPCClient {
-        CLIENTS.with(|c| c.borrow_mut().insert(address.to_string(), client.clone()));
-        RPCClient { client }
+    /// Wraps an engine client as this thread's client for `address`
+    /// (keeping `child` running while it lives).
+    pub fn wrap(
+        py: Python<'_>,
+        address: &str,
+        client: Client,
+        child: Option<Arc<farcall::spawn::ProcessSpawner>>,
+    ) -> PyResult<Py<RPCClient>> {
+        let obj = Bound::new(
+            py,
+            RPCClient {
+                client: client.clone(),
+                _child: child,
+            },
+        )?;
+        let view = PyWeakrefReference::new(&obj)?.unbind();
+        CLIENTS.with(|c| {
+            c.borrow_mut().insert(
+                address.to_string(),
+                ThreadClient {
+                    client,
+                    view: Some(view),
+                },
+            )
+        });
+        Ok(obj.unbind())
     }
 
     /// Sends a request and returns its result, a future, or None, per
@@ -174,7 +222,19 @@ impl RPCClient {
                 &format!("RPCClient for {address} does not authenticate (auth=False)"),
             )?;
         }
-        Ok(RPCClient::wrap(&address, client))
+        CLIENTS.with(|c| {
+            c.borrow_mut().insert(
+                address.clone(),
+                ThreadClient {
+                    client: client.clone(),
+                    view: None,
+                },
+            )
+        });
+        Ok(RPCClient {
+            client,
+            _child: None,
+        })
     }
 
     /// A client on a link over `channel`, any object with `recv(size)`
@@ -199,12 +259,13 @@ impl RPCClient {
             crate::gil::released(py, || farcall::Link::over_private(channel, &options)).py(py)?;
         Ok(RPCClient {
             client: Client::from_link(link),
+            _child: None,
         })
     }
 
     /// This thread's client for `address`, connecting on first use.
     #[staticmethod]
-    fn get_client(py: Python<'_>, address: &Bound<'_, PyAny>) -> PyResult<RPCClient> {
+    fn get_client(py: Python<'_>, address: &Bound<'_, PyAny>) -> PyResult<Py<RPCClient>> {
         RPCClient::for_address(py, &args::address(address)?)
     }
 
@@ -363,15 +424,19 @@ impl RPCClient {
     /// Closes this process's link to the server (the server keeps
     /// running); pending calls fail with DisconnectError.
     fn close(&self, py: Python<'_>) {
-        CLIENTS.with(|c| c.borrow_mut().retain(|_, v| !v.same_as(&self.client)));
+        CLIENTS.with(|c| {
+            c.borrow_mut()
+                .retain(|_, v| !v.client.same_as(&self.client))
+        });
         let client = &self.client;
         crate::gil::released(py, || client.close());
     }
 
     /// Asks the server to close; every client it knows is told.
-    fn close_server(&self, py: Python<'_>) -> PyResult<()> {
+    fn close_server(&self, py: Python<'_>) -> PyResult<bool> {
         let client = &self.client;
-        crate::gil::released(py, || client.close_server()).py(py)
+        crate::gil::released(py, || client.close_server()).py(py)?;
+        Ok(true)
     }
 
     /// True once the server is known to be gone.
@@ -401,8 +466,19 @@ impl RPCClient {
 
     /// Default options of new proxies to this server's objects.
     #[getter]
-    fn default_proxy_options<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        proxy::defaults(py, self.client.address()).to_dict(py)
+    fn default_proxy_options(&self, py: Python<'_>) -> PyResult<Py<proxy::ProxyOptions>> {
+        proxy::defaults_dict(py, self.client.address())
+    }
+
+    /// Replaces the default options of new proxies (a bad value raises and
+    /// changes nothing).
+    #[setter]
+    fn set_default_proxy_options(
+        &self,
+        py: Python<'_>,
+        options: &Bound<'_, PyDict>,
+    ) -> PyResult<()> {
+        proxy::replace_defaults(py, self.client.address(), options)
     }
 
     /// Changes the default options of new proxies to this server's objects.

@@ -334,10 +334,29 @@ fn array_value(arr: &Bound<'_, PyAny>, scalar: bool) -> PyResult<Option<Value>> 
 }
 
 /// A received array (or numpy scalar) over its buffer.
+/// Longest structured dtype description read (a few hundred fields).
+const MAX_DTYPE_TEXT: usize = 16 * 1024;
+
+/// What `np.dtype` is given for a dtype string: the string itself, or for
+/// a structured dtype (`str(dtype)` is `"[('x', '<f4'), ('y', '<i2')]"`,
+/// as pyacq sends it) the list it spells, read with `ast.literal_eval`,
+/// which reads literals only: nothing is ever evaluated.
+fn dtype_spec<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
+    if !text.starts_with(['[', '(', '{']) {
+        return Ok(PyString::new(py, text).into_any());
+    }
+    if text.len() > MAX_DTYPE_TEXT {
+        return Err(PyValueError::new_err(format!(
+            "a dtype description of {} bytes is longer than {MAX_DTYPE_TEXT}",
+            text.len()
+        )));
+    }
+    PyModule::import(py, "ast")?.call_method1("literal_eval", (text,))
+}
+
 fn array_object(py: Python<'_>, a: Array) -> PyResult<Py<PyAny>> {
     let np = numpy(py)?.module(py);
-    // np.dtype parses the string; nothing is ever evaluated.
-    let dtype = np.call_method1("dtype", (a.dtype.as_str(),))?;
+    let dtype = np.call_method1("dtype", (dtype_spec(py, &a.dtype)?,))?;
     let itemsize: usize = dtype.getattr("itemsize")?.extract()?;
     let count: usize = a.shape.iter().product();
     if count.checked_mul(itemsize) != Some(a.data.len()) {

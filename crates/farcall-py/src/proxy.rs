@@ -94,25 +94,186 @@ impl Default for Options {
     }
 }
 
-/// Default proxy options per server address (`RPCClient.set_proxy_options`).
-static DEFAULTS: Mutex<Option<HashMap<String, Options>>> = Mutex::new(None);
+/// `RPCClient.default_proxy_options`: the live dict new proxies to a
+/// server's objects take their options from. A change is checked when made
+/// (a bad value raises, the dict stays as it was) and parsed once.
+#[pyclass(module = "farcall", name = "ProxyOptions", extends = PyDict, frozen)]
+pub struct ProxyOptions {
+    parsed: Mutex<Options>,
+}
+
+impl ProxyOptions {
+    fn parsed(&self) -> std::sync::MutexGuard<'_, Options> {
+        self.parsed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks `changes` against the current options, then applies them to
+    /// the dict and the parsed options.
+    fn apply(slf: &Bound<'_, Self>, changes: &Bound<'_, PyDict>) -> PyResult<()> {
+        let py = slf.py();
+        let mut trial = slf.get().parsed().clone_ref(py);
+        trial.update(changes)?;
+        for (k, v) in changes.iter() {
+            slf.as_super().set_item(k, v)?;
+        }
+        *slf.get().parsed() = trial;
+        Ok(())
+    }
+
+    /// Parses the dict again after a key was removed (removed keys take
+    /// their default).
+    fn reparse(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let mut fresh = Options::default();
+        fresh.update(slf.as_super())?;
+        *slf.get().parsed() = fresh;
+        Ok(())
+    }
+
+    /// Calls dict's own method `name` on the dict, then parses it again.
+    fn dict_method(
+        slf: &Bound<'_, Self>,
+        name: &str,
+        args: &Bound<'_, PyTuple>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let method = py.get_type::<PyDict>().getattr(name)?;
+        let mut all = vec![slf.clone().into_any()];
+        all.extend(args.iter());
+        let out = method.call1(PyTuple::new(py, all)?)?;
+        ProxyOptions::reparse(slf)?;
+        Ok(out.unbind())
+    }
+}
+
+#[pymethods]
+impl ProxyOptions {
+    fn __setitem__(
+        slf: &Bound<'_, Self>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let change = PyDict::new(slf.py());
+        change.set_item(key, value)?;
+        ProxyOptions::apply(slf, &change)
+    }
+
+    fn __delitem__(slf: &Bound<'_, Self>, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        slf.as_super().del_item(key)?;
+        ProxyOptions::reparse(slf)
+    }
+
+    /// Updates options from a mapping and/or keywords, checked first.
+    #[pyo3(signature = (other=None, **kwargs))]
+    fn update(
+        slf: &Bound<'_, Self>,
+        other: Option<&Bound<'_, PyAny>>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let changes = PyDict::new(slf.py());
+        if let Some(other) = other {
+            changes.call_method1("update", (other,))?;
+        }
+        if let Some(kwargs) = kwargs {
+            changes.update(kwargs.as_mapping())?;
+        }
+        ProxyOptions::apply(slf, &changes)
+    }
+
+    /// Sets `key` if absent (checked), returning its value.
+    #[pyo3(signature = (key, default=None))]
+    fn setdefault(
+        slf: &Bound<'_, Self>,
+        key: &Bound<'_, PyAny>,
+        default: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        if let Some(v) = slf.as_super().get_item(key)? {
+            return Ok(v.unbind());
+        }
+        let py = slf.py();
+        let value = default.cloned().unwrap_or_else(|| py.None().into_bound(py));
+        ProxyOptions::__setitem__(slf, key, &value)?;
+        Ok(value.unbind())
+    }
+
+    /// Removes `key` (its option goes back to the default).
+    #[pyo3(signature = (*args))]
+    fn pop(slf: &Bound<'_, Self>, args: &Bound<'_, PyTuple>) -> PyResult<Py<PyAny>> {
+        ProxyOptions::dict_method(slf, "pop", args)
+    }
+
+    /// Removes an item (its option goes back to the default).
+    fn popitem(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        ProxyOptions::dict_method(slf, "popitem", &PyTuple::empty(slf.py()))
+    }
+
+    /// Removes every item: all options go back to their defaults.
+    fn clear(slf: &Bound<'_, Self>) -> PyResult<()> {
+        ProxyOptions::dict_method(slf, "clear", &PyTuple::empty(slf.py())).map(drop)
+    }
+}
+
+/// The live default options per server address (shared by the clients of
+/// every thread).
+static DEFAULTS: Mutex<Option<HashMap<String, Py<ProxyOptions>>>> = Mutex::new(None);
+
+/// The live default-options dict of `address`, made on first use.
+pub fn defaults_dict(py: Python<'_>, address: &str) -> PyResult<Py<ProxyOptions>> {
+    let found = |py| {
+        let map = DEFAULTS.lock().unwrap_or_else(|e| e.into_inner());
+        map.as_ref()
+            .and_then(|m| m.get(address))
+            .map(|d| d.clone_ref(py))
+    };
+    if let Some(d) = found(py) {
+        return Ok(d);
+    }
+    // Made outside the lock: allocating may run a finalizer that asks for
+    // the defaults again.
+    let options = Options::default();
+    let made = Bound::new(
+        py,
+        PyClassInitializer::from(ProxyOptions {
+            parsed: Mutex::new(Options::default()),
+        }),
+    )?;
+    for (k, v) in options.to_dict(py)?.iter() {
+        made.as_super().set_item(k, v)?;
+    }
+    let made = made.unbind();
+    let mut map = DEFAULTS.lock().unwrap_or_else(|e| e.into_inner());
+    let d = map
+        .get_or_insert_with(HashMap::new)
+        .entry(address.to_string())
+        .or_insert(made);
+    Ok(d.clone_ref(py))
+}
+
+/// Replaces the contents of the default options of `address` (checked
+/// first: a bad dict changes nothing).
+pub fn replace_defaults(py: Python<'_>, address: &str, new: &Bound<'_, PyDict>) -> PyResult<()> {
+    let mut fresh = Options::default();
+    fresh.update(new)?;
+    let d = defaults_dict(py, address)?;
+    let d = d.bind(py);
+    d.as_super().clear();
+    for (k, v) in new.iter() {
+        d.as_super().set_item(k, v)?;
+    }
+    *d.get().parsed() = fresh;
+    Ok(())
+}
 
 /// Sets the default options of new proxies to objects of `address`.
 pub fn set_defaults(py: Python<'_>, address: &str, kwargs: &Bound<'_, PyDict>) -> PyResult<()> {
-    let mut options = defaults(py, address);
-    options.update(kwargs)?;
-    let mut map = DEFAULTS.lock().unwrap_or_else(|e| e.into_inner());
-    map.get_or_insert_with(HashMap::new)
-        .insert(address.to_string(), options);
-    Ok(())
+    let d = defaults_dict(py, address)?;
+    ProxyOptions::apply(d.bind(py), kwargs)
 }
 
 /// The default options of new proxies to objects of `address`.
 pub fn defaults(py: Python<'_>, address: &str) -> Options {
-    match &*DEFAULTS.lock().unwrap_or_else(|e| e.into_inner()) {
-        Some(map) => map
-            .get(address)
-            .map_or_else(Options::default, |o| o.clone_ref(py)),
+    let map = DEFAULTS.lock().unwrap_or_else(|e| e.into_inner());
+    match map.as_ref().and_then(|m| m.get(address)) {
+        Some(d) => d.get().parsed().clone_ref(py),
         None => Options::default(),
     }
 }

@@ -181,7 +181,7 @@ impl RPCServer {
 
     /// A client of this thread's server, for talking to it from here.
     #[staticmethod]
-    fn local_client(py: Python<'_>) -> PyResult<RPCClient> {
+    fn local_client(py: Python<'_>) -> PyResult<Py<RPCClient>> {
         let server = RPCServer::get_server(py)
             .ok_or_else(|| PyKeyError::new_err("no RPCServer is registered in this thread"))?;
         let address = server.get().server.address().to_string();

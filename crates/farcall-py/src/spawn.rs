@@ -26,6 +26,8 @@ const STOP_TIMEOUT: f64 = 3.0;
 #[pyclass(module = "farcall", name = "ProcessSpawner", frozen, weakref)]
 pub struct ProcessSpawner {
     child: Arc<engine::ProcessSpawner>,
+    /// `proc.client`, one object (it keeps the child running too).
+    client: Py<RPCClient>,
 }
 
 fn returncode(status: ExitStatus) -> i32 {
@@ -87,15 +89,22 @@ impl ProcessSpawner {
         let mut children = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
         children.retain(|c| c.strong_count() > 0);
         children.push(Arc::downgrade(&child));
-        Ok(ProcessSpawner { child })
+        drop(children);
+        let client = RPCClient::wrap(
+            py,
+            child.address(),
+            child.client().clone(),
+            Some(child.clone()),
+        )?;
+        Ok(ProcessSpawner { child, client })
     }
 
     /// The client of the child's server (the link the spawner opened, even
     /// once disconnected, so that `proc.client.disconnected()` says so
     /// after the child died).
     #[getter]
-    fn client(&self) -> RPCClient {
-        RPCClient::wrap(self.child.address(), self.child.client().clone())
+    fn client(&self, py: Python<'_>) -> Py<RPCClient> {
+        self.client.clone_ref(py)
     }
 
     /// The address of the child's server.
@@ -129,7 +138,8 @@ impl ProcessSpawner {
     }
 
     /// Waits for the child to exit and returns its exit code; raises
-    /// `subprocess.TimeoutExpired` after `timeout` seconds.
+    /// `ProcessTimeoutError` (a `subprocess.TimeoutExpired` and a
+    /// `TimeoutError`) after `timeout` seconds.
     #[pyo3(signature = (timeout=None))]
     fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<i32> {
         let child = &self.child;
@@ -138,7 +148,7 @@ impl ProcessSpawner {
         match status {
             Some(s) => Ok(returncode(s)),
             None => {
-                let expired = PyModule::import(py, "subprocess")?.getattr("TimeoutExpired")?;
+                let expired = crate::errors::error_class(py, "ProcessTimeoutError")?;
                 Err(PyErr::from_value(expired.call1((
                     format!("farcall child {}", child.pid()),
                     timeout,
@@ -147,7 +157,7 @@ impl ProcessSpawner {
         }
     }
 
-    /// Kills the child at once (SIGKILL).
+    /// Kills the child at once (SIGKILL) and reaps it.
     fn kill(&self, py: Python<'_>) -> PyResult<()> {
         self.child.kill().py(py)
     }

@@ -110,6 +110,20 @@ impl Request {
         })
     }
 
+    /// Only the farcall format has frames after the options (its
+    /// buffers): a msgpack or json request with more than five frames is
+    /// malformed.
+    pub fn check_frames(&self, format: Format) -> Result<()> {
+        if format == Format::Farcall || self.buffers.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Protocol(format!(
+            "a {} request has 5 frames, got {}",
+            format.name(),
+            5 + self.buffers.len()
+        )))
+    }
+
     /// The return type, or a `ValueError`.
     pub fn return_type(&self) -> Result<ReturnType> {
         ReturnType::from_name(&self.return_type).ok_or_else(|| {

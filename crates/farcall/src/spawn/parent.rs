@@ -186,14 +186,19 @@ impl ProcessSpawner {
         self.wait_until(timeout.map(|t| Instant::now() + t))
     }
 
-    /// Sends SIGKILL to the child (it is reaped by the next `poll`, `wait`,
-    /// `stop` or drop). Killing a child that has exited does nothing.
+    /// Sends SIGKILL to the child and reaps it, as pyacq's `kill()` does:
+    /// once it returns, `poll` reports the exit. Killing a child that has
+    /// exited does nothing.
     pub fn kill(&self) -> Result<()> {
         let mut child = lock(&self.child);
         if child.try_wait()?.is_some() {
             return Ok(());
         }
-        Ok(child.kill()?)
+        child.kill()?;
+        // SIGKILL cannot be caught: the wait is as short as the kernel's
+        // teardown of the process.
+        child.wait()?;
+        Ok(())
     }
 
     /// Stops the child: asks its server to close, waits up to `timeout`

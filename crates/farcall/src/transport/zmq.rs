@@ -97,9 +97,13 @@ pub fn connect_dealer(endpoint: &str) -> Result<Dealer> {
     socket.set_heartbeat_timeout(HEARTBEAT_TIMEOUT_MS)?;
     // A random routing id: the server admits a peer by it after the
     // handshake, so it must not be guessable (libzmq's own are sequential).
-    let mut id = crate::auth::random::<16>()?;
-    id[0] |= 1; // ids starting with a zero byte are libzmq's
-    socket.set_identity(&id)?;
+    // Printable, because pyacq's server decodes it as UTF-8 to log it (and
+    // it starts with a letter: ids starting with a zero byte are libzmq's).
+    let id = format!(
+        "farcall-{}",
+        crate::auth::encode_hex(&crate::auth::random::<16>()?)
+    );
+    socket.set_identity(id.as_bytes())?;
     let monitor_endpoint = format!(
         "inproc://farcall-monitor-{}-{}",
         std::process::id(),

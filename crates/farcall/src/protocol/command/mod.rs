@@ -57,6 +57,7 @@ impl Command {
     /// Decodes `request`'s options (in `format`) for its action. The
     /// out-of-band buffers are handed over to the decoded values.
     pub fn parse(request: &mut Request, format: Format) -> Result<Command> {
+        request.check_frames(format)?;
         Ok(match request.action()? {
             Action::CallObj => Command::CallObj(CallObj::parse(request, format)?),
             Action::GetObj => Command::GetObj(GetObj::parse(request.take_opts(format)?)?),
