@@ -6,7 +6,9 @@ import asyncio
 import concurrent.futures as cf
 import gc
 import itertools
+import os
 import subprocess
+import sys
 import threading
 import time
 
@@ -294,3 +296,103 @@ def test_wait_on_a_live_child_raises_a_timeout_error(proc):
     assert isinstance(info.value, subprocess.TimeoutExpired)
     assert isinstance(info.value, farcall.ProcessTimeoutError)
     assert proc.poll() is None
+
+
+# ---- item 16: structured dtypes ------------------------------------------------------
+
+
+def test_a_structured_array_travels_both_ways(remote):
+    import numpy
+
+    a = numpy.zeros(3, dtype=[("x", "<f4"), ("y", "<i2")])
+    a["x"] = [1.5, 2.5, 3.5]
+    a["y"] = [1, 2, 3]
+    back = remote.numpy.asarray(a, _return_type="value")
+    assert back.dtype == a.dtype
+    assert back.tolist() == a.tolist()
+    # The child is still serving.
+    assert remote.os.getpid() > 0
+
+
+# ---- item 18: clear errors, addresses, the command line -------------------------------
+
+
+def test_a_wrong_key_says_it_does_not_match(proc):
+    def connect():
+        return farcall.RPCClient(proc.address, key=b"k" * 32)._import("os")
+
+    with pytest.raises(PermissionError, match="does not match"):
+        run_in_thread(connect)
+
+
+def test_localhost_is_accepted_by_zeromq():
+    server = farcall.RPCServer("tcp://localhost:*")
+    try:
+        assert server.address.startswith("tcp://127.0.0.1:")
+    finally:
+        server.close()
+
+
+def test_a_relative_unix_path_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    server = farcall.RPCServer("unix://relative.sock")
+    try:
+        assert server.address == f"unix://{tmp_path}/relative.sock"
+    finally:
+        server.close()
+
+
+def test_an_unknown_log_level_is_refused():
+    with pytest.raises(ValueError, match="NOPE"):
+        ProcessSpawner(log_level="NOPE")
+
+
+def test_farcall_version():
+    out = subprocess.run(
+        [sys.executable, "-m", "farcall", "--version"], capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"farcall {farcall.__version__}"
+
+
+def test_a_key_file_others_can_read_is_refused(tmp_path):
+    key_file = tmp_path / "key"
+    key_file.write_text("ab" * 32)
+    key_file.chmod(0o644)
+    env = dict(os.environ, FARCALL_KEY_FILE=str(key_file))
+    env.pop("FARCALL_KEY", None)
+    out = subprocess.run(
+        [sys.executable, "-c", "import farcall; farcall.RPCServer('unix://*')"],
+        env=env, capture_output=True, text=True, timeout=30,
+    )
+    assert out.returncode != 0
+    assert "PermissionError" in out.stderr
+    assert str(key_file) in out.stderr and "chmod 600" in out.stderr
+
+
+def test_a_unix_server_in_a_daemon_thread_leaves_no_socket_file():
+    code = (
+        "import threading, farcall\n"
+        "s = farcall.RPCServer('unix://*')\n"
+        "threading.Thread(target=s.run_forever, daemon=True).start()\n"
+        "print(s.address)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    path = out.stdout.strip()[len("unix://"):]
+    assert path and not os.path.exists(path)
+
+
+def test_a_second_run_forever_is_refused():
+    server = farcall.RPCServer("unix://*")
+    thread = threading.Thread(target=server.run_forever, daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: thread.is_alive(), timeout=5)
+        time.sleep(0.05)
+        with pytest.raises(RuntimeError, match="already served"):
+            run_in_thread(server.run_forever, timeout=5)
+    finally:
+        server.close()
+        thread.join(10)
+    assert not thread.is_alive()

@@ -23,7 +23,7 @@ from ._native import (
     RPCServer,
     __version__,
 )
-from ._native import _exiting, _stop_children
+from ._native import _exiting, _remove_socket_files, _stop_children
 from ._future import Future
 from .errors import (
     DisconnectError,
@@ -87,10 +87,12 @@ def _at_exit() -> None:
     taking the GIL again (see gil.rs): stopping a child wakes every thread
     waiting on it, and those must not run Python code while the interpreter
     finalizes. Children are stopped politely; their lifeline would end them
-    anyway, but without a chance to clean up.
+    anyway, but without a chance to clean up. Then the socket files of
+    servers never closed (serving in daemon threads) are removed.
     """
     _exiting()
     _stop_children()
+    _remove_socket_files()
 
 
 _atexit.register(_at_exit)

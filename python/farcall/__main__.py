@@ -102,6 +102,9 @@ def _level(text: str) -> int:
 def parser() -> argparse.ArgumentParser:
     """The command line parser of ``farcall``."""
     p = argparse.ArgumentParser(prog="farcall", description="farcall: remote process control.")
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"farcall {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 

@@ -30,6 +30,7 @@ __all__ = [
     "_child_config",
     "_exiting",
     "_report_error",
+    "_remove_socket_files",
     "_report_ready",
     "_set_future_class",
     "_stop_children",
@@ -152,6 +153,9 @@ class Future:
     def cancelled(self) -> bool: ...
     def running(self) -> bool: ...
     def __await__(self) -> Generator[Any, None, Any]: ...
+
+def _remove_socket_files() -> None:
+    """Removes the socket files of the Unix servers still open (at exit)."""
 
 def _set_future_class(cls: type) -> None:
     """Registers the class async calls return (a subclass of Future)."""

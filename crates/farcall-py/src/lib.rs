@@ -85,6 +85,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     farcall::Host::set_default_runtime(Arc::new(host::PyRuntime));
     m.add_function(wrap_pyfunction!(gil::_exiting, m)?)?;
     m.add_class::<server::RPCServer>()?;
+    m.add_function(wrap_pyfunction!(server::_remove_socket_files, m)?)?;
     m.add_class::<client::RPCClient>()?;
     m.add_class::<proxy::ObjectProxy>()?;
     m.add_class::<future::PyFuture>()?;

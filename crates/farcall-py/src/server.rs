@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use farcall::{Auth, Server, ServerOptions};
-use pyo3::exceptions::PyKeyError;
+use pyo3::exceptions::{PyKeyError, PyRuntimeError};
 use pyo3::prelude::*;
 
 use crate::args;
@@ -30,6 +30,9 @@ thread_local! {
 #[pyclass(module = "farcall", name = "RPCServer", frozen, weakref)]
 pub struct RPCServer {
     server: Server,
+    /// Set while a thread runs `run_forever` (two readers would corrupt
+    /// the endpoint).
+    serving: std::sync::atomic::AtomicBool,
 }
 
 impl RPCServer {
@@ -81,7 +84,10 @@ impl RPCServer {
                 ),
             )?;
         }
-        Ok(RPCServer { server })
+        Ok(RPCServer {
+            server,
+            serving: Default::default(),
+        })
     }
 
     /// The address clients connect to.
@@ -106,15 +112,27 @@ impl RPCServer {
     }
 
     /// Serves requests in this thread until the server is closed.
+    /// Raises RuntimeError if another thread already runs it.
     fn run_forever(slf: &Bound<'_, Self>) -> PyResult<()> {
+        use std::sync::atomic::Ordering;
         let py = slf.py();
-        RPCServer::register(slf)?;
-        let server = &slf.get().server;
-        while server.running() {
-            crate::gil::released(py, || server.poll_once(Some(SIGNAL_CHECK))).py(py)?;
-            py.check_signals()?;
+        let me = slf.get();
+        if me.serving.swap(true, Ordering::AcqRel) {
+            return Err(PyRuntimeError::new_err(format!(
+                "{} is already served by run_forever in another thread",
+                me.server.address()
+            )));
         }
-        Ok(())
+        let served = (|| {
+            RPCServer::register(slf)?;
+            while me.server.running() {
+                crate::gil::released(py, || me.server.poll_once(Some(SIGNAL_CHECK))).py(py)?;
+                py.check_signals()?;
+            }
+            Ok(())
+        })();
+        me.serving.store(false, Ordering::Release);
+        served
     }
 
     /// Registers the server with this thread without blocking: requests
@@ -191,4 +209,11 @@ impl RPCServer {
     fn __repr__(&self) -> String {
         format!("<RPCServer at {}>", self.server.address())
     }
+}
+
+/// Removes the socket files of the Unix servers still open (registered
+/// with atexit: a server serving in a daemon thread is never closed).
+#[pyfunction]
+pub fn _remove_socket_files() {
+    farcall::transport::stream::remove_socket_files();
 }

@@ -69,6 +69,11 @@ impl ProcessSpawner {
         }
         // Without log_addr/log_level, the children log to this process's
         // log server (if farcall.log runs one), as in pyacq.
+        if let Some(level) = log_level {
+            // A level logging knows (a number or a name), checked here so
+            // that a typo fails now, not in the child.
+            PyModule::import(py, "logging")?.call_method1("_checkLevel", (level,))?;
+        }
         let log_addr = log_addr.map(crate::args::address).transpose()?;
         let (log_addr, log_level) =
             crate::log::child_log_options(py, log_addr, log_level.cloned())?;

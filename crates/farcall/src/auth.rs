@@ -133,9 +133,16 @@ pub fn process_key() -> Result<Key> {
     if let Some(k) = &*key {
         return Ok(k.clone());
     }
+    // A key file that exists but cannot be used (others can read it, it
+    // holds no key) is an error to fix, never silently replaced.
+    let file_exists = user_key_path().is_ok_and(|p| p.exists());
     let k = user_key().or_else(|e| {
-        // Without a key file, the process and its children still share a
-        // key; other processes cannot find it.
+        if file_exists {
+            return Err(e);
+        }
+        // Without a key file (no HOME, a read-only config directory), the
+        // process and its children still share a key; other processes
+        // cannot find it.
         log::warn!("no per-user key file ({e}); using a key for this process tree only");
         Key::generate()
     })?;

@@ -249,13 +249,23 @@ impl ClientHandshake {
             .iter()
             .find(|k| k.id() == server.key_id)
             .ok_or_else(|| {
+                let ids: Vec<String> = self
+                    .keys
+                    .iter()
+                    .map(|k| auth::encode_hex(&k.id()))
+                    .collect();
                 Error::exception(
                     "PermissionError",
                     format!(
-                        "no key for the server at {} (it uses key id {}); pass key= or \
-                         share the per-user key file",
+                        "the key does not match the server at {}: it uses key id {}, this \
+                         client has {}; pass the server's key as key= or share the per-user \
+                         key file",
                         self.address,
-                        auth::encode_hex(&server.key_id)
+                        auth::encode_hex(&server.key_id),
+                        match ids.is_empty() {
+                            true => "no key".to_string(),
+                            false => format!("key id {}", ids.join(", ")),
+                        }
                     ),
                 )
             })?;

@@ -42,7 +42,11 @@ impl Address {
             return match rest {
                 "" => Err(bad("empty path")),
                 "*" => Ok(Address::Unix(auto_socket_path())),
-                path => Ok(Address::Unix(PathBuf::from(path))),
+                // Absolute, so the proxies it hands out work from any
+                // directory.
+                path => std::path::absolute(path)
+                    .map(Address::Unix)
+                    .map_err(|e| bad(&format!("cannot make the path absolute: {e}"))),
             };
         }
         if let Some(rest) = s.strip_prefix(NATIVE_TCP) {
@@ -50,6 +54,10 @@ impl Address {
                 return Err(bad("expected host:port"));
             }
             return Ok(Address::Tcp(rest.replace(":*", ":0")));
+        }
+        if let Some(rest) = s.strip_prefix("tcp://localhost:") {
+            // libzmq binds interfaces or addresses, not host names.
+            return Ok(Address::Zmq(format!("tcp://127.0.0.1:{rest}")));
         }
         for scheme in ["tcp://", "ipc://", "inproc://"] {
             if s.starts_with(scheme) {

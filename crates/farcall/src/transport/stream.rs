@@ -5,10 +5,12 @@ use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::Mutex;
 
 use super::Address;
 use crate::channel::FdChannel;
 use crate::error::{Error, Result};
+use crate::sync::lock;
 
 const UNIX_SOCKET: &str = "unix socket";
 const TCP_SOCKET: &str = "tcp socket";
@@ -72,6 +74,7 @@ impl Listener {
             Address::Unix(path) => {
                 let l = UnixListener::bind(path)?;
                 l.set_nonblocking(true)?;
+                lock(&SOCKET_FILES).push(path.clone());
                 Listener::Unix(l, path.clone())
             }
             Address::Tcp(hostport) => {
@@ -120,7 +123,20 @@ impl AsRawFd for Listener {
 impl Drop for Listener {
     fn drop(&mut self) {
         if let Listener::Unix(_, path) = self {
-            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(&*path);
+            lock(&SOCKET_FILES).retain(|p| p != path);
         }
+    }
+}
+
+/// The socket files of this process's live Unix listeners.
+static SOCKET_FILES: Mutex<Vec<std::path::PathBuf>> = Mutex::new(Vec::new());
+
+/// Removes the socket files of the Unix listeners still open: for the
+/// interpreter's exit, when a server serving in a daemon thread is never
+/// dropped. Its listener stops accepting (the path is gone).
+pub fn remove_socket_files() {
+    for path in std::mem::take(&mut *lock(&SOCKET_FILES)) {
+        let _ = std::fs::remove_file(path);
     }
 }
