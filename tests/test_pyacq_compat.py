@@ -396,3 +396,27 @@ def test_a_second_run_forever_is_refused():
         server.close()
         thread.join(10)
     assert not thread.is_alive()
+
+
+def test_no_proxy_types_copies_or_refuses(proc, remote):
+    import collections
+
+    class Opaque:
+        pass
+
+    builtins = remote.builtins
+    od = collections.OrderedDict(a=1)
+    if not proc.address.startswith("tcp://"):
+        # By default a dict subclass goes by proxy (over ZeroMQ that takes
+        # a server in this thread) ...
+        assert builtins.isinstance(od, builtins.dict) is False
+    # ... with no_proxy_types it is copied ...
+    builtins._set_proxy_options(no_proxy_types=(collections.OrderedDict, Opaque))
+    try:
+        assert builtins.isinstance(od, builtins.dict) is True
+        # ... and one that cannot be copied is refused, naming its type.
+        with pytest.raises(TypeError, match="Opaque.*no_proxy_types"):
+            builtins.id(Opaque())
+    finally:
+        builtins._set_proxy_options(no_proxy_types=None)
+    assert remote.os.getpid() > 0

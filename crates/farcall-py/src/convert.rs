@@ -86,21 +86,22 @@ impl<'py> Outgoing<'_, 'py> {
         if let Some(v) = self.exact(obj, depth)? {
             return Ok(v);
         }
-        let copy = self.mode == Mode::Copy
-            || match self.no_proxy {
-                Some(types) => obj.is_instance(types)?,
-                None => false,
-            };
-        if copy {
+        let never_proxy = match self.no_proxy {
+            Some(types) => obj.is_instance(types)?,
+            None => false,
+        };
+        if self.mode == Mode::Copy || never_proxy {
             if let Some(v) = self.subclass(obj, depth)? {
                 return Ok(v);
             }
-            if self.mode == Mode::Copy {
-                return Err(PyTypeError::new_err(format!(
-                    "cannot send {} by value",
-                    obj.get_type().str()?
-                )));
-            }
+            let why = match never_proxy {
+                true => " (its type is in no_proxy_types, and it cannot be copied)",
+                false => "",
+            };
+            return Err(PyTypeError::new_err(format!(
+                "cannot send {} by value{why}",
+                obj.get_type().str()?
+            )));
         }
         Ok(Value::Object(PyHost::new_ref(obj)?))
     }
