@@ -8,5 +8,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet "maturin>=1.5,<2" "pytest>=7" "pytest-timeout>=2" \
-    "mypy>=1.10" numpy pyzmq msgpack "across==0.1.0"
+    "mypy>=1.10" numpy pyzmq msgpack "across==0.1.0" "teleprox==2.4.0"
 (. .venv/bin/activate && maturin develop --quiet)

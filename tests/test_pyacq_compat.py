@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures as cf
 import gc
 import itertools
+import logging
 import os
 import subprocess
 import sys
@@ -420,3 +421,79 @@ def test_no_proxy_types_copies_or_refuses(proc, remote):
     finally:
         builtins._set_proxy_options(no_proxy_types=None)
     assert remote.os.getpid() > 0
+
+
+# ---- item 17, 20: the engine's records go through Python's logging ------------------------
+
+
+class Records(logging.Handler):
+    """Collects the records that reach it."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    def matching(self, text):
+        return [r for r in self.records if text in r.getMessage()]
+
+
+@pytest.fixture
+def farcall_records():
+    """The records logger 'farcall' receives while the test runs."""
+    handler = Records()
+    logger = logging.getLogger("farcall")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize("address", ["unix://*", "tcp://127.0.0.1:*"])
+def test_failed_calls_are_logged_through_logging(address, farcall_records):
+    server = farcall.RPCServer(address)
+    server["boom"] = lambda: 1 / 0
+    thread = threading.Thread(target=server.run_forever, daemon=True)
+    thread.start()
+    try:
+        def calls():
+            client = farcall.RPCClient(server.address)
+            boom = client["boom"]
+            boom(_sync="off")
+            with pytest.raises(farcall.RemoteCallException):
+                boom()
+            return True
+
+        assert run_in_thread(calls)
+        assert wait_until(lambda: len(farcall_records.matching("ZeroDivisionError")) >= 2, timeout=5)
+        one_way = [r for r in farcall_records.matching("one-way") if r.levelno == logging.ERROR]
+        assert one_way and "division by zero" in one_way[0].getMessage()
+        assert one_way[0].name.startswith("farcall.")
+        raised = [r for r in farcall_records.matching("raised") if r.levelno == logging.WARNING]
+        assert raised and "ZeroDivisionError" in raised[0].getMessage()
+    finally:
+        server.close()
+        thread.join(10)
+
+
+def test_a_failing_timer_callback_is_logged_and_keeps_running(farcall_records):
+    server = farcall.RPCServer("unix://*")
+    ticks = []
+
+    def tick():
+        ticks.append(1)
+        raise ValueError("tick failed")
+
+    server.start_timer(tick, 0.01)
+    thread = threading.Thread(target=server.run_forever, daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: len(ticks) >= 3, timeout=5)
+        failures = farcall_records.matching("timer callback")
+        assert failures and failures[0].levelno == logging.ERROR
+        assert failures[0].exc_info and failures[0].exc_info[0] is ValueError
+    finally:
+        server.close()
+        thread.join(10)
+

@@ -237,6 +237,10 @@ impl Runtime for PyRuntime {
         .map_err(|e: PyErr| Python::attach(|py| from_py(py, e)))
     }
 
+    fn free(&self, obj: ObjectRef) {
+        crate::gil::attach(|_py| drop(obj));
+    }
+
     fn host_value(&self, value: Value) -> Result<ObjectRef> {
         Python::attach(|py| {
             let obj = to_py(py, value, Ownership::Borrowed)?;

@@ -173,12 +173,16 @@ impl RPCServer {
     }
 
     /// Calls `callback()` every `interval` seconds in the serving thread.
+    /// An exception is logged (logger `farcall.server`, with its
+    /// traceback) and the timer keeps running.
     fn start_timer(&self, callback: Py<PyAny>, interval: f64) {
         let interval = Duration::from_secs_f64(interval.max(0.001));
         self.server.start_timer(interval, move || {
             Python::attach(|py| {
                 if let Err(e) = callback.call0(py) {
-                    e.write_unraisable(py, Some(callback.bind(py)));
+                    if let Err(unlogged) = log_timer_failure(py, &callback, e) {
+                        unlogged.write_unraisable(py, Some(callback.bind(py)));
+                    }
                 }
             })
         });
@@ -216,4 +220,20 @@ impl RPCServer {
 #[pyfunction]
 pub fn _remove_socket_files() {
     farcall::transport::stream::remove_socket_files();
+}
+
+/// Logs the exception a timer callback raised, with its traceback.
+fn log_timer_failure(py: Python<'_>, callback: &Py<PyAny>, e: PyErr) -> PyResult<()> {
+    let logger = PyModule::import(py, "logging")?.call_method1("getLogger", ("farcall.server",))?;
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item("exc_info", e.into_value(py))?;
+    logger.call_method(
+        "error",
+        (
+            "timer callback %r failed; the timer keeps running",
+            callback,
+        ),
+        Some(&kwargs),
+    )?;
+    Ok(())
 }

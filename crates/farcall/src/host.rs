@@ -40,6 +40,12 @@ pub trait Runtime: Send + Sync {
     fn host_value(&self, value: Value) -> Result<ObjectRef> {
         Ok(ValueObject::new_ref(value))
     }
+
+    /// Drops the last handle to an object a peer released. Python's frees
+    /// it at once, with the GIL, instead of leaving the decref for later.
+    fn free(&self, obj: ObjectRef) {
+        drop(obj);
+    }
 }
 
 /// Objects served to peers, and their names.
@@ -260,7 +266,11 @@ impl Host {
             }
             Command::Delete(delete) => {
                 let released = lock(&self.objects).release(delete.obj_id, delete.ref_id)?;
-                drop(released); // outside the lock: a finalizer may run
+                // Outside the lock: a finalizer may run. Freed now, in
+                // this request, so the next request already sees it gone.
+                if let (Some(obj), Some(runtime)) = (released, self.runtime()) {
+                    runtime.free(obj);
+                }
                 Value::None
             }
             Command::Import(import) => self.import(&import.module)?,

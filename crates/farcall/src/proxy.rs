@@ -58,7 +58,19 @@ impl Drop for Owner {
         }
         drop(owners);
         if !self.released.swap(true, Ordering::AcqRel) {
-            queue_release(self.reference.clone(), self.link.clone());
+            // Queued on the link first, so the next request sent on it
+            // carries the release ahead of it.
+            let release = match self.link.as_ref().and_then(Weak::upgrade) {
+                // The link goes to the release thread, which sends what no
+                // request took with it (and drops the link there, never in
+                // this drop).
+                Some(link) => match link.release_later(self.reference.clone()) {
+                    Ok(()) => Release::Queued(link),
+                    Err(reference) => Release::Direct(reference, Some(link)),
+                },
+                None => Release::Direct(self.reference.clone(), None),
+            };
+            queue_release(release);
         }
     }
 }
@@ -480,33 +492,42 @@ impl FromValue for Proxy {
 
 // ---- releases -----------------------------------------------------------
 
-type Release = (ProxyRef, Option<Weak<Link>>);
+/// A release for the release thread.
+enum Release {
+    /// Queued on this link: send what is still queued there.
+    Queued(Arc<Link>),
+    /// Through this link, else any this process has to the reference's
+    /// host.
+    Direct(ProxyRef, Option<Arc<Link>>),
+}
 
-/// Queues a reference for release by the releaser thread.
-fn queue_release(reference: ProxyRef, link: Option<Weak<Link>>) {
+/// Hands a release to the release thread.
+fn queue_release(release: Release) {
     static RELEASER: OnceLock<Sender<Release>> = OnceLock::new();
     let sender = RELEASER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Release>();
         std::thread::Builder::new()
             .name("farcall-release".into())
             .spawn(move || {
-                for (reference, link) in rx {
-                    release(&reference, link);
+                for release in rx {
+                    match release {
+                        Release::Queued(link) => link.send_releases(),
+                        Release::Direct(reference, link) => send_release(&reference, link),
+                    }
                 }
             })
             .expect("spawning the release thread");
         tx
     });
-    let _ = sender.send((reference, link));
+    let _ = sender.send(release);
 }
 
-fn release(reference: &ProxyRef, link: Option<Weak<Link>>) {
+fn send_release(reference: &ProxyRef, link: Option<Arc<Link>>) {
     // Through the link it came by, or any this process still has to that
     // host. With none, there is nothing to do: a host releases what a
     // link held when the link goes, and connecting to a dead server just
     // to say so would stall the queue.
     let client = link
-        .and_then(|l| l.upgrade())
         .filter(|l| !l.is_dead())
         .map(Client::from_link)
         .or_else(|| Client::any_connected(&reference.rpc_addr));

@@ -559,6 +559,7 @@ fn untag_at(entries: Vec<(Value, Value)>) -> Result<Value> {
         Some("date") => Tag::Date,
         Some("proxy") => Tag::Proxy,
         Some("bytes") => Tag::Bytes,
+        Some("tuple") => Tag::Tuple,
         Some("none") => return Ok(Value::None),
         _ => return Ok(Value::Map(entries)),
     };
@@ -569,6 +570,11 @@ fn untag_at(entries: Vec<(Value, Value)>) -> Result<Value> {
         Tag::Date => Ok(Value::Date(parse_date(&fields.str("data")?)?)),
         Tag::Proxy => untag_proxy(&mut fields),
         Tag::Bytes => Ok(Value::Bytes(fields.binary("data")?)),
+        // teleprox's msgpack tags every tuple (`strict_types`).
+        Tag::Tuple => match fields.required("data")? {
+            Value::List(items) | Value::Tuple(items) => Ok(Value::Tuple(items)),
+            other => err(format!("tuple data is {}, expected a list", other.kind())),
+        },
     }
 }
 
@@ -579,6 +585,7 @@ enum Tag {
     Date,
     Proxy,
     Bytes,
+    Tuple,
 }
 
 /// The entries of a tagged map, taken out by name.
@@ -926,6 +933,22 @@ mod tests {
         assert!(itemsize("object").is_err());
         assert!(itemsize("|O").is_err());
         assert!(itemsize("<U99999999999999999999999").is_err());
+    }
+
+    #[test]
+    fn teleprox_tuple_tag() {
+        let tag = |data: Value| {
+            untag_at(vec![
+                (Value::from(TYPE_KEY), Value::from("tuple")),
+                (Value::from("data"), data),
+            ])
+        };
+        let items = vec![Value::from(1i64), Value::from("a")];
+        assert_eq!(
+            tag(Value::List(items.clone())).unwrap(),
+            Value::Tuple(items)
+        );
+        assert!(tag(Value::from(3i64)).is_err());
     }
 
     #[test]

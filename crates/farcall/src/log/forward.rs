@@ -19,8 +19,20 @@ use crate::sync::{lock, read, write};
 
 static GLOBAL_SENDER: RwLock<Option<Arc<LogSender>>> = RwLock::new(None);
 
-/// The `log` logger [`install`] sets: forwards to the global sender, or
-/// writes to stderr while there is none.
+/// Where records go while no sender is set, when the host language has a
+/// logging system of its own (the Python binding hands them to Python's
+/// `logging`). It is called in the thread that logs, so it must not block.
+pub type LocalSink = Arc<dyn Fn(Record) + Send + Sync>;
+
+static LOCAL_SINK: RwLock<Option<LocalSink>> = RwLock::new(None);
+
+/// Sets (or, with `None`, removes) the [`LocalSink`].
+pub fn set_local_sink(sink: Option<LocalSink>) {
+    write(&LOCAL_SINK, sink);
+}
+
+/// The `log` logger [`install`] sets: forwards to the global sender, else
+/// to the local sink, else writes to stderr.
 struct Forwarder;
 
 impl log::Log for Forwarder {
@@ -33,11 +45,19 @@ impl log::Log for Forwarder {
             return;
         }
         let sender = read(&GLOBAL_SENDER);
+        let sink = || read(&LOCAL_SINK);
         match sender {
             Some(sender) if !IN_LOG.with(Cell::get) => {
                 IN_LOG.with(|f| f.set(true));
                 sender.send(Record::from_log(record));
                 IN_LOG.with(|f| f.set(false));
+            }
+            None if !IN_LOG.with(Cell::get) && sink().is_some() => {
+                if let Some(sink) = sink() {
+                    IN_LOG.with(|f| f.set(true));
+                    sink(Record::from_log(record));
+                    IN_LOG.with(|f| f.set(false));
+                }
             }
             _ => {
                 let _ = std::io::stderr().write_all(

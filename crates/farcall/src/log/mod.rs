@@ -30,7 +30,7 @@ mod stdio;
 
 pub use forward::{
     global_sender, init_child, init_forwarding, install, logger_address, set_global_sender,
-    set_logger_address, shutdown,
+    set_local_sink, set_logger_address, shutdown, LocalSink,
 };
 pub use names::{
     current_thread_id, host_name, process_name, registered_thread_name, set_host_name,

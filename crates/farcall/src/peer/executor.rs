@@ -67,6 +67,14 @@ impl Job {
         let _context = chain::Running::enter(&link, request.chain);
         let (format, result, close) = execute(&link, &mut request);
         if request.wants_reply() {
+            if let Err(e @ Error::Remote { .. }) = &result {
+                // As pyacq: the side that ran a call that raised says so.
+                log::warn!(
+                    "'{}' from {} raised {e}",
+                    String::from_utf8_lossy(&request.action),
+                    link.describe()
+                );
+            }
             link.reply(format, request.req_id, result, flush);
         } else if let Err(e) = result {
             log::error!(

@@ -232,6 +232,12 @@ pub struct Link {
     /// The peer closed with a notice (a goodbye), not by vanishing.
     farewell: AtomicBool,
     next_req_id: AtomicI64,
+    /// References dropped here, released before the next request this
+    /// link sends (or by the release thread, if none comes), so a call
+    /// made after `del proxy` never overtakes the release.
+    releases: Mutex<Vec<ProxyRef>>,
+    /// `releases` is not empty: the hot path looks at this flag only.
+    has_releases: AtomicBool,
     format: Format,
     timeout: Duration,
     /// This side's host: the objects requests on this link reach, and
@@ -354,6 +360,8 @@ impl Link {
             ended: AtomicBool::new(false),
             farewell: AtomicBool::new(false),
             next_req_id: AtomicI64::new(1),
+            releases: Mutex::new(Vec::new()),
+            has_releases: AtomicBool::new(false),
             format: parts.format,
             timeout: parts.timeout,
             host: parts.host,
@@ -455,6 +463,37 @@ impl Link {
 
     // ---- sending ------------------------------------------------------
 
+    /// Queues the release of `reference` (a proxy family's last handle
+    /// was dropped): sent before this link's next request, or by
+    /// [`Link::send_releases`]. Never blocks, so it can run in any drop
+    /// (with the GIL held): while releases are being written it gives the
+    /// reference back (`Err`) instead of waiting.
+    pub(crate) fn release_later(&self, reference: ProxyRef) -> std::result::Result<(), ProxyRef> {
+        let Ok(mut releases) = self.releases.try_lock() else {
+            return Err(reference);
+        };
+        releases.push(reference);
+        self.has_releases.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Sends the releases queued by [`Link::release_later`].
+    pub(crate) fn send_releases(self: &Arc<Self>) {
+        if !self.has_releases.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let releases = std::mem::take(&mut *lock(&self.releases));
+        for reference in releases {
+            let opts = protocol::command::Delete::opts(&reference);
+            let sent = self
+                .encode_request(-1, Action::Delete, (&opts).into(), ReturnType::Auto)
+                .and_then(|frames| self.write_request(frames, false));
+            if let Err(e) = sent {
+                log::debug!("could not release {reference:?}: {e}");
+            }
+        }
+    }
+
     /// Sends a request; returns its id (-1 when no reply is wanted).
     pub(crate) fn send(
         self: &Arc<Self>,
@@ -463,6 +502,9 @@ impl Link {
         return_type: ReturnType,
         mode: CallMode,
     ) -> Result<i64> {
+        if self.has_releases.load(Ordering::Relaxed) {
+            self.send_releases();
+        }
         let req_id = if mode.wants_reply {
             self.next_req_id.fetch_add(1, Ordering::Relaxed)
         } else {

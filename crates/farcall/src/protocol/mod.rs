@@ -20,7 +20,9 @@ pub mod request;
 pub use action::{Action, ReturnType, SyncMode};
 pub use command::Command;
 pub use message::{Beat, Message};
-pub use reply::{disconnect_frames, error_value, reply_frames, Reply};
+pub use reply::{
+    disconnect_frames, error_value, reply_frames, reply_frames_shaped, ErrorShape, Reply,
+};
 pub use request::{request_frames, BadRequest, Opts, Request};
 
 /// A message as moved by a transport: a list of frames.

@@ -83,6 +83,30 @@ fn parse_error(error: Value) -> Error {
     }
 }
 
+/// How a reply's `error` field is laid out for the peer that reads it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ErrorShape {
+    /// `[type_name, [traceback lines]]`: pyacq, and farcall peers.
+    #[default]
+    Pair,
+    /// `{type, traceback, remote_stack_info, remote_exc_traceback}`:
+    /// teleprox 2.x, which reads only this one.
+    Map,
+}
+
+impl ErrorShape {
+    /// The shape a ZeroMQ peer reads, told by its routing id: teleprox
+    /// clients name themselves `host.process.thread:ADDRESS`, with the
+    /// server's address (a `://` in it); pyacq's and farcall's ids have
+    /// none.
+    pub fn for_routing_id(id: &[u8]) -> ErrorShape {
+        match id.windows(3).any(|w| w == b"://") {
+            true => ErrorShape::Map,
+            false => ErrorShape::Pair,
+        }
+    }
+}
+
 /// Encodes a reply to request `req_id` into frames.
 pub fn reply_frames(
     format: Format,
@@ -90,9 +114,20 @@ pub fn reply_frames(
     result: Result<Value>,
     exporter: &mut dyn Exporter,
 ) -> Result<Frames> {
+    reply_frames_shaped(format, ErrorShape::Pair, req_id, result, exporter)
+}
+
+/// [`reply_frames`] with the error laid out as `shape`.
+pub fn reply_frames_shaped(
+    format: Format,
+    shape: ErrorShape,
+    req_id: i64,
+    result: Result<Value>,
+    exporter: &mut dyn Exporter,
+) -> Result<Frames> {
     let (rval, error) = match result {
         Ok(v) => (v, Value::None),
-        Err(e) => (Value::None, error_value(&e)),
+        Err(e) => (Value::None, error_value(&e, shape)),
     };
     let fields = [
         ("action", Field::Str("return")),
@@ -107,13 +142,27 @@ pub fn reply_frames(
     Ok(frames)
 }
 
-/// The `error` field of a reply: `[type_name, [traceback lines]]`.
-pub fn error_value(e: &Error) -> Value {
+/// The `error` field of a reply, laid out as `shape`.
+pub fn error_value(e: &Error, shape: ErrorShape) -> Value {
     let (type_name, lines) = e.to_wire();
-    Value::List(vec![
-        Value::Str(type_name),
-        Value::List(lines.into_iter().map(Value::Str).collect()),
-    ])
+    match shape {
+        ErrorShape::Pair => Value::List(vec![
+            Value::Str(type_name),
+            Value::List(lines.into_iter().map(Value::Str).collect()),
+        ]),
+        ErrorShape::Map => {
+            let text = lines.concat();
+            Value::map([
+                ("type", Value::Str(type_name)),
+                (
+                    "traceback",
+                    Value::List(lines.into_iter().map(Value::Str).collect()),
+                ),
+                ("remote_stack_info", Value::Str(String::new())),
+                ("remote_exc_traceback", Value::Str(text)),
+            ])
+        }
+    }
 }
 
 /// Encodes the disconnect notice a closing server sends to every client.
@@ -123,4 +172,40 @@ pub fn disconnect_frames(format: Format) -> Frames {
         .map(|e| e.body)
         .unwrap_or_default();
     vec![Bytes::from(body)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_shape_follows_the_routing_id() {
+        let teleprox = b"host.proc.MainThread:tcp://127.0.0.1:5000";
+        assert_eq!(ErrorShape::for_routing_id(teleprox), ErrorShape::Map);
+        assert_eq!(
+            ErrorShape::for_routing_id(b"farcall-0a1b"),
+            ErrorShape::Pair
+        );
+        assert_eq!(ErrorShape::for_routing_id(&[0, 1, 2, 3]), ErrorShape::Pair);
+    }
+
+    #[test]
+    fn both_error_shapes_read_back() {
+        let e = Error::Remote {
+            type_name: "ZeroDivisionError".into(),
+            traceback: vec!["line one\n".into(), "line two\n".into()],
+        };
+        for shape in [ErrorShape::Pair, ErrorShape::Map] {
+            match parse_error(error_value(&e, shape)) {
+                Error::Remote {
+                    type_name,
+                    traceback,
+                } => {
+                    assert_eq!(type_name, "ZeroDivisionError");
+                    assert_eq!(traceback, ["line one\n", "line two\n"]);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 }

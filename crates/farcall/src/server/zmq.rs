@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::handshake::{self, Gate, PeerState};
 use crate::host::{Host, HostExporter};
 use crate::protocol::command::Command;
-use crate::protocol::{self, Action, Frames, Request};
+use crate::protocol::{self, Action, ErrorShape, Frames, Request};
 use crate::sync::lock;
 use crate::transport;
 use crate::value::Value;
@@ -124,9 +124,21 @@ impl Admissions {
             }
         };
         let reply = if request.wants_reply() {
+            if let Err(e @ Error::Remote { .. }) = &result {
+                // As pyacq: the side that ran a call that raised says so.
+                log::warn!(
+                    "'{}' on {address} raised {e}",
+                    String::from_utf8_lossy(&request.action)
+                );
+            }
             let mut exporter = HostExporter { host, holder: None };
-            let frames = protocol::reply_frames(format, request.req_id, result, &mut exporter)
-                .or_else(|e| protocol::reply_frames(format, request.req_id, Err(e), &mut exporter));
+            let shape = ErrorShape::for_routing_id(identity);
+            let req_id = request.req_id;
+            let frames =
+                protocol::reply_frames_shaped(format, shape, req_id, result, &mut exporter)
+                    .or_else(|e| {
+                        protocol::reply_frames_shaped(format, shape, req_id, Err(e), &mut exporter)
+                    });
             match frames {
                 Ok(f) => Some(f),
                 Err(e) => {
