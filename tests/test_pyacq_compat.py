@@ -497,3 +497,48 @@ def test_a_failing_timer_callback_is_logged_and_keeps_running(farcall_records):
         server.close()
         thread.join(10)
 
+
+
+# ---- item 6: a release is never overtaken by a later call ----------------------------------
+
+
+@pytest.mark.parametrize("address", TRANSPORTS)
+def test_a_release_reaches_the_server_before_the_next_call(address):
+    """After ``del proxy`` the next call on the same link finds the object
+    released: the release is written ahead of that call (a release thread
+    sent it before, and most next calls overtook it)."""
+    proc = ProcessSpawner(address=address)
+    try:
+        c = proc.client
+        weakref = c._import("weakref")
+        threading_ = c._import("threading")
+        tries, stale = 300, 0
+        for _ in range(tries):
+            obj = threading_.Event()
+            ref = weakref.ref(obj)
+            del obj
+            # The first call after the del.
+            if ref() is not None:
+                stale += 1
+        assert stale == 0, f"{stale} of {tries} still alive right after del"
+    finally:
+        stop_quietly(proc)
+
+
+def test_releases_from_several_threads_arrive_before_each_threads_next_call(proc):
+    c = proc.client
+    weakref = c._import("weakref")
+    threading_ = c._import("threading")
+
+    def churn():
+        stale = 0
+        for _ in range(100):
+            obj = threading_.Event()
+            ref = weakref.ref(obj)
+            del obj
+            if ref() is not None:
+                stale += 1
+        return stale
+
+    with cf.ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda _: churn(), range(4))) == [0, 0, 0, 0]

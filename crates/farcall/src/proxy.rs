@@ -64,11 +64,11 @@ impl Drop for Owner {
                 // The link goes to the release thread, which sends what no
                 // request took with it (and drops the link there, never in
                 // this drop).
-                Some(link) => match link.release_later(self.reference.clone()) {
-                    Ok(()) => Release::Queued(link),
-                    Err(reference) => Release::Direct(reference, Some(link)),
-                },
-                None => Release::Direct(self.reference.clone(), None),
+                Some(link) => {
+                    link.release_later(self.reference.clone());
+                    Release::Queued(link)
+                }
+                None => Release::Direct(self.reference.clone()),
             };
             queue_release(release);
         }
@@ -496,9 +496,8 @@ impl FromValue for Proxy {
 enum Release {
     /// Queued on this link: send what is still queued there.
     Queued(Arc<Link>),
-    /// Through this link, else any this process has to the reference's
-    /// host.
-    Direct(ProxyRef, Option<Arc<Link>>),
+    /// Through any link this process has to the reference's host.
+    Direct(ProxyRef),
 }
 
 /// Hands a release to the release thread.
@@ -512,7 +511,7 @@ fn queue_release(release: Release) {
                 for release in rx {
                     match release {
                         Release::Queued(link) => link.send_releases(),
-                        Release::Direct(reference, link) => send_release(&reference, link),
+                        Release::Direct(reference) => send_release(&reference),
                     }
                 }
             })
@@ -522,15 +521,12 @@ fn queue_release(release: Release) {
     let _ = sender.send(release);
 }
 
-fn send_release(reference: &ProxyRef, link: Option<Arc<Link>>) {
-    // Through the link it came by, or any this process still has to that
-    // host. With none, there is nothing to do: a host releases what a
-    // link held when the link goes, and connecting to a dead server just
-    // to say so would stall the queue.
-    let client = link
-        .filter(|l| !l.is_dead())
-        .map(Client::from_link)
-        .or_else(|| Client::any_connected(&reference.rpc_addr));
+fn send_release(reference: &ProxyRef) {
+    // Through any link this process still has to that host. With none,
+    // there is nothing to do: a host releases what a link held when the
+    // link goes, and connecting to a dead server just to say so would
+    // stall the queue.
+    let client = Client::any_connected(&reference.rpc_addr);
     let Some(client) = client else {
         return;
     };

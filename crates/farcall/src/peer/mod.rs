@@ -238,6 +238,8 @@ pub struct Link {
     releases: Mutex<Vec<ProxyRef>>,
     /// `releases` is not empty: the hot path looks at this flag only.
     has_releases: AtomicBool,
+    /// Held while releases are written (by one thread at a time).
+    sending_releases: Mutex<()>,
     format: Format,
     timeout: Duration,
     /// This side's host: the objects requests on this link reach, and
@@ -362,6 +364,7 @@ impl Link {
             next_req_id: AtomicI64::new(1),
             releases: Mutex::new(Vec::new()),
             has_releases: AtomicBool::new(false),
+            sending_releases: Mutex::new(()),
             format: parts.format,
             timeout: parts.timeout,
             host: parts.host,
@@ -465,31 +468,37 @@ impl Link {
 
     /// Queues the release of `reference` (a proxy family's last handle
     /// was dropped): sent before this link's next request, or by
-    /// [`Link::send_releases`]. Never blocks, so it can run in any drop
-    /// (with the GIL held): while releases are being written it gives the
-    /// reference back (`Err`) instead of waiting.
-    pub(crate) fn release_later(&self, reference: ProxyRef) -> std::result::Result<(), ProxyRef> {
-        let Ok(mut releases) = self.releases.try_lock() else {
-            return Err(reference);
-        };
+    /// [`Link::send_releases`]. Takes a lock nobody holds for more than a
+    /// push or a take, so it can run in any drop (with the GIL held).
+    pub(crate) fn release_later(&self, reference: ProxyRef) {
+        let mut releases = lock(&self.releases);
         releases.push(reference);
         self.has_releases.store(true, Ordering::Release);
-        Ok(())
     }
 
-    /// Sends the releases queued by [`Link::release_later`].
+    /// Sends the releases queued by [`Link::release_later`]. One thread
+    /// at a time writes them (`sending_releases`), and the flag is cleared
+    /// only when none is left: a request sent meanwhile from another
+    /// thread waits here, so it never overtakes them.
     pub(crate) fn send_releases(self: &Arc<Self>) {
-        if !self.has_releases.swap(false, Ordering::AcqRel) {
-            return;
-        }
-        let releases = std::mem::take(&mut *lock(&self.releases));
-        for reference in releases {
-            let opts = protocol::command::Delete::opts(&reference);
-            let sent = self
-                .encode_request(-1, Action::Delete, (&opts).into(), ReturnType::Auto)
-                .and_then(|frames| self.write_request(frames, false));
-            if let Err(e) = sent {
-                log::debug!("could not release {reference:?}: {e}");
+        let _one_writer = lock(&self.sending_releases);
+        loop {
+            let batch = {
+                let mut releases = lock(&self.releases);
+                if releases.is_empty() {
+                    self.has_releases.store(false, Ordering::Release);
+                    return;
+                }
+                std::mem::take(&mut *releases)
+            };
+            for reference in batch {
+                let opts = protocol::command::Delete::opts(&reference);
+                let sent = self
+                    .encode_request(-1, Action::Delete, (&opts).into(), ReturnType::Auto)
+                    .and_then(|frames| self.write_request(frames, false));
+                if let Err(e) = sent {
+                    log::debug!("could not release {reference:?}: {e}");
+                }
             }
         }
     }
