@@ -542,3 +542,17 @@ def test_releases_from_several_threads_arrive_before_each_threads_next_call(proc
 
     with cf.ThreadPoolExecutor(4) as pool:
         assert list(pool.map(lambda _: churn(), range(4))) == [0, 0, 0, 0]
+
+
+def test_a_closed_thread_server_serves_this_threads_objects_no_more():
+    """A server once registered with this thread (run_lazy) and closed is
+    forgotten: a callback sent from here comes back over the link."""
+    server = farcall.RPCServer("tcp://127.0.0.1:*")
+    server.run_lazy()
+    server.close()
+    p = ProcessSpawner()
+    try:
+        operator = p.client._import("operator")
+        assert operator.call(lambda: 5) == 5
+    finally:
+        stop_quietly(p)

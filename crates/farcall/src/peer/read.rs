@@ -48,6 +48,8 @@ pub trait Service: Send + Sync {
     fn has_work(&self) -> bool;
     /// Handles what is ready, without waiting.
     fn serve(&self) -> Result<usize>;
+    /// True once the server is closed: it serves this thread no more.
+    fn closed(&self) -> bool;
 }
 
 thread_local! {
@@ -59,9 +61,16 @@ pub fn set_thread_service(service: Option<Arc<dyn Service>>) {
     SERVICE.with(|s| *s.borrow_mut() = service);
 }
 
-/// The server this thread serves, if any.
+/// The server this thread serves, if any (a closed one is forgotten: the
+/// objects this thread sends are then served over their links).
 pub fn thread_service() -> Option<Arc<dyn Service>> {
-    SERVICE.with(|s| s.borrow().clone())
+    SERVICE.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.as_ref().is_some_and(|service| service.closed()) {
+            *s = None;
+        }
+        s.clone()
+    })
 }
 
 impl Link {

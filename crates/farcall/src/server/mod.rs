@@ -475,6 +475,10 @@ impl Service for Server {
     fn serve(&self) -> Result<usize> {
         self.poll_once(Some(Duration::ZERO))
     }
+
+    fn closed(&self) -> bool {
+        !self.running()
+    }
 }
 
 // ---- running requests ---------------------------------------------------
