@@ -17,7 +17,7 @@ import pytest
 
 import farcall
 from farcall import ObjectProxy, ProcessSpawner
-from farcall_testutil import pid_gone, run_in_thread, stop_quietly, wait_until
+from farcall_testutil import import_helpers, pid_gone, run_in_thread, stop_quietly, wait_until
 
 TRANSPORTS = ["unix://*", "tcp+native://127.0.0.1:*", "tcp://127.0.0.1:*"]
 
@@ -556,3 +556,37 @@ def test_a_closed_thread_server_serves_this_threads_objects_no_more():
         assert operator.call(lambda: 5) == 5
     finally:
         stop_quietly(p)
+
+
+# ---- item 6: a proxy passed on by an intermediary has its own reference ---------------------
+
+
+@pytest.mark.parametrize("home_address", TRANSPORTS)
+def test_a_proxy_through_an_intermediary_outlives_the_intermediarys_copy(home_address):
+    """C (here) gets, through B, a proxy to an object in A. B drops its
+    copy; C's proxy keeps working (B asked A for a reference of C's own),
+    and C's release frees the object in A."""
+    a = ProcessSpawner(address=home_address, name="home")
+    b = ProcessSpawner(name="intermediary")
+    try:
+        b_helpers = import_helpers(b.client)
+        a_client_in_b = b.client._import("farcall").RPCClient.get_client(a.address)
+        threading_in_a = b_helpers.call(a_client_in_b._import, "threading")
+        event = b_helpers.call(threading_in_a.Event)
+        assert event._rpc_addr == a.address
+        b.client._import("gc").collect()
+        # B's releases travel ahead of its next request to A: once this
+        # ping is answered, A has dropped B's references.
+        assert a_client_in_b.ping() == "pong"
+        # B has dropped everything it returned; C's proxies still work.
+        assert event.is_set() is False
+        event.set()
+        assert threading_in_a.Event().is_set() is False
+        alive = a.client._import("weakref").ref(event)
+        assert alive() is not None
+        del event
+        gc.collect()
+        assert wait_until(lambda: alive() is None, timeout=5)
+    finally:
+        stop_quietly(b)
+        stop_quietly(a)

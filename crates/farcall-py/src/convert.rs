@@ -45,6 +45,9 @@ pub struct Outgoing<'a, 'py> {
     pub mode: Mode,
     /// Types that always go by copy (`no_proxy_types`), if any.
     pub no_proxy: Option<&'a Bound<'py, PyAny>>,
+    /// Converting the result of the request this thread runs (which goes
+    /// back over that request's link), not arguments.
+    pub result: bool,
 }
 
 impl<'py> Outgoing<'_, 'py> {
@@ -53,6 +56,16 @@ impl<'py> Outgoing<'_, 'py> {
         Outgoing {
             mode,
             no_proxy: None,
+            result: false,
+        }
+    }
+
+    /// Converts the result of the request this thread runs, which goes
+    /// back over its link (see [`farcall::Link::forward`]).
+    pub fn result(mode: Mode) -> Self {
+        Outgoing {
+            result: true,
+            ..Outgoing::new(mode)
         }
     }
 
@@ -127,7 +140,14 @@ impl<'py> Outgoing<'_, 'py> {
         } else if obj.is_exact_instance_of::<PyBytes>() {
             Value::Bytes(pinned_bytes(obj.cast::<PyBytes>()?))
         } else if let Ok(proxy) = obj.cast::<ObjectProxy>() {
-            Value::Proxy(proxy.get().reference().clone())
+            let reference = proxy.get().reference();
+            // A result that passes a third process's proxy on gets a
+            // reference of the receiver's own while ours is still held.
+            let own = match self.result {
+                true => farcall::peer::current_link().and_then(|link| link.forward(reference)),
+                false => None,
+            };
+            Value::Proxy(own.unwrap_or_else(|| reference.clone()))
         } else if let Ok(slice) = obj.cast::<PySlice>() {
             // `remote_list[1:3]`: slices are small and travel by copy, as
             // a tagged map (the convention pyacq's formats use for types

@@ -37,7 +37,7 @@ fn py_args<'py>(
 }
 
 fn result(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
-    Outgoing::new(Mode::Auto).value(obj)
+    Outgoing::result(Mode::Auto).value(obj)
 }
 
 /// Special methods a proxy forwards, run through the `operator` module (or

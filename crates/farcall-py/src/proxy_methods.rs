@@ -87,6 +87,7 @@ impl ObjectProxy {
             let conv = Outgoing {
                 mode: Mode::Auto,
                 no_proxy: o.no_proxy_types.as_ref().map(|t| t.bind(py)),
+                result: false,
             };
             args.iter()
                 .map(|a| conv.value(a))
@@ -216,6 +217,7 @@ impl ObjectProxy {
             let conv = Outgoing {
                 mode: Mode::Auto,
                 no_proxy: o.no_proxy_types.as_ref().map(|t| t.bind(py)),
+                result: false,
             };
             (conv.values(args)?, conv.kwargs(kwargs)?)
         };

@@ -273,6 +273,11 @@ impl Host {
                 }
                 Value::None
             }
+            Command::Share(share) => {
+                let mut objects = lock(&self.objects);
+                objects.share(share.obj_id, share.ref_id, share.new_ref_id)?;
+                Value::None
+            }
             Command::Import(import) => self.import(&import.module)?,
             Command::Ping(_) => Value::from("pong"),
             other => {

@@ -176,6 +176,9 @@ impl Proxy {
             .get(&(reference.rpc_addr.clone(), reference.ref_id))
             .is_some_and(|w| w.strong_count() > 0);
         let home = reference.rpc_addr == link.peer_home();
+        if forwarded(&reference) {
+            return Proxy::owning(reference);
+        }
         let link = home.then(|| link.clone());
         if known || home {
             Proxy::owning_via(reference, link)
@@ -487,6 +490,22 @@ impl FromValue for Proxy {
                 other.kind()
             ))),
         }
+    }
+}
+
+/// True for a reference a forwarder made for its receiver (see
+/// `farcall_share`), which the receiver of a reply owns.
+pub(crate) fn forwarded(reference: &ProxyRef) -> bool {
+    reference.ref_id & crate::protocol::command::FORWARDED_REF != 0
+}
+
+/// Gives up this process's ownership of `reference` (passed on to a
+/// process that owns it now): its proxies here never release it.
+pub(crate) fn hand_over(reference: &ProxyRef) {
+    let key = (reference.rpc_addr.clone(), reference.ref_id);
+    let owner = lock_owners().get(&key).and_then(Weak::upgrade);
+    if let Some(owner) = owner {
+        owner.released.store(true, Ordering::Release);
     }
 }
 

@@ -30,6 +30,23 @@ struct Entry {
 }
 
 impl ObjectTable {
+    /// Adds reference `new_ref` to object `obj_id`, whose reference
+    /// `ref_id` its holder passed on (`farcall_share`); held by no link:
+    /// its new holder releases it.
+    pub(crate) fn share(&mut self, obj_id: u64, ref_id: u64, new_ref: u64) -> Result<()> {
+        let entry = self
+            .objects
+            .get_mut(&obj_id)
+            .ok_or_else(|| Error::key_error(format!("Invalid proxy object ID {obj_id}")))?;
+        if !entry.refs.contains(&ref_id) {
+            return Err(Error::key_error(format!(
+                "reference {ref_id} to object {obj_id} was already released"
+            )));
+        }
+        entry.refs.insert(new_ref);
+        Ok(())
+    }
+
     /// Registers one more reference to `obj` (held by link `holder`, if
     /// we can see it leave); the same object keeps its id.
     pub(crate) fn register(&mut self, obj: &ObjectRef, holder: Option<u64>) -> (u64, u64) {

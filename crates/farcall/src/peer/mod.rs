@@ -43,6 +43,7 @@ use crate::codec::{Exporter, Format, NoExport};
 use crate::error::{Error, Result};
 use crate::handshake::Auth;
 use crate::host::{Host, HostExporter};
+use crate::protocol::command::{Share, FORWARDED_REF};
 use crate::protocol::{self, message, Action, Frames, Opts, ReturnType};
 use crate::sync::lock;
 use crate::transport;
@@ -465,6 +466,39 @@ impl Link {
     }
 
     // ---- sending ------------------------------------------------------
+
+    /// The reference to send over this link for `proxy`, a proxy to a
+    /// third process's object that a reply passes on: the object's home (a
+    /// farcall peer this process has a link to) is asked for a reference
+    /// of the receiver's own (`farcall_share`, ahead of any release of
+    /// ours on that link), marked so the receiver owns it. `None`: send
+    /// `proxy` as it is (the receiver borrows it, as in pyacq).
+    pub fn forward(&self, proxy: &ProxyRef) -> Option<ProxyRef> {
+        if proxy.rpc_addr == self.peer_home() || Host::find(&proxy.rpc_addr).is_some() {
+            return None;
+        }
+        let Some(home) = Link::find(&proxy.rpc_addr).filter(|l| l.format == Format::Farcall) else {
+            // A reference made for us that cannot be shared is handed
+            // over: its receiver owns it (it is marked so), we stop
+            // releasing it.
+            if crate::proxy::forwarded(proxy) {
+                crate::proxy::hand_over(proxy);
+            }
+            return None;
+        };
+        let random = u64::from_le_bytes(crate::auth::random::<8>().ok()?);
+        let new_ref_id = FORWARDED_REF | (random & (FORWARDED_REF - 1));
+        let opts = Share::opts(proxy, new_ref_id);
+        let mode = CallMode::no_reply(false);
+        if let Err(e) = home.send(Action::Share, (&opts).into(), ReturnType::Auto, mode) {
+            log::debug!("could not share {proxy:?}: {e}");
+            return None;
+        }
+        Some(ProxyRef {
+            ref_id: new_ref_id,
+            ..proxy.clone()
+        })
+    }
 
     /// Queues the release of `reference` (a proxy family's last handle
     /// was dropped): sent before this link's next request, or by

@@ -27,6 +27,9 @@ pub enum Action {
     Auth,
     /// farcall over ZeroMQ: the caller gave up on a request (one-way).
     Cancel,
+    /// farcall: a reference of its own for the receiver of a forwarded
+    /// proxy (one-way).
+    Share,
 }
 
 impl Action {
@@ -44,6 +47,7 @@ impl Action {
             Action::Hello => "farcall_hello",
             Action::Auth => "farcall_auth",
             Action::Cancel => "farcall_cancel",
+            Action::Share => "farcall_share",
         }
     }
 
@@ -61,6 +65,7 @@ impl Action {
             b"farcall_hello" => Action::Hello,
             b"farcall_auth" => Action::Auth,
             b"farcall_cancel" => Action::Cancel,
+            b"farcall_share" => Action::Share,
             _ => return None,
         })
     }

@@ -11,6 +11,7 @@ pub mod get_obj;
 pub mod handshake;
 pub mod import;
 pub mod set_item;
+pub mod share;
 
 pub use call_obj::CallObj;
 pub use control::{Cancel, Close, Ping};
@@ -20,6 +21,7 @@ pub use get_obj::GetObj;
 pub use handshake::{Auth, Hello};
 pub use import::Import;
 pub use set_item::SetItem;
+pub use share::{Share, FORWARDED_REF};
 
 use super::{Action, Request};
 use crate::codec::Format;
@@ -51,6 +53,8 @@ pub enum Command {
     Auth(Auth),
     /// `farcall_cancel` (ZeroMQ).
     Cancel(Cancel),
+    /// `farcall_share` (a forwarded proxy's own reference).
+    Share(Share),
 }
 
 impl Command {
@@ -70,6 +74,7 @@ impl Command {
             Action::Hello => Command::Hello(Hello::parse(request.take_opts(format)?)?),
             Action::Auth => Command::Auth(Auth::parse(request.take_opts(format)?)?),
             Action::Cancel => Command::Cancel(Cancel::parse(request.take_opts(format)?)?),
+            Action::Share => Command::Share(Share::parse(request.take_opts(format)?)?),
         })
     }
 
@@ -87,6 +92,7 @@ impl Command {
             Command::Hello(_) => Action::Hello,
             Command::Auth(_) => Action::Auth,
             Command::Cancel(_) => Action::Cancel,
+            Command::Share(_) => Action::Share,
         }
     }
 }
