@@ -211,3 +211,21 @@ class Bouncer:
         if n == 0:
             return 0
         return other.bounce(me, other, n - 1) + 1
+
+
+def register_fraction():
+    """Adds fractions.Fraction to farcall.serializer's types in this process."""
+    from fractions import Fraction
+
+    from farcall.serializer import add_type
+
+    add_type(Fraction, "fraction", lambda f: [f.numerator, f.denominator], lambda d: Fraction(*d))
+    return True
+
+
+def unregister_fraction():
+    """Removes what register_fraction added."""
+    from farcall.serializer import remove_type
+
+    remove_type("fraction")
+    return True

@@ -590,3 +590,28 @@ def test_a_proxy_through_an_intermediary_outlives_the_intermediarys_copy(home_ad
     finally:
         stop_quietly(b)
         stop_quietly(a)
+
+
+# ---- item 16: an added type travels in calls ---------------------------------------------
+
+
+def test_an_added_type_travels_in_calls(proc):
+    from fractions import Fraction
+
+    import farcall_test_helpers
+
+    helpers = import_helpers(proc.client)
+    farcall_test_helpers.register_fraction()
+    helpers.register_fraction()
+    try:
+        # Sent as the tagged map and decoded on the other side, both ways.
+        assert helpers.type_name(Fraction(1, 3)) == "Fraction"
+        assert helpers.echo(Fraction(1, 3)) == Fraction(1, 3)
+        assert isinstance(helpers.echo(Fraction(2, 3)), Fraction)
+        assert helpers.echo([Fraction(1, 2), {"x": Fraction(3, 4)}]) == [Fraction(1, 2), {"x": Fraction(3, 4)}]
+    finally:
+        helpers.unregister_fraction()
+        farcall_test_helpers.unregister_fraction()
+    # Without the type it goes by proxy again (where it can).
+    if not proc.address.startswith("tcp://"):
+        assert helpers.type_name(Fraction(1, 3)) == "ObjectProxy"

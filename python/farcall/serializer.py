@@ -10,7 +10,7 @@ Types that travel by copy: None, bool, int, float, str, bytes, list, tuple,
 dict, datetime.datetime, datetime.date, numpy arrays and scalars, and
 ObjectProxy. Anything else travels by proxy in a call.
 
-**Adding a type** to ``dumps``/``loads``: register it once in every process
+**Adding a type**: register it once in every process
 that reads or writes it (in a module both import)::
 
     from fractions import Fraction
@@ -30,11 +30,10 @@ natively; return a stand-in, or the object itself to leave it to the
 engine) and :meth:`Serializer.decode` (called for each decoded dict,
 innermost first), calling the base method for the rest.
 
-These hooks apply to ``dumps``/``loads`` (and ``dumps_frames``/
-``loads_frames``). The arguments and results of calls are encoded by the
-engine, which does not consult them: there an object of an added type
-still travels by proxy, unless you convert it to a carried type yourself
-before sending.
+The types of :func:`add_type` apply to the arguments and results of calls
+too (the binding asks this module, once imported, about objects the wire
+does not carry); the overridable methods apply to ``dumps``/``loads`` (and
+``dumps_frames``/``loads_frames``) only.
 
 **Adding a serializer**: subclass :class:`Serializer`, set ``type`` and
 override ``dumps``/``loads``, and put the class in ``all_serializers``.
@@ -110,6 +109,26 @@ def remove_type(name: str) -> None:
     entry = _by_name.pop(name, None)
     if entry is not None:
         _by_class.pop(entry[0], None)
+
+
+def _wire_encoding(obj: Any) -> Optional[Tuple[str, Any]]:
+    """``(name, encode(obj))`` for an object of an added type, else None:
+    the binding asks for objects the wire does not carry, so that calls
+    send added types as the tagged map too."""
+    if not _by_class:
+        return None
+    for cls in type(obj).__mro__:
+        entry = _by_class.get(cls)
+        if entry is not None:
+            name, encode = entry
+            return name, encode(obj)
+    return None
+
+
+def _wire_decoder(name: str) -> Optional[Callable[[Any], Any]]:
+    """The decode function of the type added as ``name``, else None."""
+    entry = _by_name.get(name)
+    return None if entry is None else entry[1]
 
 
 class Serializer:

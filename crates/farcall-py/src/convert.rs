@@ -99,6 +99,12 @@ impl<'py> Outgoing<'_, 'py> {
         if let Some(v) = self.exact(obj, depth)? {
             return Ok(v);
         }
+        if let Some((name, data)) = crate::added_types::encode(obj)? {
+            return Ok(Value::map([
+                (TYPE_TAG, Value::from(name)),
+                ("data", self.convert(&data, depth + 1)?),
+            ]));
+        }
         let never_proxy = match self.no_proxy {
             Some(types) => obj.is_instance(types)?,
             None => false,
@@ -413,6 +419,18 @@ fn is_tagged(entries: &[(Value, Value)], type_name: &str) -> bool {
         .any(|(k, v)| k.as_str() == Some(TYPE_TAG) && v.as_str() == Some(type_name))
 }
 
+/// The name of a map that may stand for an added type: two entries, the
+/// type tag (a str) and `data`.
+fn added_type(entries: &[(Value, Value)]) -> Option<&str> {
+    if entries.len() != 2 || !entries.iter().any(|(k, _)| k.as_str() == Some("data")) {
+        return None;
+    }
+    entries
+        .iter()
+        .find(|(k, _)| k.as_str() == Some(TYPE_TAG))
+        .and_then(|(_, v)| v.as_str())
+}
+
 /// Who owns the server-side references of incoming proxies.
 #[derive(Clone, Copy, Debug)]
 pub enum Ownership<'a> {
@@ -474,6 +492,25 @@ pub fn to_py(py: Python<'_>, value: Value, ownership: Ownership) -> PyResult<Py<
                 .getattr("slice")?
                 .call1((start, stop, step))?
                 .unbind()
+        }
+        Value::Map(entries) if added_type(&entries).is_some() => {
+            let name = added_type(&entries).unwrap_or_default().to_string();
+            let decode = crate::added_types::decoder(py, &name)?;
+            let data = entries
+                .into_iter()
+                .find(|(k, _)| k.as_str() == Some("data"))
+                .map(|(_, v)| v)
+                .unwrap_or_default();
+            let data = to_py(py, data, ownership)?;
+            match decode {
+                Some(decode) => decode.call1((data,))?.unbind(),
+                None => {
+                    let dict = PyDict::new(py);
+                    dict.set_item(TYPE_TAG, name)?;
+                    dict.set_item("data", data)?;
+                    dict.into_any().unbind()
+                }
+            }
         }
         Value::Map(entries) => {
             let dict = PyDict::new(py);

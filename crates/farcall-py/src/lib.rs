@@ -23,6 +23,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
 mod across;
+mod added_types;
 mod args;
 mod buffer;
 mod call;
