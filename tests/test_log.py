@@ -233,7 +233,8 @@ def test_child_forwards_records_output_and_exceptions(server):
             ("sys.stderr line", "stderr", logging.WARNING),
             ("native printf 42", "stdout", logging.INFO),
         ]:
-            r = c.wait_for(lambda r, text=text: r.getMessage() == text)
+            # pyacq's text: the child's name and the stream, then the line.
+            r = c.wait_for(lambda r, t=f"[kid.{stream}] {text}": r.getMessage() == t)
             assert (r.name, r.levelno, r.process_name, r.thread_name) == (
                 stream,
                 level,
@@ -273,7 +274,7 @@ def test_last_output_of_a_stopping_child_arrives(server):
         """,
     )
     proc.stop()
-    server.collected.wait_for(lambda r: r.getMessage() == "no newline at the end")
+    server.collected.wait_for(lambda r: r.getMessage() == "[leaving.stdout] no newline at the end")
 
 
 def test_child_without_log_server_writes_to_the_parent_terminal(tmp_path):

@@ -18,10 +18,40 @@ import threading as _threading
 from . import _native
 
 #: concurrent.futures.Future's internal attributes, made on first read.
-_INTERNAL = frozenset(
-    ("_condition", "_state", "_result", "_exception", "_waiters", "_done_callbacks")
-)
+_INTERNAL = ("_condition", "_state", "_result", "_exception", "_waiters", "_done_callbacks")
 _making_state = _threading.Lock()
+
+
+def _base_state(future):
+    """The instance dict, with concurrent.futures.Future's state in it
+    (made, and bound to the native outcome, the first time)."""
+    state = future.__dict__
+    if "_condition" not in state:
+        with _making_state:
+            if "_condition" not in state:
+                # What concurrent.futures.Future.__init__ sets, written to
+                # the dict directly (its assignments would come back here).
+                state["_state"] = _cf._base.PENDING
+                state["_result"] = None
+                state["_exception"] = None
+                state["_waiters"] = []
+                state["_done_callbacks"] = []
+                state["_condition"] = _threading.Condition()
+                _native.Future.add_done_callback(future, _copy_outcome)
+    return state
+
+
+def _internal(name):
+    """A property for one of the base class's internal attributes: made on
+    first read, then kept in the instance dict."""
+
+    def get(self):
+        return _base_state(self)[name]
+
+    def set(self, value):
+        _base_state(self)[name] = value
+
+    return property(get, set, doc=f"concurrent.futures.Future's {name}, made on first use.")
 
 
 class Future(_native.Future, _cf.Future):
@@ -32,17 +62,12 @@ class Future(_native.Future, _cf.Future):
     __slots__ = ()
     __module__ = "farcall"
 
-    def __getattr__(self, name):
-        """Makes concurrent.futures.Future's state when first read."""
-        if name not in _INTERNAL:
-            raise AttributeError(
-                f"'{type(self).__name__}' object has no attribute '{name}'"
-            )
-        with _making_state:
-            if "_condition" not in self.__dict__:
-                _cf.Future.__init__(self)
-                _native.Future.add_done_callback(self, _copy_outcome)
-        return self.__dict__[name]
+
+# Properties, not __getattr__: a class with __getattr__ loses CPython's
+# fast method calls, which would slow every `future.result()`.
+for _name in _INTERNAL:
+    setattr(Future, _name, _internal(_name))
+del _name
 
 
 def _copy_outcome(future):

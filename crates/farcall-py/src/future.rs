@@ -249,12 +249,11 @@ fn complete_later(future: Py<PyFuture>) {
 
 #[pymethods]
 impl PyFuture {
-    /// A future no call made: it holds an error saying so. Async calls
-    /// make the futures they return.
+    /// A future no call made: it is cancelled. Async calls make the
+    /// futures they return (through this constructor, then bound).
     #[new]
     fn py_new() -> Self {
-        let err = pyo3::exceptions::PyRuntimeError::new_err("this Future was not made by a call");
-        PyFuture::with_state(State::Done(Err(err)))
+        PyFuture::with_state(State::Cancelled)
     }
 
     /// True once the result (or exception) is in, or the call was cancelled.

@@ -250,14 +250,14 @@ fn a_child_forwards_its_stdio_and_log_records() {
             .find(|r| r.msg == msg)
             .unwrap_or_else(|| panic!("{msg:?} missing from {got:#?}"))
     };
-    let r = find("println line");
+    let r = find("[rust-child.stdout] println line");
     assert_eq!((r.name.as_str(), r.levelno), ("stdout", 20));
     assert_eq!(r.process_name, "rust-child");
     assert_eq!(r.thread_name, "stdout");
-    let r = find("eprintln line");
+    let r = find("[rust-child.stderr] eprintln line");
     assert_eq!((r.name.as_str(), r.levelno), ("stderr", 30));
-    find("raw fd1");
-    find("raw fd2 no newline");
+    find("[rust-child.stdout] raw fd1");
+    find("[rust-child.stderr] raw fd2 no newline");
     let r = find("a debug record");
     assert_eq!((r.name.as_str(), r.levelno), ("child.log", 10));
     assert_eq!(r.process_name, "rust-child");

@@ -25,7 +25,8 @@ struct Captured {
 
 /// Captures fds 1 and 2: lines written to stdout become `INFO` records of
 /// logger `stdout`, lines written to stderr `WARNING` records of logger
-/// `stderr` (pyacq's levels), sent through `sender`. Output of native code
+/// `stderr`, reading `[name.stdout] line` (pyacq's levels and text), sent
+/// through `sender`. Output of native code
 /// and of subprocesses that inherit the descriptors is captured too.
 pub fn capture_stdio(sender: Arc<LogSender>) -> Result<StdioCapture> {
     let mut capture = StdioCapture {
@@ -115,7 +116,9 @@ fn read_lines(pipe: OwnedFd, stream: &str, levelno: i64, sender: &LogSender) {
         let text = String::from_utf8_lossy(bytes);
         let text = text.strip_suffix('\n').unwrap_or(&text);
         let text = text.strip_suffix('\r').unwrap_or(text);
-        let mut r = Record::new(stream, levelno, text);
+        // As pyacq's parent logged a child's output: `[name.stdout] line`.
+        let text = format!("[{}.{stream}] {text}", super::names::process_name());
+        let mut r = Record::new(stream, levelno, &text);
         r.thread_name = stream.to_string();
         r.py_thread_name = stream.to_string();
         r.pathname = format!("<{stream}>");
