@@ -271,7 +271,7 @@ fn json_to_py(py: Python<'_>, v: &Json) -> PyResult<Py<PyAny>> {
 
 /// The attributes of a `logging.LogRecord` for a received record (for
 /// `logging.makeLogRecord`).
-fn record_dict<'py>(py: Python<'py>, r: &Record) -> PyResult<Bound<'py, PyDict>> {
+pub(crate) fn record_dict<'py>(py: Python<'py>, r: &Record) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     for (k, v) in &r.extra {
         d.set_item(k, json_to_py(py, v)?)?;
@@ -511,63 +511,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         .call_method0("getEffectiveLevel")?
         .extract()?;
     flog::install(flog::level_filter(level));
-    flog::set_local_sink(Some(Arc::new(to_python_logging)));
-    Ok(())
-}
-
-/// Most engine records waiting for Python's `logging`; more are dropped
-/// (and counted) rather than stall the engine thread that logs.
-const BRIDGE_QUEUE: usize = 4096;
-
-/// Hands an engine record to Python's `logging` (as logger `farcall.server`
-/// for target `farcall::server`). The engine thread that logs only queues
-/// it: a thread of its own takes the GIL and calls the handlers, so an
-/// engine thread never waits for the GIL to log (which is why this is not
-/// pyo3-log, which calls Python in the logging thread).
-fn to_python_logging(record: Record) {
-    static QUEUE: std::sync::OnceLock<std::sync::mpsc::SyncSender<Record>> =
-        std::sync::OnceLock::new();
-    static DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let queue = QUEUE.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Record>(BRIDGE_QUEUE);
-        let spawned = std::thread::Builder::new()
-            .name("farcall-log-bridge".into())
-            .spawn(move || {
-                for record in rx {
-                    if crate::gil::exiting() {
-                        continue;
-                    }
-                    Python::attach(|py| {
-                        if let Err(e) = handle_in_python(py, &record) {
-                            e.write_unraisable(py, None);
-                        }
-                    });
-                }
-            });
-        if let Err(e) = spawned {
-            eprintln!("farcall: no thread for engine log records ({e}); they go nowhere");
-        }
-        tx
-    });
-    if queue.try_send(record).is_err() {
-        DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-/// Runs `record` through the Python logger its target names.
-fn handle_in_python(py: Python<'_>, record: &Record) -> PyResult<()> {
-    let logging = PyModule::import(py, "logging")?;
-    let name = record.name.replace("::", ".");
-    let logger = logging.call_method1("getLogger", (&name,))?;
-    if !logger
-        .call_method1("isEnabledFor", (record.levelno,))?
-        .is_truthy()?
-    {
-        return Ok(());
-    }
-    let attrs = record_dict(py, record)?;
-    attrs.set_item("name", name)?;
-    let made = logging.call_method1("makeLogRecord", (attrs,))?;
-    logger.call_method1("handle", (made,))?;
+    flog::set_local_sink(Some(Arc::new(crate::log_bridge::to_python_logging)));
     Ok(())
 }
