@@ -229,3 +229,16 @@ def unregister_fraction():
 
     remove_type("fraction")
     return True
+
+
+class Holder:
+    """Keeps one object: ``get()`` returns it, ``set(v)`` replaces it."""
+
+    def __init__(self, obj=None):
+        self.obj = obj
+
+    def get(self):
+        return self.obj
+
+    def set(self, obj):
+        self.obj = obj

@@ -561,13 +561,18 @@ def test_a_closed_thread_server_serves_this_threads_objects_no_more():
 # ---- item 6: a proxy passed on by an intermediary has its own reference ---------------------
 
 
-@pytest.mark.parametrize("home_address", TRANSPORTS)
-def test_a_proxy_through_an_intermediary_outlives_the_intermediarys_copy(home_address):
+@pytest.mark.parametrize(
+    "home_address, intermediary_address",
+    [(t, "unix://*") for t in TRANSPORTS] + [("unix://*", t) for t in TRANSPORTS[1:]],
+)
+def test_a_proxy_through_an_intermediary_outlives_the_intermediarys_copy(
+    home_address, intermediary_address
+):
     """C (here) gets, through B, a proxy to an object in A. B drops its
     copy; C's proxy keeps working (B asked A for a reference of C's own),
     and C's release frees the object in A."""
     a = ProcessSpawner(address=home_address, name="home")
-    b = ProcessSpawner(name="intermediary")
+    b = ProcessSpawner(address=intermediary_address, name="intermediary")
     try:
         b_helpers = import_helpers(b.client)
         a_client_in_b = b.client._import("farcall").RPCClient.get_client(a.address)
@@ -615,3 +620,26 @@ def test_an_added_type_travels_in_calls(proc):
     # Without the type it goes by proxy again (where it can).
     if not proc.address.startswith("tcp://"):
         assert helpers.type_name(Fraction(1, 3)) == "ObjectProxy"
+
+
+def test_an_object_of_ours_coming_back_through_an_intermediary_is_itself():
+    """Our own object, held by a child and returned to us (the child passes
+    a proxy to it on, with a reference made for us): it arrives as the
+    object itself, every time, and the forwarded reference is dropped here
+    (our host holds its own objects without references)."""
+
+    class Thing:
+        pass
+
+    p = ProcessSpawner()
+    try:
+        helpers = import_helpers(p.client)
+        thing = Thing()
+        holder = helpers.Holder(thing)
+        for _ in range(20):
+            assert holder.get() is thing
+        holder.set(None)
+        assert holder.get() is None
+        assert p.client.ping() == "pong"
+    finally:
+        stop_quietly(p)

@@ -45,8 +45,8 @@ pub struct Outgoing<'a, 'py> {
     pub mode: Mode,
     /// Types that always go by copy (`no_proxy_types`), if any.
     pub no_proxy: Option<&'a Bound<'py, PyAny>>,
-    /// Converting the result of the request this thread runs (which goes
-    /// back over that request's link), not arguments.
+    /// Converting the result of a request (a reply), not arguments: third
+    /// processes' proxies get references of the receiver's own.
     pub result: bool,
 }
 
@@ -60,8 +60,7 @@ impl<'py> Outgoing<'_, 'py> {
         }
     }
 
-    /// Converts the result of the request this thread runs, which goes
-    /// back over its link (see [`farcall::Link::forward`]).
+    /// Converts the result of a request (see [`farcall::Link::forward`]).
     pub fn result(mode: Mode) -> Self {
         Outgoing {
             result: true,
@@ -150,7 +149,7 @@ impl<'py> Outgoing<'_, 'py> {
             // A result that passes a third process's proxy on gets a
             // reference of the receiver's own while ours is still held.
             let own = match self.result {
-                true => farcall::peer::current_link().and_then(|link| link.forward(reference)),
+                true => farcall::Link::forward(reference),
                 false => None,
             };
             Value::Proxy(own.unwrap_or_else(|| reference.clone()))
@@ -544,6 +543,11 @@ pub fn to_py(py: Python<'_>, value: Value, ownership: Ownership) -> PyResult<Py<
                 let local = host
                     .unwrap_proxy(&reference)
                     .map_err(|e| crate::errors::to_py(py, e))?;
+                if matches!(ownership, Ownership::Reply(_)) {
+                    // A reference a forwarder made for us, to our own
+                    // object: we need none.
+                    host.release_forwarded(&reference);
+                }
                 return to_py(py, local, ownership);
             }
             let proxy = match ownership {

@@ -195,6 +195,22 @@ impl Host {
         Ok(())
     }
 
+    /// Drops `proxy`'s reference if a forwarder made it for its receiver
+    /// (`farcall_share`) and the receiver is this host itself: a home
+    /// holds its objects without references.
+    pub fn release_forwarded(&self, proxy: &ProxyRef) {
+        if proxy.ref_id & crate::protocol::command::FORWARDED_REF == 0 {
+            return;
+        }
+        let released = lock(&self.objects).release_forwarded(proxy.obj_id, proxy.ref_id);
+        if let Some(obj) = released {
+            match self.runtime() {
+                Some(runtime) => runtime.free(obj),
+                None => drop(obj),
+            }
+        }
+    }
+
     /// Replaces the proxies of this host inside `value` by the objects
     /// they refer to (a proxy that comes home is unwrapped).
     pub fn resolve_home(&self, value: &mut Value) -> Result<()> {

@@ -21,7 +21,13 @@ pub(crate) struct ObjectTable {
     /// References held by each link, and which link holds each reference.
     held: HashMap<u64, HashSet<u64>>,
     holder: HashMap<u64, (u64, u64)>,
+    /// Forwarded references dropped by this host before their
+    /// `farcall_share` arrived (see [`ObjectTable::release_forwarded`]).
+    unneeded: HashSet<u64>,
 }
+
+/// Most remembered [`ObjectTable::release_forwarded`] references.
+const MAX_UNNEEDED: usize = 4096;
 
 struct Entry {
     obj: ObjectRef,
@@ -30,10 +36,29 @@ struct Entry {
 }
 
 impl ObjectTable {
+    /// Drops a forwarded reference that reached its own home (see
+    /// `Host::release_forwarded`); one whose `farcall_share` has not been
+    /// run yet is remembered, and the share then adds nothing.
+    pub(crate) fn release_forwarded(&mut self, obj_id: u64, ref_id: u64) -> Option<ObjectRef> {
+        match self.release(obj_id, Some(ref_id)) {
+            Ok(freed) => freed,
+            Err(_) => {
+                if self.unneeded.len() >= MAX_UNNEEDED {
+                    self.unneeded.clear();
+                }
+                self.unneeded.insert(ref_id);
+                None
+            }
+        }
+    }
+
     /// Adds reference `new_ref` to object `obj_id`, whose reference
     /// `ref_id` its holder passed on (`farcall_share`); held by no link:
     /// its new holder releases it.
     pub(crate) fn share(&mut self, obj_id: u64, ref_id: u64, new_ref: u64) -> Result<()> {
+        if self.unneeded.remove(&new_ref) {
+            return Ok(()); // its receiver, this host, dropped it already
+        }
         let entry = self
             .objects
             .get_mut(&obj_id)

@@ -467,14 +467,17 @@ impl Link {
 
     // ---- sending ------------------------------------------------------
 
-    /// The reference to send over this link for `proxy`, a proxy to a
-    /// third process's object that a reply passes on: the object's home (a
+    /// The reference to send for `proxy`, a proxy to a third process's
+    /// object that a reply passes on: the object's home (a
     /// farcall peer this process has a link to) is asked for a reference
     /// of the receiver's own (`farcall_share`, ahead of any release of
     /// ours on that link), marked so the receiver owns it. `None`: send
     /// `proxy` as it is (the receiver borrows it, as in pyacq).
-    pub fn forward(&self, proxy: &ProxyRef) -> Option<ProxyRef> {
-        if proxy.rpc_addr == self.peer_home() || Host::find(&proxy.rpc_addr).is_some() {
+    pub fn forward(proxy: &ProxyRef) -> Option<ProxyRef> {
+        // Our own objects' proxies are not ours to share. One that goes
+        // back to its home is harmless: the home drops a forwarded
+        // reference that arrives in a reply (`Host::release_forwarded`).
+        if Host::find(&proxy.rpc_addr).is_some() {
             return None;
         }
         let Some(home) = Link::find(&proxy.rpc_addr).filter(|l| l.format == Format::Farcall) else {
