@@ -20,7 +20,7 @@ import msgpack
 import pytest
 import zmq
 
-from farcall import ObjectProxy, RemoteCallException, RPCClient
+from farcall import ObjectProxy, ProtocolError, RemoteCallException, RPCClient
 from farcall_test_helpers import Counter
 from farcall_testutil import ThreadServer, run_in_thread, wait_until
 
@@ -333,6 +333,9 @@ class FakePyacqServer:
                 raise ZeroDivisionError("fake pyacq failure")
             if method == "describe":
                 return [opts["args"], opts["kwargs"]]
+            if method == "broken":
+                # An ndarray map farcall cannot read: its shape is a str.
+                return {"___type_name___": "ndarray", "dtype": "float64", "shape": "x", "data": ""}
             raise AttributeError(method)
         if action == "delete":
             return None
@@ -419,6 +422,26 @@ def test_farcall_client_falls_back_to_msgpack(fake_server):
     assert call[4]["args"] == [1, 2]
     assert call[4]["kwargs"] == {}
     assert call[4]["obj"]["rpc_addr"] == fake_server.address.encode()
+
+
+@pytest.mark.parametrize("serializer", ["msgpack", "json"])
+def test_an_unreadable_reply_fails_its_call_at_once(fake_server, serializer):
+    """A reply whose value cannot be decoded, but whose req_id can, fails
+    its call with ProtocolError at once instead of at the timeout."""
+    def body():
+        c = RPCClient(fake_server.address, auth=False, serializer=serializer)
+        try:
+            adder = c["adder"]
+            t0 = time.monotonic()
+            with pytest.raises(ProtocolError, match="unreadable reply"):
+                adder.broken(_timeout=10)
+            assert time.monotonic() - t0 < 2
+            assert adder.add(1, 2) == 3  # the link still works
+            return True
+        finally:
+            c.close()
+
+    assert run_in_thread(body)
 
 
 def test_farcall_client_routing_identity_is_printable(fake_server):

@@ -32,7 +32,7 @@ impl Reply {
             .split_first()
             .ok_or_else(|| Error::Protocol("empty reply".into()))?;
         let (mut action, mut req_id, mut rval, mut error) = (None, None, Value::None, Value::None);
-        codec::decode_fields(format, body, buffers, |key, value| {
+        let decoded = codec::decode_fields(format, body, buffers, |key, value| {
             match key {
                 "action" => action = Some(value),
                 "req_id" => req_id = value.as_i64(),
@@ -41,7 +41,26 @@ impl Reply {
                 _ => {} // what a later protocol adds
             }
             Ok(())
-        })?;
+        });
+        if let Err(e) = decoded {
+            // A reply whose id can be read though its value cannot fails
+            // its call now, instead of leaving it to its timeout. The
+            // streaming decoders saw the id already; json is read again
+            // without pyacq's tags.
+            if format == Format::Json {
+                if let Ok(raw) = serde_json::from_slice::<serde_json::Value>(body) {
+                    action = raw.get("action").and_then(|a| a.as_str()).map(Value::from);
+                    req_id = raw.get("req_id").and_then(serde_json::Value::as_i64);
+                }
+            }
+            return match (action.as_ref().and_then(Value::as_str), req_id) {
+                (Some("return"), Some(req_id)) => Ok(Reply::Return {
+                    req_id,
+                    result: Err(Error::Protocol(format!("unreadable reply: {e}"))),
+                }),
+                _ => Err(e),
+            };
+        }
         match action.as_ref().and_then(Value::as_str) {
             Some("disconnect") => Ok(Reply::Disconnect),
             Some("return") => {
@@ -177,6 +196,22 @@ pub fn disconnect_frames(format: Format) -> Frames {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reply_with_an_unreadable_value_fails_its_call() {
+        // {"action": "return", "req_id": 7, "rval": <a bad tagged map>}
+        let body = br#"{"action": "return", "req_id": 7, "rval": {"___type_name___": "ndarray", "dtype": "float64", "shape": "x", "data": ""}, "error": null}"#;
+        let frames = vec![Bytes::from_static(body)];
+        match Reply::parse(Format::Json, &frames).unwrap() {
+            Reply::Return {
+                req_id: 7,
+                result: Err(Error::Protocol(why)),
+            } => {
+                assert!(why.contains("unreadable reply"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn error_shape_follows_the_routing_id() {
