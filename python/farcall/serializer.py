@@ -166,12 +166,11 @@ class Serializer:
         datetimes, proxies). The default writes the types of
         :func:`add_type` as tagged maps.
         """
-        for cls in type(obj).__mro__:
-            entry = _by_class.get(cls)
-            if entry is not None:
-                name, encode = entry
-                return {encode_key: name, "data": encode(obj)}
-        return obj
+        found = _wire_encoding(obj)
+        if found is None:
+            return obj
+        name, data = found
+        return {encode_key: name, "data": data}
 
     def decode(self, dct: Dict[Any, Any]) -> Any:
         """The object a decoded dict stands for, or the dict itself.
@@ -181,9 +180,9 @@ class Serializer:
         """
         name = dct.get(encode_key)
         if isinstance(name, str) and len(dct) == 2 and "data" in dct:
-            entry = _by_name.get(name)
-            if entry is not None:
-                return entry[1](dct["data"])
+            decode = _wire_decoder(name)
+            if decode is not None:
+                return decode(dct["data"])
         return dct
 
     # ---- the walks (only when a hook has something to do) ----------------

@@ -162,14 +162,14 @@ impl RemoteObject for PyHost {
         args: Vec<Value>,
         kwargs: Kwargs,
     ) -> Result<ObjectRef> {
+        // The attribute and item lookups a proxy sends, kept as the very
+        // objects they find.
+        if let ("__getattr__" | "__getattribute__", [Value::Str(attr)]) = (name, args.as_slice()) {
+            return self.get_attr_object(attr);
+        }
         self.with(|obj| {
             let py = obj.py();
             let raw = match (name, args.as_slice()) {
-                // The attribute and item lookups a proxy sends, kept as
-                // the very objects they find.
-                ("__getattr__" | "__getattribute__", [Value::Str(attr)]) => {
-                    obj.getattr(attr.as_str())?
-                }
                 ("__getitem__", [_]) => {
                     let key = args.into_iter().next().expect("one argument");
                     obj.get_item(to_py(py, key, Ownership::Borrowed)?)?

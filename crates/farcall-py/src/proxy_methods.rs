@@ -102,11 +102,9 @@ impl ObjectProxy {
         let derived = self.derived(py, name);
         let return_type = derived.options().return_type;
         derived.fetch(py, return_type).map_err(|e| {
-            if remote_type_is(py, &e, "AttributeError") {
+            localized(py, e, "AttributeError", |_| {
                 PyAttributeError::new_err(name.to_string())
-            } else {
-                e
-            }
+            })
         })
     }
 
@@ -149,15 +147,20 @@ impl ObjectProxy {
     }
 }
 
-/// Whether `e` is a RemoteCallException for a remote exception of type
-/// `name`.
-fn remote_type_is(py: Python<'_>, e: &PyErr, name: &str) -> bool {
-    error_class(py, "RemoteCallException")
+/// `e`, or `local(&e)` when `e` is a RemoteCallException for a remote
+/// exception of type `remote`: the special methods Python's protocols call
+/// (`hasattr`, `list()`, `next()`) need the built-in exception.
+fn localized(py: Python<'_>, e: PyErr, remote: &str, local: impl FnOnce(&PyErr) -> PyErr) -> PyErr {
+    let matches = error_class(py, "RemoteCallException")
         .ok()
         .filter(|cls| e.is_instance(py, cls))
         .and_then(|_| e.value(py).getattr("type_str").ok())
         .and_then(|t| t.extract::<String>().ok())
-        .is_some_and(|t| t == name)
+        .is_some_and(|t| t == remote);
+    match matches {
+        true => local(&e),
+        false => e,
+    }
 }
 
 /// Per-call overrides of a proxy's options.
@@ -250,10 +253,11 @@ impl ObjectProxy {
             // pyacq documents `proxy.__getattr__(name)` as API.
             return Ok(slf.getattr(pyo3::intern!(py, "_remote_getattr"))?.unbind());
         }
-        if !private && me.options().defer_getattr {
-            return me.child(py, text);
+        match private {
+            // Private names are fetched at once, never deferred.
+            true => me.attribute(py, text),
+            false => me._remote_getattr(py, text),
         }
-        me.attribute(py, text)
     }
 
     /// `proxy.__getattr__(name)`: the attribute `name` of the remote
@@ -411,11 +415,9 @@ impl ObjectProxy {
     /// TypeError here, so `list(proxy)` falls back to iterating.
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
         let n = self.special(py, "__len__", &[], true).map_err(|e| {
-            if remote_type_is(py, &e, "TypeError") {
+            localized(py, e, "TypeError", |e| {
                 PyTypeError::new_err(e.value(py).to_string())
-            } else {
-                e
-            }
+            })
         })?;
         n.extract(py)
     }
@@ -446,11 +448,9 @@ impl ObjectProxy {
     /// The next item of the remote iterator (StopIteration at its end).
     fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.special(py, "__next__", &[], true).map_err(|e| {
-            if remote_type_is(py, &e, "StopIteration") {
+            localized(py, e, "StopIteration", |_| {
                 pyo3::exceptions::PyStopIteration::new_err(())
-            } else {
-                e
-            }
+            })
         })
     }
 

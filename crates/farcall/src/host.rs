@@ -163,9 +163,14 @@ impl Host {
     /// The object a proxy of this host refers to, its attribute path
     /// followed.
     fn proxied_object(&self, proxy: &ProxyRef) -> Result<ObjectRef> {
+        self.walk(proxy, &proxy.attributes)
+    }
+
+    /// Proxy `proxy`'s object, with the attributes `path` followed.
+    fn walk(&self, proxy: &ProxyRef, path: &[String]) -> Result<ObjectRef> {
         self.check_home(proxy)?;
         let mut obj = self.object(proxy.obj_id)?;
-        for attr in &proxy.attributes {
+        for attr in path {
             obj = obj.get_attr_object(attr)?;
         }
         Ok(obj)
@@ -174,15 +179,11 @@ impl Host {
     /// `get_obj` with `return_type="auto"`: the last attribute of the path
     /// is read as the object chooses to send it (copied when it can be).
     fn fetch_auto(&self, proxy: &ProxyRef) -> Result<Value> {
-        self.check_home(proxy)?;
-        let mut obj = self.object(proxy.obj_id)?;
         let Some((last, path)) = proxy.attributes.split_last() else {
+            let obj = self.walk(proxy, &[])?;
             return obj.auto_value().unwrap_or(Ok(Value::Object(obj)));
         };
-        for attr in path {
-            obj = obj.get_attr_object(attr)?;
-        }
-        obj.get_attr(last)
+        self.walk(proxy, path)?.get_attr(last)
     }
 
     fn check_home(&self, proxy: &ProxyRef) -> Result<()> {
@@ -199,10 +200,17 @@ impl Host {
     /// (`farcall_share`) and the receiver is this host itself: a home
     /// holds its objects without references.
     pub fn release_forwarded(&self, proxy: &ProxyRef) {
-        if proxy.ref_id & crate::protocol::command::FORWARDED_REF == 0 {
+        if !proxy.forwarded() {
             return;
         }
         let released = lock(&self.objects).release_forwarded(proxy.obj_id, proxy.ref_id);
+        self.free(released);
+    }
+
+    /// Drops the last handle to an object peers released (outside the
+    /// table's lock: a finalizer may run), through the runtime, so it is
+    /// freed now and the next request already sees it gone.
+    fn free(&self, released: Option<ObjectRef>) {
         if let Some(obj) = released {
             match self.runtime() {
                 Some(runtime) => runtime.free(obj),
@@ -282,11 +290,7 @@ impl Host {
             }
             Command::Delete(delete) => {
                 let released = lock(&self.objects).release(delete.obj_id, delete.ref_id)?;
-                // Outside the lock: a finalizer may run. Freed now, in
-                // this request, so the next request already sees it gone.
-                if let (Some(obj), Some(runtime)) = (released, self.runtime()) {
-                    runtime.free(obj);
-                }
+                self.free(released);
                 Value::None
             }
             Command::Share(share) => {

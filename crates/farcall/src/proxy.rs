@@ -176,7 +176,7 @@ impl Proxy {
             .get(&(reference.rpc_addr.clone(), reference.ref_id))
             .is_some_and(|w| w.strong_count() > 0);
         let home = reference.rpc_addr == link.peer_home();
-        if forwarded(&reference) {
+        if reference.forwarded() {
             return Proxy::owning(reference);
         }
         let link = home.then(|| link.clone());
@@ -491,12 +491,6 @@ impl FromValue for Proxy {
             ))),
         }
     }
-}
-
-/// True for a reference a forwarder made for its receiver (see
-/// `farcall_share`), which the receiver of a reply owns.
-pub(crate) fn forwarded(reference: &ProxyRef) -> bool {
-    reference.ref_id & crate::protocol::command::FORWARDED_REF != 0
 }
 
 /// Gives up this process's ownership of `reference` (passed on to a

@@ -107,6 +107,15 @@ pub struct ProxyRef {
     pub attributes: Vec<String>,
 }
 
+impl ProxyRef {
+    /// True for a reference a forwarder made for its receiver
+    /// (`farcall_share`, see [`crate::protocol::command::FORWARDED_REF`]):
+    /// the receiver of the reply owns it.
+    pub fn forwarded(&self) -> bool {
+        self.ref_id & crate::protocol::command::FORWARDED_REF != 0
+    }
+}
+
 impl Date {
     /// A date, checked for range.
     pub fn new(year: i32, month: u8, day: u8) -> Option<Self> {

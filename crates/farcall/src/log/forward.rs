@@ -45,35 +45,38 @@ impl log::Log for Forwarder {
             return;
         }
         let sender = read(&GLOBAL_SENDER);
-        let sink = || read(&LOCAL_SINK);
         match sender {
             Some(sender) if !IN_LOG.with(Cell::get) => {
                 IN_LOG.with(|f| f.set(true));
                 sender.send(Record::from_log(record));
                 IN_LOG.with(|f| f.set(false));
             }
-            None if !IN_LOG.with(Cell::get) && sink().is_some() => {
-                if let Some(sink) = sink() {
+            None if !IN_LOG.with(Cell::get) => match read(&LOCAL_SINK) {
+                Some(sink) => {
                     IN_LOG.with(|f| f.set(true));
                     sink(Record::from_log(record));
                     IN_LOG.with(|f| f.set(false));
                 }
-            }
-            _ => {
-                let _ = std::io::stderr().write_all(
-                    format!(
-                        "{} {}: {}\n",
-                        level_name(python_level(record.level())),
-                        record.target(),
-                        record.args()
-                    )
-                    .as_bytes(),
-                );
-            }
+                None => write_stderr(record),
+            },
+            _ => write_stderr(record),
         }
     }
 
     fn flush(&self) {}
+}
+
+/// Where a record goes with no sender and no sink (or from inside one).
+fn write_stderr(record: &log::Record<'_>) {
+    let _ = std::io::stderr().write_all(
+        format!(
+            "{} {}: {}\n",
+            level_name(python_level(record.level())),
+            record.target(),
+            record.args()
+        )
+        .as_bytes(),
+    );
 }
 
 /// Installs the process-wide forwarder as the `log` crate's logger, with

@@ -484,7 +484,7 @@ impl Link {
             // A reference made for us that cannot be shared is handed
             // over: its receiver owns it (it is marked so), we stop
             // releasing it.
-            if crate::proxy::forwarded(proxy) {
+            if proxy.forwarded() {
                 crate::proxy::hand_over(proxy);
             }
             return None;
