@@ -481,13 +481,61 @@ def test_spawner_defaults_to_this_process_log_server(tmp_path):
     assert out.stdout.strip() == "ok", "ProcessSpawner did not default log_addr"
 
 
-def test_child_log_options():
-    assert flog._child_log_options("tcp://127.0.0.1:1", "debug") == ("tcp://127.0.0.1:1", 10)
-    assert flog._child_log_options(None, None) == (flog.get_logger_address(), None)
-    addr, level = flog._child_log_options("tcp://127.0.0.1:1", None)
-    assert level == logging.getLogger().getEffectiveLevel()
-    with pytest.raises(ValueError):
-        flog._child_log_options(None, "loud")
+def test_children_log_at_the_receiving_loggers_level(tmp_path):
+    # The defaults a ProcessSpawner gives its child come from the engine's
+    # registry of this process's log server and sender.
+    script = tmp_path / "levels.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import logging
+            from farcall import ProcessSpawner, log
+
+            def child_level(**kw):
+                p = ProcessSpawner(**kw)
+                try:
+                    return p.client._import("logging").getLogger().getEffectiveLevel()
+                finally:
+                    p.stop()
+
+            recv = logging.getLogger("recv")
+            recv.setLevel(logging.WARNING)
+            server = log.start_log_server(recv)
+            assert log.get_logger_address() == server.address
+            try:
+                log.start_log_server(recv)
+            except RuntimeError as e:
+                assert "already running" in str(e), e
+            else:
+                raise AssertionError("a second log server started")
+            levels = [child_level(), child_level(log_level="debug"), child_level(log_level=15)]
+            recv.setLevel(logging.ERROR)  # asked anew at each spawn
+            levels.append(child_level())
+            try:
+                ProcessSpawner(log_level="loud")
+            except ValueError:
+                pass
+            else:
+                raise AssertionError("a bad level was accepted")
+            server.close()
+            assert log.get_logger_address() is None
+            # A server elsewhere: the root logger's level.
+            other = log.LogServer(recv)
+            sender = log.set_logger_address(other.address)
+            assert log.set_logger_address(other.address) is sender
+            assert sender in logging.getLogger().handlers
+            assert log.get_logger_address() == other.address
+            logging.getLogger().setLevel(25)
+            levels.append(child_level())
+            again = log.start_log_server(recv)  # the first one closed
+            assert log.get_logger_address() == again.address
+            print(levels)
+            """
+        )
+    )
+    out = subprocess.run([PY, str(script)], capture_output=True, text=True, timeout=90)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[30, 10, 15, 40, 25]"
 
 
 # ---- the terminal handler ------------------------------------------------------------

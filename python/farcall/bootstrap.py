@@ -5,6 +5,8 @@ reports the address back and serves until closed. The child exits if its
 parent dies. See docs/spawning.md.
 """
 
+import sys
+
 from farcall import _native
 from farcall._native import RPCServer
 
@@ -33,17 +35,22 @@ def main():
 
 def _start_logging(config):
     """Takes the child's name and, when the parent gave a log server, sends
-    this process's records, unhandled exceptions, stdout and stderr there.
-    Returns the farcall.log module when forwarding (imported only then)."""
+    this process's records, unhandled exceptions, stdout and stderr there
+    (the engine does most of it). Returns the farcall.log module when
+    forwarding (imported only then)."""
     extra = config.get("extra") or {}
     log_addr = extra.get("log_addr")
-    if not log_addr:
-        if config.get("name"):
-            _native._log_set_process_name(config["name"])
+    if log_addr:
+        # What Python holds for fds 1 and 2 goes out before the capture.
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    started = _native._log_start_child(config.get("name"), log_addr, extra.get("log_level"))
+    if started is None:
         return None
     from farcall import log
 
-    log._start_child_logging(config.get("name"), log_addr, extra.get("log_level"))
+    log._start_child_logging(log_addr, *started)
     return log
 
 

@@ -25,7 +25,6 @@ the other side of a ``farcall.across`` connection, as across's does
 
 from __future__ import annotations
 
-import atexit
 import heapq
 import itertools
 import logging
@@ -33,7 +32,6 @@ import os
 import sys
 import threading
 import time
-import weakref
 
 from . import _native
 
@@ -114,8 +112,6 @@ def get_thread_name(tid: Optional[int] = None) -> str:
 
 _guard = threading.local()
 _exc_formatter = logging.Formatter()
-_senders: "weakref.WeakSet[LogSender]" = weakref.WeakSet()
-_servers: "weakref.WeakSet[LogServer]" = weakref.WeakSet()
 
 
 class LogSender(logging.Handler):
@@ -138,18 +134,22 @@ class LogSender(logging.Handler):
         super().__init__()
         self._native: Optional[_native._LogSender] = None
         self._capacity = capacity
+        # The sender set_logger_address keeps on the root logger.
+        self._process_wide = False
         if address is not None:
             self.connect(address)
         if isinstance(logger, str):
             logger = logging.getLogger(logger)
         if logger is not None:
             logger.addHandler(self)
-        _senders.add(self)
 
     def connect(self, address: Union[str, bytes]) -> None:
         """Sends to the log server at ``address`` from now on."""
-        old, self._native = self._native, _native._LogSender(address, self._capacity)
-        if old is not None:
+        self._use(_native._LogSender(address, self._capacity))
+
+    def _use(self, native: _native._LogSender) -> None:
+        old, self._native = self._native, native
+        if old is not None and old is not native:
             old.close(0.0)
 
     @property
@@ -233,7 +233,6 @@ class LogServer(threading.Thread):
         #: Records received so far.
         self.received = 0
         self._closing = threading.Event()
-        _servers.add(self)
 
     @property
     def rejected(self) -> int:
@@ -379,10 +378,8 @@ def _handle(attrs: Dict[str, Any]) -> None:
 
 
 # ---- the process-wide server and sender -------------------------------------
-
-_lock = threading.Lock()
-_server: Optional[LogServer] = None
-_sender: Optional[LogSender] = None
+# The engine keeps both (farcall::log): children spawned here learn of them
+# from it, and the engine's own records go to the same sender.
 
 
 def start_log_server(
@@ -391,15 +388,13 @@ def start_log_server(
     """Starts this process's log server, handing records to ``logger``.
 
     :func:`get_logger_address` then returns its address, and processes spawned
-    afterwards send their records to it. Raises RuntimeError if one is running.
+    afterwards send their records to it, at ``logger``'s effective level.
+    Raises RuntimeError if one is running.
     """
-    global _server
-    with _lock:
-        if _server is not None and _server.is_alive():
-            raise RuntimeError("a log server is already running in this process")
-        _server = LogServer(logger, address)
-        _server.start()
-        return _server
+    server = LogServer(logger, address)
+    server._receiver.serve_process(server.logger)
+    server.start()
+    return server
 
 
 def set_logger_address(address: Union[str, bytes]) -> LogSender:
@@ -408,55 +403,22 @@ def set_logger_address(address: Union[str, bytes]) -> LogSender:
     Attaches a :class:`LogSender` to the root logger (one per process; a new
     address reconnects it); the engine's own records go there too.
     """
-    global _sender
-    if isinstance(address, bytes):
-        address = address.decode()
-    with _lock:
-        if _sender is None:
-            _sender = LogSender(address, "")
-        elif _sender.address != address:
-            _sender.connect(address)
-        assert _sender._native is not None
-        _native._log_set_engine_sender(_sender._native)
-        return _sender
+    native = _native._log_set_logger_address(address)
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if isinstance(handler, LogSender) and handler._process_wide:
+            handler._use(native)
+            return handler
+    sender = LogSender(logger=root)
+    sender._process_wide = True
+    sender._use(native)
+    return sender
 
 
 def get_logger_address() -> Optional[str]:
     """The address of this process's log server, else of the server set with
     :func:`set_logger_address`, else None."""
-    if _server is not None and _server.is_alive():
-        return _server.address
-    return None if _sender is None else _sender.address
-
-
-def _level_number(level: Union[int, str, None]) -> Optional[int]:
-    if level is None:
-        return None
-    if isinstance(level, int):
-        return level
-    number = logging.getLevelName(str(level).upper())
-    if isinstance(number, int):
-        return number
-    try:
-        return int(level)
-    except ValueError:
-        raise ValueError("unknown log level %r" % (level,)) from None
-
-
-def _child_log_options(
-    log_addr: Optional[str], log_level: Union[int, str, None]
-) -> Tuple[Optional[str], Optional[int]]:
-    """What a new child is told: the given address, else this process's log
-    server (or the one it sends to); the given level, else the effective level
-    of the logger that receives the records (pyacq passed the parent's level)."""
-    if log_addr is None:
-        log_addr = get_logger_address()
-    level = _level_number(log_level)
-    if level is None and log_addr is not None:
-        server = _server
-        logger = server.logger if server is not None and server.address == log_addr else None
-        level = (logger or logging.getLogger()).getEffectiveLevel()
-    return log_addr, level
+    return _native._log_logger_address()
 
 
 # ---- unhandled exceptions -----------------------------------------------------
@@ -517,31 +479,6 @@ def log_exceptions(
 
 # ---- the terminal handler ---------------------------------------------------
 
-_RESET = "\x1b[0m"
-_LEVEL_COLORS = [
-    (logging.CRITICAL, "\x1b[97;41m"),
-    (logging.ERROR, "\x1b[1;31m"),
-    (logging.WARNING, "\x1b[33m"),
-    (logging.INFO, ""),
-    (0, "\x1b[2m"),
-]
-_SOURCE_COLORS = [
-    "\x1b[32m",
-    "\x1b[36m",
-    "\x1b[35m",
-    "\x1b[34m",
-    "\x1b[92m",
-    "\x1b[96m",
-    "\x1b[95m",
-    "\x1b[94m",
-    "\x1b[1;32m",
-    "\x1b[1;36m",
-    "\x1b[1;35m",
-    "\x1b[1;34m",
-]
-_handlers: "weakref.WeakSet[RPCLogHandler]" = weakref.WeakSet()
-
-
 class RPCLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A stream handler for records from many processes.
 
@@ -567,14 +504,12 @@ class RPCLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._pending: List[Tuple[float, int, float, logging.LogRecord]] = []
         self._order = itertools.count()
         self._ready = threading.Condition(threading.Lock())
-        self._sources: Dict[Tuple[str, str], str] = {}
-        self._local_host = get_host_name()
+        self._style = _native._LineStyle()
         self._closed = False
         self._writer = threading.Thread(
             target=self._write_when_due, daemon=True, name="farcall-log-sorter"
         )
         self._writer.start()
-        _handlers.add(self)
 
     def _use_color(self) -> bool:
         if self.color is not None:
@@ -641,110 +576,50 @@ class RPCLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def source(self, record: logging.LogRecord) -> str:
         """``[host:process:thread]`` of a record (host only when not this one)."""
-        host = getattr(record, "host_name", None) or self._local_host
-        process = getattr(record, "process_name", None) or get_process_name()
-        thread = getattr(record, "thread_name", None)
-        if not thread:
-            thread = _native._log_get_thread_name(record.thread or 0) or record.threadName
-        if host == self._local_host:
-            return "[%s:%s]" % (process, thread)
-        return "[%s:%s:%s]" % (host, process, thread)
+        return self._style.source(record)
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as printed: time, source, then the formatter's text."""
-        body = super().format(record)
-        source = self.source(record)
-        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
-        stamp = "%s.%03d" % (stamp, int(record.msecs))
-        if not self._use_color():
-            return "%s %s %s" % (stamp, source, body)
-        key = (
-            getattr(record, "host_name", None) or self._local_host,
-            getattr(record, "process_name", None) or get_process_name(),
-        )
-        color = self._sources.get(key)
-        if color is None:
-            color = _SOURCE_COLORS[len(self._sources) % len(_SOURCE_COLORS)]
-            self._sources[key] = color
-        level = next(c for n, c in _LEVEL_COLORS if record.levelno >= n)
-        if level:
-            body = level + body + _RESET
-        return "%s %s%s%s %s" % (stamp, color, source, _RESET, body)
-
-
-def _flush_at_exit() -> None:
-    # Servers first: a daemon thread still waiting in the engine when the
-    # interpreter finalizes would be ended inside native code (CPython
-    # calls pthread_exit), which aborts the process.
-    servers = [s for s in list(_servers) if s.is_alive()]
-    for server in servers:
-        server._closing.set()
-    deadline = time.monotonic() + 1.0
-    for server in servers:
-        server.join(max(0.0, deadline - time.monotonic()))
-    for handler in list(_handlers):
-        handler.flush()
-    for sender in list(_senders):
-        if sender._native is not None and not sender._native.closed:
-            sender._native.close(1.0)
-
-
-atexit.register(_flush_at_exit)
+        return self._style.line(record, super().format(record), self._use_color())
 
 
 # ---- a spawned child --------------------------------------------------------
 
-_capture: Optional[_native._StdioCapture] = None
 _crash_file: Optional[IO[str]] = None
 
 
-def _start_child_logging(
-    name: Optional[str], log_addr: Optional[str], log_level: Union[int, str, None]
-) -> None:
-    """Sets up a spawned child (called by farcall.bootstrap): its name, and
-    with a log server its records, unhandled exceptions and fds 1 and 2 go
-    there. Fatal-crash dumps (faulthandler) go to the original stderr."""
-    global _capture, _crash_file
-    if name:
-        set_process_name(name)
-    if not log_addr:
-        return
-    level = _level_number(log_level)
-    if level is None:
-        level = logging.INFO
-    logging.getLogger().setLevel(level)
-    _native._log_set_engine_level(level)
-    sender = set_logger_address(log_addr)
+def _start_child_logging(log_addr: str, levelno: int, saved_stderr: Optional[int]) -> None:
+    """The Python part of a spawned child's set-up (farcall.bootstrap calls
+    it once the engine forwards the child's own records and fds 1 and 2 to
+    ``log_addr`` at ``levelno``): Python's records, unhandled exceptions,
+    line-buffered ``print()``, and fatal-crash dumps (faulthandler) on the
+    original stderr, ``saved_stderr``."""
+    global _crash_file
+    logging.getLogger().setLevel(levelno)
+    set_logger_address(log_addr)
     log_exceptions()
-    for stream in (sys.stdout, sys.stderr):
-        if stream is not None:
-            stream.flush()
-    assert sender._native is not None
-    _capture = _native._log_capture_stdio(sender._native)
     # A pipe makes Python's stdout block-buffered; keep print() line by line.
     reconfigure = getattr(sys.stdout, "reconfigure", None)
     if reconfigure is not None:
         reconfigure(line_buffering=True)
-    saved = _capture.saved_fd(2)
-    if saved is not None:
+    if saved_stderr is not None:
         import faulthandler
 
-        _crash_file = os.fdopen(saved, "w", closefd=False)
+        _crash_file = os.fdopen(saved_stderr, "w", closefd=False)
         faulthandler.enable(file=_crash_file)
 
 
-def _finish_child_logging(timeout: float = 1.0) -> None:
-    """Sends what the child wrote and logged last (at most ``timeout`` seconds)."""
-    global _capture
+def _flush_std_streams() -> None:
+    """Writes what Python holds for fds 1 and 2."""
     for stream in (sys.stdout, sys.stderr):
         try:
             if stream is not None:
                 stream.flush()
         except Exception:
             pass
-    if _capture is not None:
-        _capture.finish(timeout / 2)
-        _capture = None
-    sender = _sender
-    if sender is not None and sender._native is not None:
-        sender._native.close(timeout / 2)
+
+
+def _finish_child_logging(timeout: float = 1.0) -> None:
+    """Sends what the child wrote and logged last (at most ``timeout`` seconds)."""
+    _flush_std_streams()
+    _native._log_shutdown(timeout)

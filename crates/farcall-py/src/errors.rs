@@ -72,6 +72,7 @@ fn builtin(type_name: &str, message: String) -> PyErr {
         "IndexError" => PyIndexError::new_err(message),
         "OverflowError" => PyOverflowError::new_err(message),
         "PermissionError" => PyPermissionError::new_err(message),
+        "RuntimeError" => PyRuntimeError::new_err(message),
         _ => PyRuntimeError::new_err(format!("{type_name}: {message}")),
     }
 }

@@ -36,7 +36,6 @@ mod gil;
 mod host;
 mod hosted;
 mod log;
-mod log_bridge;
 mod proxy;
 mod proxy_methods;
 mod server;

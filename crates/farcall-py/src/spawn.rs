@@ -69,23 +69,13 @@ impl ProcessSpawner {
         }
         // Without log_addr/log_level, the children log to this process's
         // log server (if farcall.log runs one), as in pyacq.
-        if let Some(level) = log_level {
-            // A level logging knows (a number or a name), checked here so
-            // that a typo fails now, not in the child.
-            PyModule::import(py, "logging")?.call_method1("_checkLevel", (level,))?;
-        }
         let log_addr = log_addr.map(crate::args::address).transpose()?;
-        let (log_addr, log_level) =
-            crate::log::child_log_options(py, log_addr, log_level.cloned())?;
+        let (log_addr, log_level) = crate::log::child_log_options(py, log_addr, log_level)?;
         let mut extra = serde_json::Map::new();
         if let Some(log_addr) = log_addr {
             extra.insert("log_addr".into(), log_addr.into());
         }
         if let Some(level) = log_level {
-            let level: serde_json::Value = match level.extract::<i64>() {
-                Ok(n) => n.into(),
-                Err(_) => level.extract::<String>()?.into(),
-            };
             extra.insert("log_level".into(), level);
         }
         options = options.extra(serde_json::Value::Object(extra));

@@ -15,8 +15,9 @@ fn main() -> farcall::Result<()> {
     flog::set_process_name("rust-main");
     // SAFETY: isatty only inspects the descriptor.
     let color = unsafe { libc::isatty(2) } == 1;
+    let style = flog::LineStyle::new();
     let server = LogServer::bind(flog::DEFAULT_ADDRESS, move |record| {
-        eprintln!("{}", record.format_line(color));
+        eprintln!("{}", style.record_line(&record, color));
     })?;
     // This program's own `log` records go to the same server.
     flog::install(log::LevelFilter::Info);

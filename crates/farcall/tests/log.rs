@@ -221,7 +221,9 @@ fn stdio_child() {
         return;
     };
     let extra = serde_json::json!({"log_addr": address, "log_level": "debug"});
-    assert!(flog::init_forwarding(Some("rust-child"), &extra).unwrap());
+    assert!(flog::init_forwarding(Some("rust-child"), &extra)
+        .unwrap()
+        .is_some());
     println!("println line");
     eprintln!("eprintln line");
     // SAFETY: writing a static buffer to the standard descriptors.

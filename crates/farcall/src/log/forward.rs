@@ -13,7 +13,7 @@ use super::names::set_process_name;
 use super::record::{level_filter, level_name, parse_level, python_level, Record};
 use super::sender::{LogSender, IN_LOG};
 use super::stdio::{capture_stdio, StdioCapture};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::spawn::ChildConfig;
 use crate::sync::{lock, read, write};
 
@@ -90,11 +90,18 @@ pub fn install(level: log::LevelFilter) -> bool {
     installed
 }
 
-/// Connects the process-wide sender to the log server at `address` (the
-/// previous one, if any, closes in the background) and returns it.
+/// Connects the process-wide sender to the log server at `address` and
+/// returns it: the one already connected there, if any, else a new one
+/// (the previous one then closes in the background).
 pub fn set_logger_address(address: &str) -> Result<Arc<LogSender>> {
+    let mut global = GLOBAL_SENDER.write().unwrap_or_else(|p| p.into_inner());
+    if let Some(sender) = global.as_ref() {
+        if sender.address() == address && !sender.is_closed() {
+            return Ok(sender.clone());
+        }
+    }
     let sender = Arc::new(LogSender::connect(address)?);
-    set_global_sender(Some(sender.clone()));
+    *global = Some(sender.clone());
     Ok(sender)
 }
 
@@ -108,9 +115,72 @@ pub fn global_sender() -> Option<Arc<LogSender>> {
     read(&GLOBAL_SENDER)
 }
 
-/// The address of the process-wide sender's log server, if one is set.
+/// The log server of this process, as [`set_process_server`] registers it.
+#[derive(Clone)]
+pub struct ProcessServer {
+    /// The address its senders connect to.
+    pub address: String,
+    /// The level below which its records are not wanted, asked when a
+    /// child is spawned (a Python logger's effective level can change).
+    pub level: Arc<dyn Fn() -> i64 + Send + Sync>,
+}
+
+static PROCESS_SERVER: RwLock<Option<ProcessServer>> = RwLock::new(None);
+
+/// Makes `server` this process's log server, the one children spawned
+/// here send to by default. An error if one is registered already.
+pub fn set_process_server(server: ProcessServer) -> Result<()> {
+    let mut current = PROCESS_SERVER.write().unwrap_or_else(|p| p.into_inner());
+    if let Some(running) = current.as_ref() {
+        return Err(Error::exception(
+            "RuntimeError",
+            format!(
+                "a log server is already running in this process (at {})",
+                running.address
+            ),
+        ));
+    }
+    *current = Some(server);
+    Ok(())
+}
+
+/// Forgets this process's log server if it is the one at `address` (it
+/// closed).
+pub fn clear_process_server(address: &str) {
+    let mut current = PROCESS_SERVER.write().unwrap_or_else(|p| p.into_inner());
+    if current.as_ref().is_some_and(|s| s.address == address) {
+        *current = None;
+    }
+}
+
+/// This process's log server, if one is registered.
+pub fn process_server() -> Option<ProcessServer> {
+    read(&PROCESS_SERVER)
+}
+
+/// Where this process's records go: its own log server's address, else
+/// that of the process-wide sender, if either is set.
 pub fn logger_address() -> Option<String> {
-    global_sender().map(|s| s.address().to_string())
+    process_server()
+        .map(|s| s.address)
+        .or_else(|| global_sender().map(|s| s.address().to_string()))
+}
+
+/// What a child spawned now is told, given what the caller asked for:
+/// `log_addr`, else [`logger_address`]; `log_level`, else, when the
+/// records go to this process's log server, the level it wants (the
+/// caller picks one for other servers). The level is asked outside every
+/// lock, so it may take a language runtime's own lock.
+pub fn child_options(
+    log_addr: Option<String>,
+    log_level: Option<Json>,
+) -> (Option<String>, Option<Json>) {
+    let address = log_addr.or_else(logger_address);
+    let level = log_level.or_else(|| {
+        let server = process_server()?;
+        (address.as_deref() == Some(server.address.as_str())).then(|| (server.level)().into())
+    });
+    (address, level)
 }
 
 static CAPTURE: Mutex<Option<StdioCapture>> = Mutex::new(None);
@@ -121,17 +191,18 @@ static CAPTURE: Mutex<Option<StdioCapture>> = Mutex::new(None);
 /// captures stdout and stderr. True when logs are forwarded. Call
 /// [`shutdown`] before the process exits so the last records leave.
 pub fn init_child(config: &ChildConfig) -> Result<bool> {
-    init_forwarding(config.name.as_deref(), &config.extra)
+    Ok(init_forwarding(config.name.as_deref(), &config.extra)?.is_some())
 }
 
 /// [`init_child`] from its parts: the child's name and the `extra` object
-/// (`log_addr`, `log_level`) of its spawn configuration.
-pub fn init_forwarding(name: Option<&str>, extra: &Json) -> Result<bool> {
+/// (`log_addr`, `log_level`) of its spawn configuration. Returns the
+/// level records are kept at when they are forwarded, else `None`.
+pub fn init_forwarding(name: Option<&str>, extra: &Json) -> Result<Option<i64>> {
     if let Some(name) = name {
         set_process_name(name);
     }
     let Some(address) = extra.get("log_addr").and_then(Json::as_str) else {
-        return Ok(false);
+        return Ok(None);
     };
     let levelno = extra
         .get("log_level")
@@ -140,7 +211,13 @@ pub fn init_forwarding(name: Option<&str>, extra: &Json) -> Result<bool> {
     install(level_filter(levelno));
     let sender = set_logger_address(address)?;
     *lock(&CAPTURE) = Some(capture_stdio(sender)?);
-    Ok(true)
+    Ok(Some(levelno))
+}
+
+/// A copy of the stderr this process had before [`init_child`] captured
+/// it (for crash dumps that must not go through the capture), if it did.
+pub fn saved_stderr() -> Option<std::os::fd::RawFd> {
+    lock(&CAPTURE).as_ref().and_then(|c| c.saved_fd(2))
 }
 
 /// Stops capturing stdout/stderr (if [`init_child`] did), then closes the

@@ -13,6 +13,9 @@
 //!   the process-wide forwarder for `log` records.
 //! - [`capture_stdio`]: file descriptors 1 and 2 become pipes read by a
 //!   thread; every line becomes a record.
+//! - [`set_process_server`], [`child_options`]: this process's log server,
+//!   where spawned children send their records by default.
+//! - [`LineStyle`]: how a record reads as a line of text.
 //!
 //! Names (host, process, thread) are process-wide and shared with the
 //! Python package, so Rust and Python records of one process agree.
@@ -22,6 +25,7 @@
 use std::time::Duration;
 
 mod forward;
+mod line;
 mod names;
 mod receiver;
 mod record;
@@ -29,9 +33,11 @@ mod sender;
 mod stdio;
 
 pub use forward::{
-    global_sender, init_child, init_forwarding, install, logger_address, set_global_sender,
-    set_local_sink, set_logger_address, shutdown, LocalSink,
+    child_options, clear_process_server, global_sender, init_child, init_forwarding, install,
+    logger_address, process_server, saved_stderr, set_global_sender, set_local_sink,
+    set_logger_address, set_process_server, shutdown, LocalSink, ProcessServer,
 };
+pub use line::{level_color, LineStyle, Source};
 pub use names::{
     current_thread_id, host_name, process_name, registered_thread_name, set_host_name,
     set_process_name, set_thread_name, thread_name,

@@ -6,7 +6,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value as Json};
 
-use super::names::{current_thread_id, host_name, process_name, thread_name};
+use super::names::{
+    current_thread_id, host_name, process_name, registered_thread_name, thread_name,
+};
 use super::{level, MAX_MESSAGE};
 use crate::error::{Error, Result};
 
@@ -200,6 +202,13 @@ impl Record {
 
     /// The record as a JSON object (the wire format of `docs/protocol.md`).
     pub fn to_json(&self) -> Json {
+        Json::Object(self.to_map())
+    }
+
+    /// The record's fields by their `logging.LogRecord` names, `extra`
+    /// among them: the one place that names them on the way out (the wire
+    /// format, and the attributes of a Python `LogRecord`).
+    pub fn to_map(&self) -> Map<String, Json> {
         let mut m = Map::with_capacity(24 + self.extra.len());
         for (k, v) in &self.extra {
             m.insert(k.clone(), v.clone());
@@ -230,7 +239,7 @@ impl Record {
         put("host_name", self.host_name.clone().into());
         put("process_name", self.process_name.clone().into());
         put("thread_name", self.thread_name.clone().into());
-        Json::Object(m)
+        m
     }
 
     /// The record as one JSON message (what a sender puts on the wire).
@@ -249,8 +258,21 @@ impl Record {
         }
     }
 
-    /// A record from the fields of a JSON object (see [`Record::from_json`]).
-    pub fn from_map(mut m: Map<String, Json>) -> Record {
+    /// A record received from another process, from the fields of a JSON
+    /// object (see [`Record::from_json`]).
+    pub fn from_map(m: Map<String, Json>) -> Record {
+        Record::from_fields(m, false)
+    }
+
+    /// A record logged in this process, from the attributes of a Python
+    /// `LogRecord`: missing source names are this process's (and the name
+    /// given to its thread), as a record made here would carry.
+    pub fn from_local_map(m: Map<String, Json>) -> Record {
+        Record::from_fields(m, true)
+    }
+
+    /// The one place that reads the fields by name, leniently.
+    fn from_fields(mut m: Map<String, Json>, here: bool) -> Record {
         let mut take = |k: &str| m.remove(k);
         let string = |v: Option<Json>| match v {
             Some(Json::String(s)) => Some(s),
@@ -282,16 +304,32 @@ impl Record {
             Some(Json::Number(n)) => n.as_u64().unwrap_or(0),
             _ => 0,
         };
-        let process = int(&take("process")).unwrap_or(0) as u32;
+        let process =
+            int(&take("process")).map_or(if here { std::process::id() } else { 0 }, |p| p as u32);
         let lineno = int(&take("lineno")).unwrap_or(0);
         let py_thread_name = string(take("threadName")).unwrap_or_default();
         let py_process_name = string(take("processName")).unwrap_or_default();
-        let host = string(take("host_name")).or_else(|| string(take("hostname")));
-        let process_name = string(take("process_name"))
-            .or_else(|| (!py_process_name.is_empty()).then(|| py_process_name.clone()))
+        let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
+        let host = nonempty(string(take("host_name")))
+            .or_else(|| nonempty(string(take("hostname"))))
+            .unwrap_or_else(|| {
+                if here {
+                    host_name().to_string()
+                } else {
+                    "?".into()
+                }
+            });
+        let process_name = nonempty(string(take("process_name")))
+            .or_else(|| here.then(|| process_name().to_string()))
+            .or_else(|| nonempty(Some(py_process_name.clone())))
             .unwrap_or_else(|| format!("process-{process}"));
-        let thread_name = string(take("thread_name"))
-            .or_else(|| (!py_thread_name.is_empty()).then(|| py_thread_name.clone()))
+        let thread_name = nonempty(string(take("thread_name")))
+            .or_else(|| {
+                here.then(|| registered_thread_name(thread))
+                    .flatten()
+                    .map(|n| n.to_string())
+            })
+            .or_else(|| nonempty(Some(py_thread_name.clone())))
             .unwrap_or_else(|| format!("thread-{thread:x}"));
         let record = Record {
             name: string(take("name")).unwrap_or_else(|| "root".into()),
@@ -311,7 +349,7 @@ impl Record {
             py_process_name,
             exc_text: string(take("exc_text")),
             stack_info: string(take("stack_info")),
-            host_name: host.unwrap_or_else(|| "?".into()),
+            host_name: host,
             process_name,
             thread_name,
             extra: Map::new(),
@@ -323,47 +361,13 @@ impl Record {
         Record { extra: m, ..record }
     }
 
-    /// One line of text (more when there is a traceback), as `farcall logs`
-    /// prints it: `12:00:01.250 [host:process:thread] WARNING name: msg`
-    /// (the host only when it is not this one). With `color`, ANSI colours
-    /// mark the level.
-    pub fn format_line(&self, color: bool) -> String {
-        let secs = self.created.floor() as libc::time_t;
-        // SAFETY: localtime_r fills a plain struct from a plain value.
-        let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-        unsafe { libc::localtime_r(&secs, &mut tm) };
-        let host = if self.host_name == *host_name() {
-            String::new()
-        } else {
-            format!("{}:", self.host_name)
-        };
-        let mut out = format!(
-            "{:02}:{:02}:{:02}.{:03} [{host}{}:{}] {} {}: {}",
-            tm.tm_hour,
-            tm.tm_min,
-            tm.tm_sec,
-            self.msecs() as u32,
-            self.process_name,
-            self.thread_name,
-            self.levelname,
-            self.name,
-            self.msg
-        );
+    /// The text of a line after its source: `LEVEL logger: message`, then
+    /// the traceback and the stack, if any, each on lines of their own.
+    pub fn body(&self) -> String {
+        let mut out = format!("{} {}: {}", self.levelname, self.name, self.msg);
         for extra in [&self.exc_text, &self.stack_info].into_iter().flatten() {
             out.push('\n');
             out.push_str(extra.trim_end());
-        }
-        if color {
-            let code = match self.levelno {
-                n if n >= level::CRITICAL => "\x1b[97;41m",
-                n if n >= level::ERROR => "\x1b[1;31m",
-                n if n >= level::WARNING => "\x1b[33m",
-                n if n >= level::INFO => "",
-                _ => "\x1b[2m",
-            };
-            if !code.is_empty() {
-                out = format!("{code}{out}\x1b[0m");
-            }
         }
         out
     }
@@ -448,19 +452,5 @@ mod tests {
         r.truncate();
         assert!(r.msg.len() < MAX_MESSAGE + 40);
         assert!(r.msg.ends_with("bytes cut]"));
-    }
-
-    #[test]
-    fn format() {
-        let mut r = Record::new("app", level::ERROR, "boom");
-        r.host_name = "h".into();
-        r.process_name = "p".into();
-        r.thread_name = "t".into();
-        let line = r.format_line(false);
-        assert!(line.ends_with(" [h:p:t] ERROR app: boom"), "{line}");
-        r.host_name = host_name().to_string();
-        let line = r.format_line(false);
-        assert!(line.ends_with(" [p:t] ERROR app: boom"), "{line}");
-        assert!(r.format_line(true).starts_with("\x1b[1;31m"));
     }
 }

@@ -54,7 +54,7 @@ fn handle_in_python(py: Python<'_>, record: &Record) -> PyResult<()> {
     {
         return Ok(());
     }
-    let attrs = crate::log::record_dict(py, record)?;
+    let attrs = super::record::record_dict(py, record)?;
     attrs.set_item("name", name)?;
     let made = logging.call_method1("makeLogRecord", (attrs,))?;
     logger.call_method1("handle", (made,))?;
