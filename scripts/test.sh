@@ -15,7 +15,7 @@ echo "== python package"
 bash scripts/setup.sh
 echo "== python type stubs"
 (cd /tmp && "$OLDPWD/.venv/bin/python" -m mypy.stubtest farcall._native farcall.errors \
-    farcall.serializer farcall.log farcall.across --allowlist "$OLDPWD/python/stubtest-allowlist.txt")
+    farcall.serializer farcall.log farcall.across farcall.qt --allowlist "$OLDPWD/python/stubtest-allowlist.txt")
 echo "== pytest"
 .venv/bin/python -m pytest -q tests
 echo "== fuzzing (bounded: FUZZ_SECONDS per target)"

@@ -644,3 +644,44 @@ def test_farcall_zmq_server_negotiates_the_farcall_format(make_thread_server):
         return c.serializer.type, c["make_tuple"]()
 
     assert run_in_thread(body) == ("farcall", (1, (2,)))
+
+
+@pytest.mark.parametrize("address", ["unix://*", "tcp+native://127.0.0.1:*", "tcp://127.0.0.1:*"])
+def test_server_on_an_asyncio_loop_through_its_descriptor(address):
+    # fileno() + serve_ready() let any event loop serve (here asyncio's
+    # add_reader, as a QtRPCServer does with a QSocketNotifier).
+    import asyncio
+
+    def serve_on_a_loop():
+        async def main():
+            loop = asyncio.get_running_loop()
+            server = RPCServer(address)
+            server.run_lazy()
+            loop.add_reader(server.fileno(), server.serve_ready)
+            server["ident"] = threading.get_ident
+            ticks = 0
+
+            def remote_calls():
+                client = RPCClient(server.address)
+                idents = {client["ident"]() for _ in range(100)}
+                futures = [client["ident"](_sync="async") for _ in range(100)]
+                idents |= {f.result(timeout=10) for f in futures}
+                client.close_server()
+                return idents
+
+            calls = loop.run_in_executor(None, remote_calls)
+            while not calls.done():
+                ticks += 1
+                await asyncio.sleep(0.001)
+            idents = await calls
+            # The close reached the loop through the descriptor too.
+            await asyncio.sleep(0.05)
+            loop.remove_reader(server.fileno())
+            return idents, threading.get_ident(), ticks, server.running()
+
+        return asyncio.run(asyncio.wait_for(main(), 30))
+
+    idents, loop_thread, ticks, running = run_in_thread(serve_on_a_loop, timeout=60)
+    assert idents == {loop_thread}  # every call ran on the loop's thread
+    assert ticks > 5
+    assert running is False

@@ -57,27 +57,32 @@ __all__ = [
 
 #: Submodules that are attributes of the package without being imported by
 #: ``import farcall`` (pyacq's package had them; a child's start stays fast).
-_LAZY_SUBMODULES = ("log", "serializer")
+_LAZY_SUBMODULES = ("log", "serializer", "qt")
+#: Names imported from a submodule on first access: ``QtRPCServer`` loads a
+#: Qt binding, which only a Qt program wants.
+_LAZY_NAMES = {"QtRPCServer": "qt"}
 
 import types as _types  # noqa: E402 (loaded by the interpreter already)
 
 
-def __getattr__(name: str) -> _types.ModuleType:
-    """Imports ``farcall.log`` or ``farcall.serializer`` on first access.
+def __getattr__(name: str) -> object:
+    """Imports ``farcall.log``, ``farcall.serializer`` or ``farcall.qt`` (and
+    ``QtRPCServer`` from it) on first access.
 
     Importing a submodule binds it on the package, so this runs once per
-    name; any other missing name raises AttributeError as usual.
+    module; any other missing name raises AttributeError as usual.
     """
-    if name in _LAZY_SUBMODULES:
+    if name in _LAZY_SUBMODULES or name in _LAZY_NAMES:
         import importlib
 
-        return importlib.import_module(f"{__name__}.{name}")
+        module = importlib.import_module(f"{__name__}.{_LAZY_NAMES.get(name, name)}")
+        return getattr(module, name) if name in _LAZY_NAMES else module
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> "list[str]":
     """The package's names, including the submodules not imported yet."""
-    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES) | set(_LAZY_NAMES))
 
 
 def _at_exit() -> None:

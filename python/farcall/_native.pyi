@@ -2,6 +2,8 @@
 
 from typing import Any, Callable, Dict, Generator, List, Optional, Protocol, Tuple, Union, final
 
+from typing_extensions import disjoint_base
+
 __version__: str
 
 __all__ = [
@@ -161,7 +163,7 @@ def _remove_socket_files() -> None:
 def _set_future_class(cls: type) -> None:
     """Registers the class async calls return (a subclass of Future)."""
 
-@final
+@disjoint_base
 class RPCServer:
     """A server that hosts Python objects; `server["name"] = obj` publishes."""
 
@@ -179,6 +181,8 @@ class RPCServer:
     def run_forever(self) -> None: ...
     def run_lazy(self) -> None: ...
     def process(self, timeout: float = 0.0) -> int: ...
+    def fileno(self) -> int: ...
+    def serve_ready(self, budget: float = 0.02) -> int: ...
     def running(self) -> bool: ...
     def close(self) -> None: ...
     def get_proxy(self, obj: Any) -> ObjectProxy: ...
@@ -263,6 +267,7 @@ class ProcessSpawner:
         log_addr: Optional[Union[str, bytes]] = None,
         log_level: Optional[Union[int, str]] = None,
         executable: Optional[str] = None,
+        qt: bool = False,
         start_timeout: float = 10.0,
     ) -> "ProcessSpawner": ...
     def poll(self) -> Optional[int]: ...

@@ -15,8 +15,12 @@ def main():
     """Runs the child's server."""
     config = _native._child_config()
     log = _start_logging(config)
+    qt = bool((config.get("extra") or {}).get("qt"))
     try:
-        server = RPCServer(config["address"], auth=config["auth"])
+        if qt:
+            app, server = _qt_server(config)
+        else:
+            server = RPCServer(config["address"], auth=config["auth"])
     except BaseException:
         import traceback
 
@@ -25,9 +29,23 @@ def main():
     _native._report_ready(server.address)
     _native._watch_parent()
     try:
-        server.run_forever()
+        if qt:
+            from farcall.qt import exec_app
+
+            exec_app(app)  # until the server closes (quit_on_close)
+        else:
+            server.run_forever()
     finally:
         _finish_logging(log)
+
+
+def _qt_server(config):
+    """A QApplication and a QtRPCServer on its event loop (qt=True)."""
+    from farcall.qt import QApplication, QtRPCServer
+
+    app = QApplication.instance() or QApplication([])
+    app.setQuitOnLastWindowClosed(False)
+    return app, QtRPCServer(config["address"], auth=config["auth"], quit_on_close=True)
 
 
 # ---- logging (farcall.log; see docs/logging.md) ---------------------------

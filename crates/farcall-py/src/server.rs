@@ -27,7 +27,7 @@ thread_local! {
 ///
 /// `server["name"] = obj` publishes an object; clients read it with
 /// `client["name"]`. The name `"self"` is the server itself.
-#[pyclass(module = "farcall", name = "RPCServer", frozen, weakref)]
+#[pyclass(module = "farcall", name = "RPCServer", frozen, weakref, subclass)]
 pub struct RPCServer {
     server: Server,
     /// Set while a thread runs `run_forever` (two readers would corrupt
@@ -147,6 +147,23 @@ impl RPCServer {
     fn process(&self, py: Python<'_>, timeout: f64) -> PyResult<usize> {
         let timeout = Duration::from_secs_f64(timeout.max(0.0));
         crate::gil::released(py, || self.server.poll_once(Some(timeout))).py(py)
+    }
+
+    /// The descriptor that becomes readable when the server has work, for
+    /// an event loop of your own (a Qt socket notifier, asyncio's
+    /// `add_reader`): on readable, call `serve_ready()` in the thread that
+    /// called `run_lazy()`.
+    fn fileno(&self) -> i32 {
+        self.server.poll_fd()
+    }
+
+    /// Serves what is ready now without waiting, for at most `budget`
+    /// seconds (work left over keeps `fileno()` readable); returns the
+    /// number of requests handled.
+    #[pyo3(signature = (budget=0.02))]
+    fn serve_ready(&self, py: Python<'_>, budget: f64) -> PyResult<usize> {
+        let budget = Duration::from_secs_f64(budget.max(0.0));
+        crate::gil::released(py, || self.server.serve_ready(budget)).py(py)
     }
 
     /// True until the server is closed.

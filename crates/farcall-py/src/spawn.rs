@@ -42,7 +42,8 @@ impl ProcessSpawner {
     /// Starts `executable -m farcall.bootstrap` (default: this Python) with
     /// a server on `address` (default: a fresh native Unix socket).
     #[new]
-    #[pyo3(signature = (name=None, address=None, log_addr=None, log_level=None, executable=None, start_timeout=10.0))]
+    #[pyo3(signature = (name=None, address=None, log_addr=None, log_level=None, executable=None, qt=false, start_timeout=10.0))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         name: Option<String>,
@@ -50,6 +51,7 @@ impl ProcessSpawner {
         log_addr: Option<&Bound<'_, PyAny>>,
         log_level: Option<&Bound<'_, PyAny>>,
         executable: Option<String>,
+        qt: bool,
         start_timeout: f64,
     ) -> PyResult<Self> {
         let executable = match executable {
@@ -77,6 +79,10 @@ impl ProcessSpawner {
         }
         if let Some(level) = log_level {
             extra.insert("log_level".into(), level);
+        }
+        if qt {
+            // The child runs a QApplication with a QtRPCServer (farcall.qt).
+            extra.insert("qt".into(), true.into());
         }
         options = options.extra(serde_json::Value::Object(extra));
         let child = crate::gil::released(py, || engine::ProcessSpawner::spawn(options)).py(py)?;

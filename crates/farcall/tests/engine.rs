@@ -641,3 +641,47 @@ fn ten_thousand_calls_in_flight_all_come_back_on_every_transport() {
         }
     }
 }
+
+/// A server driven by an event loop of the caller's: `poll(2)` on
+/// `poll_fd`, then `serve_ready` (as a QtRPCServer's socket notifier does),
+/// on every transport; the close wakes the descriptor too.
+#[test]
+fn a_foreign_event_loop_serves_through_the_poll_fd() {
+    for address in addresses() {
+        let server = farcall::Server::bind(&address).expect("bind");
+        server.publish("numbers", Value::List(vec![Value::Int(7)]));
+        let target = server.address().to_string();
+        let caller = thread::spawn(move || {
+            let client = Client::connect(&target).expect("connect");
+            for _ in 0..200 {
+                assert_eq!(
+                    client.get_item("numbers").unwrap(),
+                    Value::List(vec![Value::Int(7)])
+                );
+            }
+            client.close_server().expect("close_server");
+        });
+        server.run_lazy().expect("run_lazy");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (mut wakeups, mut served) = (0, 0);
+        while server.running() && Instant::now() < deadline {
+            let mut fd = libc::pollfd {
+                fd: server.poll_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for the duration of the call.
+            let n = unsafe { libc::poll(&mut fd, 1, 100) };
+            if n > 0 {
+                wakeups += 1;
+                served += server.serve_ready(Duration::from_millis(20)).unwrap();
+            }
+        }
+        caller.join().unwrap();
+        assert!(!server.running(), "{address}: the close reached the loop");
+        assert!(
+            served >= 200,
+            "{address}: {served} requests in {wakeups} wake-ups"
+        );
+    }
+}

@@ -353,9 +353,35 @@ impl Server {
     }
 
     /// The descriptor that becomes readable when the server has work
-    /// (for callers that poll it together with other descriptors).
+    /// (for callers that poll it together with other descriptors, such as
+    /// a GUI event loop's socket notifier); on readable, call
+    /// [`serve_ready`](Server::serve_ready) in the serving thread.
     pub fn poll_fd(&self) -> RawFd {
         self.shared.poll_fd
+    }
+
+    /// Serves everything ready now, without waiting, for an event loop
+    /// woken by [`poll_fd`](Server::poll_fd). Returns after at most
+    /// `budget` of serving so that the loop's other events are not
+    /// starved; work left over keeps the descriptor readable, so the loop
+    /// comes back. Returns the number of requests handled.
+    pub fn serve_ready(&self, budget: Duration) -> Result<usize> {
+        let start = Instant::now();
+        let mut handled = 0;
+        loop {
+            let n = self.poll_once(Some(Duration::ZERO))?;
+            handled += n;
+            let more = self.running() && Service::has_work(self);
+            if !more {
+                return Ok(handled);
+            }
+            if start.elapsed() >= budget {
+                // Edge-triggered: nothing new may arrive to make the
+                // descriptor readable again, so say it ourselves.
+                let _ = self.shared.waker.wake();
+                return Ok(handled);
+            }
+        }
     }
 
     /// Handles whatever is ready, waiting up to `timeout` (`None`: until
@@ -845,6 +871,9 @@ impl Shared {
         // Dropping the listener removes a Unix socket file.
         drop(endpoint);
         self.host.clear();
+        // An event loop watching poll_fd (a QtRPCServer) learns of the
+        // close from the descriptor, whoever closed it.
+        let _ = self.waker.wake();
     }
 
     /// Drops connections that have not finished their handshake in time
