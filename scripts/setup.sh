@@ -18,5 +18,6 @@ if command -v dpkg >/dev/null && ! dpkg -s $QT_DEBS >/dev/null 2>&1; then
 fi
 .venv/bin/pip install --quiet "maturin>=1.5,<2" "pytest>=7" "pytest-timeout>=2" \
     "mypy>=1.10" numpy pyzmq msgpack "across==0.1.0" "teleprox==2.4.0" \
-    "PyQt5>=5.15" "PyQt6>=6.5" "PySide6-Essentials>=6.5"
+    "PyQt5>=5.15" "PyQt6>=6.5" "PySide6-Essentials>=6.5" \
+    "opentelemetry-api>=1.20" "opentelemetry-sdk>=1.20"
 (. .venv/bin/activate && maturin develop --quiet)

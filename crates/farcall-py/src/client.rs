@@ -263,6 +263,14 @@ impl RPCClient {
         })
     }
 
+    /// Sets the process's provider of extra options for every outgoing
+    /// call: `fn()` returns a dict (say, a tracing context) or None,
+    /// called in the calling thread; None removes it (teleprox's hook).
+    #[staticmethod]
+    fn set_call_opts_provider(provider: Option<Py<PyAny>>) {
+        crate::hooks::set_call_opts_provider(provider);
+    }
+
     /// This thread's client for `address`, connecting on first use.
     #[staticmethod]
     fn get_client(py: Python<'_>, address: &Bound<'_, PyAny>) -> PyResult<Py<RPCClient>> {

@@ -33,6 +33,7 @@ mod convert;
 mod errors;
 mod future;
 mod gil;
+mod hooks;
 mod host;
 mod hosted;
 mod log;

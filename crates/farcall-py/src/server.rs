@@ -205,6 +205,15 @@ impl RPCServer {
         });
     }
 
+    /// Sets the process's hook around every incoming call: `hook(opts)`,
+    /// with the options the caller's provider attached, returns a context
+    /// manager the call runs in (its failure is logged inside it too);
+    /// None removes it (teleprox's hook).
+    #[staticmethod]
+    fn set_call_context_hook(hook: Option<Py<PyAny>>) {
+        crate::hooks::set_call_context_hook(hook);
+    }
+
     /// The server registered with this thread (by `run_forever` or
     /// `run_lazy`), or None.
     #[staticmethod]

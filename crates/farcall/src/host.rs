@@ -260,10 +260,41 @@ impl Host {
         drop(objects);
     }
 
-    /// Runs an object, name or module command. The connection commands
-    /// (`close`, the handshake, `farcall_cancel`) belong to whoever runs
-    /// the link or endpoint and are refused here.
-    pub fn run(&self, command: Command, return_type: ReturnType) -> Result<Value> {
+    /// Runs an object, name or module command for `caller` (described
+    /// only if needed, for the log). A command that raised is logged at
+    /// WARNING, as pyacq's side that ran a call says so; a `call_obj` runs
+    /// inside the call hook, if one is set (crate::hooks), and its failure
+    /// is logged there. The connection commands (`close`, the handshake,
+    /// `farcall_cancel`) belong to whoever runs the link or endpoint and
+    /// are refused here.
+    pub fn run(
+        &self,
+        command: Command,
+        return_type: ReturnType,
+        caller: &dyn Fn() -> String,
+    ) -> Result<Value> {
+        let action = command.action();
+        let reported = |result: Result<Value>| {
+            if let Err(e @ Error::Remote { .. }) = &result {
+                log::warn!("'{}' from {} raised {e}", action.name(), caller());
+            }
+            result
+        };
+        match command {
+            Command::CallObj(mut call) => match crate::hooks::call_hook() {
+                Some(hook) => {
+                    let context = std::mem::take(&mut call.context);
+                    let run =
+                        move || reported(self.run_command(Command::CallObj(call), return_type));
+                    hook.around(&context, Box::new(run))
+                }
+                None => reported(self.run_command(Command::CallObj(call), return_type)),
+            },
+            other => reported(self.run_command(other, return_type)),
+        }
+    }
+
+    fn run_command(&self, command: Command, return_type: ReturnType) -> Result<Value> {
         let result = match command {
             Command::CallObj(call) => self.call(call, return_type)?,
             Command::GetObj(mut get) => match (&get.obj, return_type) {
@@ -318,6 +349,7 @@ impl Host {
             target,
             mut args,
             mut kwargs,
+            ..
         } = call;
         if target.rpc_addr != self.address {
             return Err(Error::value_error(format!(

@@ -70,6 +70,7 @@ pub mod codec;
 pub mod convert;
 pub mod error;
 pub mod handshake;
+pub mod hooks;
 pub mod host;
 pub mod log;
 pub mod object;

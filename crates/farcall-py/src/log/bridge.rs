@@ -14,6 +14,16 @@ const BRIDGE_QUEUE: usize = 4096;
 /// engine thread never waits for the GIL to log (which is why this is not
 /// pyo3-log, which calls Python in the logging thread).
 pub fn to_python_logging(record: Record) {
+    if INLINE.with(std::cell::Cell::get) {
+        // A call hook's thread, which holds the GIL: the record is made
+        // now, in the hook's context (a tracing span, say).
+        Python::attach(|py| {
+            if let Err(e) = handle_in_python(py, &record) {
+                e.write_unraisable(py, None);
+            }
+        });
+        return;
+    }
     static QUEUE: std::sync::OnceLock<std::sync::mpsc::SyncSender<Record>> =
         std::sync::OnceLock::new();
     static DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -41,6 +51,20 @@ pub fn to_python_logging(record: Record) {
     if queue.try_send(record).is_err() {
         DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+thread_local! {
+    static INLINE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the engine's records of this thread handed to Python's
+/// `logging` at once, in this thread, rather than queued (for code that
+/// holds the GIL and wants its records made in its own context).
+pub fn inline<T>(f: impl FnOnce() -> T) -> T {
+    let before = INLINE.with(|i| i.replace(true));
+    let out = f();
+    INLINE.with(|i| i.set(before));
+    out
 }
 
 /// Runs `record` through the Python logger its target names.

@@ -18,6 +18,7 @@ mod receiver;
 mod record;
 mod sender;
 
+pub use bridge::inline;
 pub use child::child_log_options;
 
 fn seconds(timeout: f64) -> Duration {

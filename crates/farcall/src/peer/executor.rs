@@ -67,21 +67,16 @@ impl Job {
         let _context = chain::Running::enter(&link, request.chain);
         let (format, result, close) = execute(&link, &mut request);
         if request.wants_reply() {
-            if let Err(e @ Error::Remote { .. }) = &result {
-                // As pyacq: the side that ran a call that raised says so.
-                log::warn!(
-                    "'{}' from {} raised {e}",
+            link.reply(format, request.req_id, result, flush);
+        } else if let Err(e) = result {
+            // One that raised was logged by the host; anything else is news.
+            if !matches!(e, Error::Remote { .. }) {
+                log::error!(
+                    "one-way '{}' from {} failed: {e}",
                     String::from_utf8_lossy(&request.action),
                     link.describe()
                 );
             }
-            link.reply(format, request.req_id, result, flush);
-        } else if let Err(e) = result {
-            log::error!(
-                "one-way '{}' from {} failed: {e}",
-                String::from_utf8_lossy(&request.action),
-                link.describe()
-            );
         }
         Outcome { close }
     }
@@ -105,7 +100,9 @@ fn execute(link: &Arc<Link>, request: &mut Request) -> (Format, Result<Value>, b
                 "handshake actions are for ZeroMQ peers; native connections say hello first".into(),
             ))
         }
-        (Ok(command), Ok(return_type)) => link.host().run(command, return_type),
+        (Ok(command), Ok(return_type)) => link
+            .host()
+            .run(command, return_type, &|| link.describe().to_string()),
     };
     (format, result, false)
 }

@@ -39,7 +39,7 @@ pub use hello::wait_serving;
 
 use crate::channel::frame::{FrameReader, Kind, DEFAULT_MAX_MESSAGE};
 use crate::channel::Channel;
-use crate::codec::{Exporter, Format, NoExport};
+use crate::codec::{Exporter, Field, Format, NoExport};
 use crate::error::{Error, Result};
 use crate::handshake::Auth;
 use crate::host::{Host, HostExporter};
@@ -584,6 +584,42 @@ impl Link {
         return_type: ReturnType,
     ) -> Result<Frames> {
         let mut exporter = self.exporter();
+        // The call opts provider's entries join call_obj's own (hooks.rs).
+        let context = match action {
+            Action::CallObj => crate::hooks::call_opts()?,
+            _ => Vec::new(),
+        };
+        if context.is_empty() {
+            return protocol::request_frames(
+                req_id,
+                action,
+                return_type,
+                self.format,
+                opts,
+                &mut exporter,
+            );
+        }
+        let extra = context.iter().map(|(k, v)| (k.as_str(), Field::Value(v)));
+        let (fields, value);
+        let opts = match opts {
+            Opts::Fields(own) => {
+                fields = own.iter().copied().chain(extra).collect::<Vec<_>>();
+                Opts::Fields(&fields)
+            }
+            Opts::Value(own) => {
+                let mut entries = match own {
+                    Value::Map(entries) => entries.clone(),
+                    _ => Vec::new(),
+                };
+                entries.extend(
+                    context
+                        .iter()
+                        .map(|(k, v)| (Value::from(k.as_str()), v.clone())),
+                );
+                value = Value::Map(entries);
+                Opts::Value(&value)
+            }
+        };
         protocol::request_frames(
             req_id,
             action,

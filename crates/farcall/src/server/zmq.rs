@@ -124,13 +124,6 @@ impl Admissions {
             }
         };
         let reply = if request.wants_reply() {
-            if let Err(e @ Error::Remote { .. }) = &result {
-                // As pyacq: the side that ran a call that raised says so.
-                log::warn!(
-                    "'{}' on {address} raised {e}",
-                    String::from_utf8_lossy(&request.action)
-                );
-            }
             let mut exporter = HostExporter { host, holder: None };
             let shape = ErrorShape::for_routing_id(identity);
             let req_id = request.req_id;
@@ -147,7 +140,12 @@ impl Admissions {
                 }
             }
         } else {
-            if let Err(e) = result {
+            // One that raised was logged by the host; anything else is news.
+            if let Some(e) = result
+                .as_ref()
+                .err()
+                .filter(|e| !matches!(e, Error::Remote { .. }))
+            {
                 log::error!(
                     "one-way '{}' on {address} failed: {e}",
                     String::from_utf8_lossy(&request.action)
@@ -197,9 +195,13 @@ impl Admissions {
                 cancel(identity, c.req_id);
                 Ok(Value::None)
             }
-            Ok(command) => request
-                .return_type()
-                .and_then(|return_type| host.run(command, return_type)),
+            Ok(command) => request.return_type().and_then(|return_type| {
+                let caller = || {
+                    let who = String::from_utf8_lossy(identity);
+                    format!("ZeroMQ peer {who:?} of {address}")
+                };
+                host.run(command, return_type, &caller)
+            }),
         };
         (result, false)
     }

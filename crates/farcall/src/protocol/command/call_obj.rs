@@ -17,19 +17,23 @@ pub struct CallObj {
     pub args: Vec<Value>,
     /// Keyword arguments, in call order.
     pub kwargs: Kwargs,
+    /// Any other entries of the options: what the caller's call opts
+    /// provider attached (crate::hooks), for the server's call hook.
+    pub context: Kwargs,
 }
 
 impl CallObj {
     /// Reads the options entry by entry, building no map (the hot path);
-    /// unknown entries are ignored, as pyacq does.
+    /// other entries are the call's context (pyacq ignores them).
     pub fn parse(request: &mut Request, format: Format) -> Result<CallObj> {
         let (mut obj, mut args, mut kwargs) = (Value::None, Value::None, Value::None);
+        let mut context = Vec::new();
         request.take_fields(format, |key, value| {
             match key {
                 "obj" => obj = value,
                 "args" => args = value,
                 "kwargs" => kwargs = value,
-                _ => {}
+                other => context.push((other.to_string(), value)),
             }
             Ok(())
         })?;
@@ -53,6 +57,7 @@ impl CallObj {
             target,
             args,
             kwargs: kwargs_of(kwargs)?,
+            context,
         })
     }
 
