@@ -42,7 +42,7 @@ impl ProcessSpawner {
     /// Starts `executable -m farcall.bootstrap` (default: this Python) with
     /// a server on `address` (default: a fresh native Unix socket).
     #[new]
-    #[pyo3(signature = (name=None, address=None, log_addr=None, log_level=None, executable=None, qt=false, start_timeout=10.0))]
+    #[pyo3(signature = (name=None, address=None, log_addr=None, log_level=None, executable=None, qt=false, start_timeout=10.0, daemon=false, exit_on_parent_death=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -53,6 +53,8 @@ impl ProcessSpawner {
         executable: Option<String>,
         qt: bool,
         start_timeout: f64,
+        daemon: bool,
+        exit_on_parent_death: Option<bool>,
     ) -> PyResult<Self> {
         let executable = match executable {
             Some(e) => e,
@@ -60,8 +62,16 @@ impl ProcessSpawner {
                 .getattr("executable")?
                 .extract()?,
         };
-        let mut options =
-            SpawnOptions::python().start_timeout(Duration::from_secs_f64(start_timeout));
+        let exit_on_parent_death = exit_on_parent_death.unwrap_or(!daemon);
+        if daemon && exit_on_parent_death {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "a daemon outlives its parent: exit_on_parent_death=True cannot apply",
+            ));
+        }
+        let mut options = SpawnOptions::python()
+            .start_timeout(Duration::from_secs_f64(start_timeout))
+            .daemon(daemon)
+            .exit_on_parent_death(exit_on_parent_death);
         options.program = executable.into();
         if let Some(name) = name {
             options = options.name(name);
@@ -87,10 +97,12 @@ impl ProcessSpawner {
         options = options.extra(serde_json::Value::Object(extra));
         let child = crate::gil::released(py, || engine::ProcessSpawner::spawn(options)).py(py)?;
         let child = Arc::new(child);
-        let mut children = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
-        children.retain(|c| c.strong_count() > 0);
-        children.push(Arc::downgrade(&child));
-        drop(children);
+        if !daemon {
+            // A daemon outlives this process; the others stop at its exit.
+            let mut children = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
+            children.retain(|c| c.strong_count() > 0);
+            children.push(Arc::downgrade(&child));
+        }
         let client = RPCClient::wrap(
             py,
             child.address(),
@@ -171,6 +183,29 @@ impl ProcessSpawner {
         let status =
             crate::gil::released(py, || child.stop(Duration::from_secs_f64(timeout))).py(py)?;
         Ok(returncode(status))
+    }
+
+    /// True for a daemon (started with `daemon=True`).
+    #[getter]
+    fn daemon(&self) -> bool {
+        self.child.is_daemon()
+    }
+
+    /// `with ProcessSpawner() as proc:` stops the child at the end.
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    /// Stops the child (a daemon too: it was started for this block).
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _kind: &Bound<'_, PyAny>,
+        _value: &Bound<'_, PyAny>,
+        _traceback: &Bound<'_, PyAny>,
+    ) -> PyResult<bool> {
+        self.stop(py, STOP_TIMEOUT)?;
+        Ok(false)
     }
 
     fn __repr__(&self) -> String {

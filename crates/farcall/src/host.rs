@@ -48,6 +48,14 @@ pub trait Runtime: Send + Sync {
     }
 }
 
+/// Who asked for a command, for the log of its failure.
+pub struct Caller<'a> {
+    /// Describes the peer (called only to log).
+    pub describe: &'a dyn Fn() -> String,
+    /// The peer waits for the reply (else the failure is logged as lost).
+    pub wants_reply: bool,
+}
+
 /// Objects served to peers, and their names.
 pub struct Host {
     address: String,
@@ -260,23 +268,27 @@ impl Host {
         drop(objects);
     }
 
-    /// Runs an object, name or module command for `caller` (described
-    /// only if needed, for the log). A command that raised is logged at
-    /// WARNING, as pyacq's side that ran a call says so; a `call_obj` runs
-    /// inside the call hook, if one is set (crate::hooks), and its failure
-    /// is logged there. The connection commands (`close`, the handshake,
+    /// Runs an object, name or module command for `caller`. A command that
+    /// raised is logged here, as pyacq's side that ran a call says so: at
+    /// WARNING, or at ERROR when nobody gets the error (a one-way call); a
+    /// `call_obj` runs inside the call hook, if one is set (crate::hooks),
+    /// and its failure is logged there. The connection commands (`close`, the handshake,
     /// `farcall_cancel`) belong to whoever runs the link or endpoint and
     /// are refused here.
     pub fn run(
         &self,
         command: Command,
         return_type: ReturnType,
-        caller: &dyn Fn() -> String,
+        caller: &Caller<'_>,
     ) -> Result<Value> {
         let action = command.action();
         let reported = |result: Result<Value>| {
             if let Err(e @ Error::Remote { .. }) = &result {
-                log::warn!("'{}' from {} raised {e}", action.name(), caller());
+                let (action, who) = (action.name(), (caller.describe)());
+                match caller.wants_reply {
+                    true => log::warn!("'{action}' from {who} raised {e}"),
+                    false => log::error!("one-way '{action}' from {who} failed: {e}"),
+                }
             }
             result
         };

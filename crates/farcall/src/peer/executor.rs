@@ -16,6 +16,7 @@ use super::signal::Signal;
 use super::{chain, Link};
 use crate::codec::Format;
 use crate::error::{Error, Result};
+use crate::host::Caller;
 use crate::protocol::{Command, Request};
 use crate::sync::lock;
 use crate::value::Value;
@@ -100,9 +101,13 @@ fn execute(link: &Arc<Link>, request: &mut Request) -> (Format, Result<Value>, b
                 "handshake actions are for ZeroMQ peers; native connections say hello first".into(),
             ))
         }
-        (Ok(command), Ok(return_type)) => link
-            .host()
-            .run(command, return_type, &|| link.describe().to_string()),
+        (Ok(command), Ok(return_type)) => {
+            let caller = Caller {
+                describe: &|| link.describe().to_string(),
+                wants_reply: request.wants_reply(),
+            };
+            link.host().run(command, return_type, &caller)
+        }
     };
     (format, result, false)
 }

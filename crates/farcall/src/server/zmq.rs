@@ -11,6 +11,7 @@ use bytes::Bytes;
 use crate::codec::Format;
 use crate::error::{Error, Result};
 use crate::handshake::{self, Gate, PeerState};
+use crate::host::Caller;
 use crate::host::{Host, HostExporter};
 use crate::protocol::command::Command;
 use crate::protocol::{self, Action, ErrorShape, Frames, Request};
@@ -196,9 +197,13 @@ impl Admissions {
                 Ok(Value::None)
             }
             Ok(command) => request.return_type().and_then(|return_type| {
-                let caller = || {
+                let describe = || {
                     let who = String::from_utf8_lossy(identity);
                     format!("ZeroMQ peer {who:?} of {address}")
+                };
+                let caller = Caller {
+                    describe: &describe,
+                    wants_reply: request.wants_reply(),
                 };
                 host.run(command, return_type, &caller)
             }),

@@ -34,6 +34,12 @@ pub struct ChildConfig {
     /// The key to require, if the parent wants authentication (it is
     /// also made this process's key by [`read_child_config`]).
     pub key: Option<Key>,
+    /// Exit when the parent dies ([`watch_parent`]); true but for
+    /// daemons and children started with `exit_on_parent_death` off.
+    pub exit_on_parent_death: bool,
+    /// A daemon: once it has reported its address it lets go of its
+    /// lifeline, and outlives its parent.
+    pub daemon: bool,
 }
 
 impl ChildConfig {
@@ -97,6 +103,10 @@ pub fn read_child_config() -> Result<ChildConfig> {
     if let Some(key) = &config.key {
         auth::set_process_key(key.clone());
     }
+    *lock(&LIFELINE) = Lifeline {
+        watch: config.exit_on_parent_death,
+        release: config.daemon,
+    };
     Ok(config)
 }
 
@@ -137,21 +147,59 @@ fn parse_config(line: &[u8]) -> Result<ChildConfig> {
         ),
         Some(_) => return Err(bad("key is not a string")),
     };
+    let flag = |name: &str, default: bool| match map.get(name) {
+        None | Some(Json::Null) => Ok(default),
+        Some(Json::Bool(b)) => Ok(*b),
+        Some(_) => Err(bad(&format!("{name} is not a boolean"))),
+    };
+    let daemon = flag("daemon", false)?;
     Ok(ChildConfig {
         address,
         name,
         parent_pid,
         extra,
         key,
+        exit_on_parent_death: flag("exit_on_parent_death", !daemon)?,
+        daemon,
     })
 }
 
-/// Tells the parent the server is ready at `address` (one JSON line on
-/// stdin, which is a socket).
+/// What the configuration said of the lifeline (stdin).
+#[derive(Clone, Copy)]
+struct Lifeline {
+    /// Exit when it ends.
+    watch: bool,
+    /// Let go of it once the address is reported (a daemon).
+    release: bool,
+}
+
+static LIFELINE: Mutex<Lifeline> = Mutex::new(Lifeline {
+    watch: true,
+    release: false,
+});
+
+/// Tells the parent the server is ready at `address`, and this process's
+/// id (one JSON line on stdin, which is a socket). A daemon then lets go
+/// of its stdin (it becomes /dev/null): its parent may come and go.
 pub fn report_ready(address: &str) -> Result<()> {
     // Removed by the lifeline thread if the parent goes away.
     *lock(&BOUND_SOCKET) = socket_path(address);
-    report(&json!({ "address": address }))
+    report(&json!({ "address": address, "pid": std::process::id() }))?;
+    if lock(&LIFELINE).release {
+        release_stdin()?;
+    }
+    Ok(())
+}
+
+/// Replaces fd 0 (the lifeline) with /dev/null.
+fn release_stdin() -> Result<()> {
+    let null = std::fs::File::open("/dev/null")?;
+    // SAFETY: dup2 onto fd 0, a descriptor this process owns; `null` is
+    // closed after, fd 0 stays open on /dev/null.
+    if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) } < 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    Ok(())
 }
 
 /// The socket file of the server this child reported, if any.
@@ -178,8 +226,12 @@ fn report(reply: &Json) -> Result<()> {
 /// Starts the lifeline thread: it reads stdin until end of stream (the
 /// parent died or closed its end) and then exits this process with status 0.
 /// Call it after [`read_child_config`]: it discards whatever it reads.
-/// Calling it again does nothing.
+/// Calling it again does nothing, and so does calling it in a daemon or a
+/// child told not to exit on its parent's death.
 pub fn watch_parent() {
+    if !lock(&LIFELINE).watch {
+        return;
+    }
     static STARTED: std::sync::Once = std::sync::Once::new();
     STARTED.call_once(|| {
         let started = std::thread::Builder::new()
@@ -263,6 +315,14 @@ mod tests {
         assert_eq!(c.extra, json!({}));
         assert!(parse_config(b"[1]").is_err());
         assert!(parse_config(br#"{"extra": 3}"#).is_err());
+        // A daemon does not watch its parent unless told (and then it is
+        // the parent's mistake: the parent never says so).
+        let c = parse_config(br#"{"daemon": true}"#).unwrap();
+        assert!(c.daemon && !c.exit_on_parent_death);
+        let c = parse_config(br#"{"exit_on_parent_death": false}"#).unwrap();
+        assert!(!c.daemon && !c.exit_on_parent_death);
+        assert!(parse_config(b"{}").unwrap().exit_on_parent_death);
+        assert!(parse_config(br#"{"daemon": 1}"#).is_err());
         assert!(parse_config(b"nope").is_err());
     }
 }

@@ -34,6 +34,14 @@ pub struct SpawnOptions {
     /// sent on the lifeline, never in arguments or the environment);
     /// [`Auth::Open`] starts it without authentication.
     pub auth: Auth,
+    /// Start a daemon: a process of its own session, detached from this
+    /// one (no lifeline, stdio on /dev/null, not stopped when the
+    /// [`ProcessSpawner`](super::ProcessSpawner) drops), which outlives
+    /// this process and is reached again by address.
+    pub daemon: bool,
+    /// Make the child exit when this process dies (default; never for a
+    /// daemon).
+    pub exit_on_parent_death: bool,
 }
 
 impl SpawnOptions {
@@ -57,7 +65,21 @@ impl SpawnOptions {
             start_timeout: DEFAULT_START_TIMEOUT,
             env: Vec::new(),
             auth: Auth::ProcessKey,
+            daemon: false,
+            exit_on_parent_death: true,
         }
+    }
+
+    /// Starts a daemon (see [`SpawnOptions::daemon`]).
+    pub fn daemon(mut self, daemon: bool) -> Self {
+        self.daemon = daemon;
+        self
+    }
+
+    /// Sets whether the child exits when this process dies.
+    pub fn exit_on_parent_death(mut self, exit: bool) -> Self {
+        self.exit_on_parent_death = exit;
+        self
     }
 
     /// Sets how the child's server authenticates.

@@ -41,6 +41,10 @@ pub struct ProcessSpawner {
     pidfd: Option<OwnedFd>,
     lifeline: Mutex<Option<UnixStream>>,
     stderr: Arc<StderrTail>,
+    /// A daemon: not a child of this process (it was started through a
+    /// double fork), so it is waited for through its pidfd and never
+    /// stopped on drop.
+    daemon: bool,
 }
 
 impl ProcessSpawner {
@@ -69,9 +73,13 @@ impl ProcessSpawner {
         command
             .args(&options.args)
             .envs(options.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::from(OwnedFd::from(child_end)))
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::piped());
+            .stdin(Stdio::from(OwnedFd::from(child_end)));
+        if options.daemon {
+            command.stdout(Stdio::null()).stderr(Stdio::null());
+            detach(&mut command);
+        } else {
+            command.stdout(Stdio::inherit()).stderr(Stdio::piped());
+        }
         let spawned = command.spawn();
         // The command holds our copy of the child's end: close it now, or
         // the child's exit would not show as end of stream on the lifeline.
@@ -83,12 +91,20 @@ impl ProcessSpawner {
             ))
         })?;
         let pid = child.id();
-        let stderr = StderrTail::forward(child.stderr.take().expect("stderr is piped"));
+        let stderr = match child.stderr.take() {
+            Some(pipe) => StderrTail::forward(pipe),
+            None => StderrTail::none(),
+        };
+        if options.daemon {
+            // The first fork's child: it exits as soon as it has forked.
+            let _ = child.wait();
+        }
         let mut starting = Starting {
             child: Some(child),
             program: program.clone(),
             pid,
             stderr: stderr.clone(),
+            daemon: options.daemon,
         };
 
         let key = match &options.auth {
@@ -102,6 +118,8 @@ impl ProcessSpawner {
             "parent_pid": std::process::id(),
             "key": key.as_ref().map(|k| auth::encode_hex(k.as_bytes())),
             "extra": extra,
+            "daemon": options.daemon,
+            "exit_on_parent_death": options.exit_on_parent_death && !options.daemon,
         });
         let mut line = serde_json::to_vec(&config)
             .map_err(|e| Error::Codec(format!("spawn configuration: {e}")))?;
@@ -122,10 +140,19 @@ impl ProcessSpawner {
             Ok(None) => return Err(starting.fail_timeout(options.start_timeout)),
             Err(e) => return Err(starting.fail(e)),
         };
-        let address = match parse_reply(&reply) {
-            Ok(Reply::Address(a)) => a,
+        let (address, reported_pid) = match parse_reply(&reply) {
+            Ok(Reply::Address(a, pid)) => (a, pid),
             Ok(Reply::Error(text)) => return Err(starting.fail_reported(&text)),
             Err(e) => return Err(starting.fail(e)),
+        };
+        // A daemon is the grandchild: its own id is the one it reported.
+        let pid = match (options.daemon, reported_pid) {
+            (true, Some(pid)) => pid,
+            (true, None) => {
+                let e = Error::Protocol("a daemon did not report its process id".into());
+                return Err(starting.fail(e));
+            }
+            (false, _) => pid,
         };
         let client_options = ClientOptions {
             auth: key.map_or(Auth::Open, Auth::Key),
@@ -144,8 +171,10 @@ impl ProcessSpawner {
             pid,
             child: Mutex::new(child),
             pidfd: pidfd_open(pid),
-            lifeline: Mutex::new(Some(lifeline)),
+            // A daemon let go of its end once it reported.
+            lifeline: Mutex::new((!options.daemon).then_some(lifeline)),
             stderr,
+            daemon: options.daemon,
         })
     }
 
@@ -175,8 +204,19 @@ impl ProcessSpawner {
         self.stderr.lines()
     }
 
+    /// True for a daemon ([`SpawnOptions::daemon`]).
+    pub fn is_daemon(&self) -> bool {
+        self.daemon
+    }
+
     /// The exit status if the child has exited (reaping it), else `None`.
+    /// A daemon is not this process's child: once it is gone its status
+    /// reads as 0, whatever it was.
     pub fn poll(&self) -> Result<Option<ExitStatus>> {
+        if self.daemon {
+            use std::os::unix::process::ExitStatusExt;
+            return Ok(self.daemon_exited().then(|| ExitStatus::from_raw(0)));
+        }
         Ok(lock(&self.child).try_wait()?)
     }
 
@@ -190,6 +230,18 @@ impl ProcessSpawner {
     /// once it returns, `poll` reports the exit. Killing a child that has
     /// exited does nothing.
     pub fn kill(&self) -> Result<()> {
+        if self.daemon {
+            // SAFETY: a plain system call on the daemon's id.
+            if !self.daemon_exited()
+                && unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) } < 0
+            {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::ESRCH) {
+                    return Err(e.into());
+                }
+            }
+            return self.wait_until(Some(Instant::now() + EXIT_GRACE)).map(drop);
+        }
         let mut child = lock(&self.child);
         if child.try_wait()?.is_some() {
             return Ok(());
@@ -199,6 +251,18 @@ impl ProcessSpawner {
         // teardown of the process.
         child.wait()?;
         Ok(())
+    }
+
+    /// True once the daemon has exited: its pidfd (which names that very
+    /// process, whatever reuses the id later) is readable, or, without
+    /// one, the id is gone or a zombie.
+    fn daemon_exited(&self) -> bool {
+        match &self.pidfd {
+            Some(fd) => {
+                wait_fd(fd.as_raw_fd(), libc::POLLIN, Some(Instant::now())).unwrap_or(false)
+            }
+            None => !process_alive(self.pid),
+        }
     }
 
     /// Stops the child: asks its server to close, waits up to `timeout`
@@ -229,7 +293,10 @@ impl ProcessSpawner {
                     self.pid
                 );
                 self.kill()?;
-                lock(&self.child).wait()?
+                match self.daemon {
+                    true => self.poll()?.unwrap_or_default(),
+                    false => lock(&self.child).wait()?,
+                }
             }
         };
         self.client.close();
@@ -279,6 +346,9 @@ impl ProcessSpawner {
 
 impl Drop for ProcessSpawner {
     fn drop(&mut self) {
+        if self.daemon {
+            return; // it outlives us: that is what it is for
+        }
         if let Err(e) = self.stop(DROP_STOP_TIMEOUT) {
             log::warn!("stopping child {} (pid {}): {e}", self.program, self.pid);
         }
@@ -302,10 +372,13 @@ struct Starting {
     program: String,
     pid: u32,
     stderr: Arc<StderrTail>,
+    /// The child was the first of a double fork and has exited already.
+    daemon: bool,
 }
 
 enum Reply {
-    Address(String),
+    /// The address, and the process id when the child says it.
+    Address(String, Option<u32>),
     Error(String),
 }
 
@@ -333,8 +406,8 @@ impl Starting {
             }
             // A child whose stdin is still held by a descendant exits
             // without end of stream: watch the process too.
-            let exited = self.child_mut().try_wait()?;
-            if eof || exited.is_some() {
+            let exited = !self.daemon && self.child_mut().try_wait()?.is_some();
+            if eof || exited {
                 return Err(self.ended_early(eof));
             }
             if Instant::now() >= deadline {
@@ -449,8 +522,12 @@ fn parse_reply(line: &[u8]) -> Result<Reply> {
             other => other.to_string(),
         }));
     }
+    let pid = json
+        .get("pid")
+        .and_then(Json::as_u64)
+        .and_then(|p| u32::try_from(p).ok());
     match json.get("address") {
-        Some(Json::String(a)) => Ok(Reply::Address(a.clone())),
+        Some(Json::String(a)) => Ok(Reply::Address(a.clone(), pid)),
         _ => Err(bad("no address and no error".into())),
     }
 }
@@ -476,6 +553,42 @@ fn read_available(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<bool> 
 /// A descriptor that becomes readable when process `pid` exits (Linux 5.3
 /// and later); `None` elsewhere. Only valid while the child is not reaped,
 /// which holds: the spawner owns the child.
+/// Makes `command` start a daemon: a new session (no controlling
+/// terminal, no signals of ours), then a second fork whose first child
+/// exits at once, so the daemon is nobody's child here and no zombie is
+/// left when it exits.
+fn detach(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only async-signal-safe calls (setsid, fork, _exit) run
+    // between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            match libc::fork() {
+                -1 => Err(io::Error::last_os_error()),
+                0 => Ok(()),
+                _ => libc::_exit(0),
+            }
+        });
+    }
+}
+
+/// True while process `pid` runs: signal 0 reaches it (or is refused),
+/// and it is not a zombie waiting for its parent.
+fn process_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 checks for the process without sending anything.
+    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    let exists = r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the command name, which is in parentheses.
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| matches!(rest.trim_start().chars().next(), Some('Z' | 'X')))
+    });
+    exists && !zombie
+}
+
 fn pidfd_open(pid: u32) -> Option<OwnedFd> {
     #[cfg(target_os = "linux")]
     {
@@ -502,7 +615,7 @@ mod tests {
     fn reply_parsing() {
         assert!(matches!(
             parse_reply(br#"{"address": "unix:///x"}"#),
-            Ok(Reply::Address(a)) if a == "unix:///x"
+            Ok(Reply::Address(a, _)) if a == "unix:///x"
         ));
         assert!(matches!(
             parse_reply(br#"{"error": "Traceback"}"#),

@@ -23,6 +23,16 @@ struct TailState {
 }
 
 impl StderrTail {
+    /// A tail that stays empty (a child whose stderr is not ours: a daemon).
+    pub(super) fn none() -> Arc<StderrTail> {
+        let tail = Arc::new(StderrTail {
+            state: Mutex::new(TailState::default()),
+            done: Condvar::new(),
+        });
+        tail.finish();
+        tail
+    }
+
     /// Starts a thread that copies `pipe` to our stderr line by line.
     pub(super) fn forward(pipe: ChildStderr) -> Arc<StderrTail> {
         let tail = Arc::new(StderrTail {
