@@ -242,3 +242,13 @@ class Holder:
 
     def set(self, obj):
         self.obj = obj
+
+
+def unpickle_and_set(data, key, value):
+    """Unpickles ``data`` here, sets ``obj[key] = value`` through it, and
+    says what it unpickled as."""
+    import pickle
+
+    obj = pickle.loads(data)
+    obj[key] = value
+    return type(obj).__name__

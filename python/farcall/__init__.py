@@ -25,6 +25,7 @@ from ._native import (
 )
 from ._native import _exiting, _remove_socket_files, _stop_children
 from ._future import Future
+from .process import start_process
 from .errors import (
     DisconnectError,
     OperationError,
@@ -52,6 +53,7 @@ __all__ = [
     "get_connection",
     "get_proxy_connection",
     "ref",
+    "start_process",
 ]
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "_log_start_child",
     "_child_config",
     "_exiting",
+    "_proxy_from_state",
     "_report_error",
     "_remove_socket_files",
     "_report_ready",
@@ -52,6 +53,8 @@ class ObjectProxy:
     _attributes: Tuple[str, ...]
     _rpc_addr: str
     _proxy_options: Dict[str, Any]
+
+    def __reduce__(self) -> Tuple[Any, Tuple[Any, ...]]: ...
 
     def __call__(
         self,
@@ -218,7 +221,10 @@ class RPCClient:
         serializer: Optional[str] = None,
         auth: bool = True,
         key: Optional[Union[bytes, str]] = None,
+        local_server: Any = None,
     ) -> "RPCClient": ...
+    local_server: Optional["RPCServer"]
+    def _set_local_server(self, spec: Any) -> None: ...
     @staticmethod
     def set_call_opts_provider(provider: Optional[Callable[[], Optional[Dict[str, Any]]]]) -> None: ...
     @staticmethod
@@ -275,8 +281,13 @@ class ProcessSpawner:
         start_timeout: float = 10.0,
         daemon: bool = False,
         exit_on_parent_death: Optional[bool] = None,
+        command: Optional[List[str]] = None,
+        stdout: Any = None,
+        stderr: Any = None,
+        extra: Optional[Dict[str, Any]] = None,
     ) -> "ProcessSpawner": ...
     daemon: bool
+    qt: bool
     def __enter__(self) -> "ProcessSpawner": ...
     def __exit__(self, kind: Any, value: Any, traceback: Any) -> bool: ...
     def poll(self) -> Optional[int]: ...
@@ -295,6 +306,9 @@ def decode(name: str, body: bytes, buffers: List[bytes] = ...) -> Any:
     """Deserializes a body and its buffers in format `name`."""
 
 def _stop_children() -> None: ...
+def _proxy_from_state(
+    rpc_addr: str, obj_id: int, ref_id: int, type_str: str, attributes: List[str]
+) -> Any: ...
 def _exiting() -> None: ...
 def _child_config() -> Dict[str, Any]: ...
 def _report_ready(address: str) -> None: ...
@@ -342,7 +356,10 @@ class _LineStyle:
 def _log_set_logger_address(address: Union[str, bytes]) -> _LogSender: ...
 def _log_logger_address() -> Optional[str]: ...
 def _log_start_child(
-    name: Optional[str], log_addr: Optional[str], log_level: Union[int, str, None] = None
+    name: Optional[str],
+    log_addr: Optional[str],
+    log_level: Union[int, str, None] = None,
+    log_stdio: bool = True,
 ) -> Optional[Tuple[int, Optional[int]]]: ...
 def _log_shutdown(timeout: float = 1.0) -> None: ...
 def _log_set_host_name(name: str) -> None: ...

@@ -63,12 +63,14 @@ def _start_logging(config):
         for stream in (sys.stdout, sys.stderr):
             if stream is not None:
                 stream.flush()
-    started = _native._log_start_child(config.get("name"), log_addr, extra.get("log_level"))
+    started = _native._log_start_child(
+        config.get("name"), log_addr, extra.get("log_level"), extra.get("log_stdio", True)
+    )
     if started is None:
         return None
     from farcall import log
 
-    log._start_child_logging(log_addr, *started)
+    log._start_child_logging(log_addr, *started, extra.get("log_send_level"))
     return log
 
 

@@ -588,15 +588,23 @@ class RPCLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
 _crash_file: Optional[IO[str]] = None
 
 
-def _start_child_logging(log_addr: str, levelno: int, saved_stderr: Optional[int]) -> None:
+def _start_child_logging(
+    log_addr: str,
+    levelno: int,
+    saved_stderr: Optional[int],
+    send_level: Union[int, str, None] = None,
+) -> None:
     """The Python part of a spawned child's set-up (farcall.bootstrap calls
     it once the engine forwards the child's own records and fds 1 and 2 to
     ``log_addr`` at ``levelno``): Python's records, unhandled exceptions,
     line-buffered ``print()``, and fatal-crash dumps (faulthandler) on the
-    original stderr, ``saved_stderr``."""
+    original stderr, ``saved_stderr``. ``send_level`` (teleprox's
+    ``log_send_level``) is the lowest level sent, default ``levelno``."""
     global _crash_file
     logging.getLogger().setLevel(levelno)
-    set_logger_address(log_addr)
+    sender = set_logger_address(log_addr)
+    if send_level is not None:
+        sender.setLevel(send_level.upper() if isinstance(send_level, str) else send_level)
     log_exceptions()
     # A pipe makes Python's stdout block-buffered; keep print() line by line.
     reconfigure = getattr(sys.stdout, "reconfigure", None)

@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use farcall::client::ClientOptions;
@@ -20,6 +20,7 @@ use crate::convert::{to_py, Mode, Outgoing, Ownership};
 use crate::errors::IntoPyResult;
 use crate::future::PyFuture;
 use crate::proxy::{self, ObjectProxy};
+use crate::server::RPCServer;
 
 /// A connection to the server at `address`.
 ///
@@ -33,6 +34,9 @@ pub struct RPCClient {
     /// The spawned child this client talks to, kept running while the
     /// client lives (`ProcessSpawner().client` outlives its spawner).
     _child: Option<Arc<farcall::spawn::ProcessSpawner>>,
+    /// The server that serves the objects this client sends (teleprox's
+    /// `local_server`), and whether the client made it (then it closes it).
+    local_server: Mutex<Option<(Py<RPCServer>, bool)>>,
 }
 
 /// One address's client in one thread: the engine client (kept, so the
@@ -93,6 +97,7 @@ impl RPCClient {
             RPCClient {
                 client: client.clone(),
                 _child: child,
+                local_server: Mutex::new(None),
             },
         )?;
         let view = PyWeakrefReference::new(&obj)?.unbind();
@@ -185,7 +190,7 @@ impl RPCClient {
     /// (default: this process's key or the per-user key file's);
     /// `auth=False` talks to a server that cannot authenticate (pyacq).
     #[new]
-    #[pyo3(signature = (address, reentrant=true, serializer=None, auth=true, key=None))]
+    #[pyo3(signature = (address, reentrant=true, serializer=None, auth=true, key=None, local_server=None))]
     fn new(
         py: Python<'_>,
         address: &Bound<'_, PyAny>,
@@ -193,6 +198,7 @@ impl RPCClient {
         serializer: Option<&str>,
         auth: bool,
         key: Option<&Bound<'_, PyAny>>,
+        local_server: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let _ = reentrant; // waiting clients always serve their thread's server
         let address = args::address(address)?;
@@ -231,10 +237,77 @@ impl RPCClient {
                 },
             )
         });
-        Ok(RPCClient {
+        let me = RPCClient {
             client,
             _child: None,
-        })
+            local_server: Mutex::new(None),
+        };
+        if let Some(spec) = local_server {
+            me._set_local_server(py, spec)?;
+        }
+        Ok(me)
+    }
+
+    /// Chooses who serves the objects this client sends, so the server can
+    /// call them back (teleprox's `local_server`): `"lazy"` (a new ZeroMQ
+    /// server of this thread, serving while the thread waits on a call),
+    /// `"threaded"` (a new one serving from a thread of its own), an
+    /// `RPCServer`, or None (this thread's server, else the link itself on
+    /// native transports: pyacq's rule).
+    fn _set_local_server(&self, py: Python<'_>, spec: &Bound<'_, PyAny>) -> PyResult<()> {
+        let chosen: Option<(Py<RPCServer>, bool)> = if spec.is_none() {
+            None
+        } else if let Ok(server) = spec.cast::<RPCServer>() {
+            Some((server.clone().unbind(), false))
+        } else {
+            let server = match spec.extract::<String>().ok().as_deref() {
+                Some(kind @ ("lazy" | "threaded")) => {
+                    let server = Bound::new(py, RPCServer::bind_default(py)?)?;
+                    if kind == "lazy" {
+                        server.call_method0("run_lazy")?;
+                    } else {
+                        let kwargs = PyDict::new(py);
+                        kwargs.set_item("target", server.getattr("run_forever")?)?;
+                        kwargs.set_item("daemon", true)?;
+                        kwargs.set_item("name", "farcall-local-server")?;
+                        PyModule::import(py, "threading")?
+                            .getattr("Thread")?
+                            .call((), Some(&kwargs))?
+                            .call_method0("start")?;
+                    }
+                    server
+                }
+                _ => {
+                    return Err(PyValueError::new_err(format!(
+                        "local_server must be 'lazy', 'threaded', an RPCServer or None, not {}",
+                        spec.repr()?
+                    )))
+                }
+            };
+            Some((server.unbind(), true))
+        };
+        let host = chosen
+            .as_ref()
+            .map(|(s, _)| s.get().engine().host().clone());
+        self.client.link().set_local_host(host.as_ref());
+        let old = std::mem::replace(
+            &mut *self.local_server.lock().unwrap_or_else(|p| p.into_inner()),
+            chosen,
+        );
+        if let Some((server, true)) = old {
+            server.get().close(py);
+        }
+        Ok(())
+    }
+
+    /// The server chosen with `local_server`, or None.
+    #[getter]
+    fn local_server(&self, py: Python<'_>) -> Option<Py<RPCServer>> {
+        self.local_server
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(s, _)| s.clone_ref(py))
     }
 
     /// A client on a link over `channel`, any object with `recv(size)`
@@ -260,6 +333,7 @@ impl RPCClient {
         Ok(RPCClient {
             client: Client::from_link(link),
             _child: None,
+            local_server: Mutex::new(None),
         })
     }
 
@@ -432,6 +506,14 @@ impl RPCClient {
     /// Closes this process's link to the server (the server keeps
     /// running); pending calls fail with DisconnectError.
     fn close(&self, py: Python<'_>) {
+        let local = self
+            .local_server
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((server, true)) = local {
+            server.get().close(py);
+        }
         CLIENTS.with(|c| {
             c.borrow_mut()
                 .retain(|_, v| !v.client.same_as(&self.client))

@@ -550,11 +550,27 @@ pub fn to_py(py: Python<'_>, value: Value, ownership: Ownership) -> PyResult<Py<
                 }
                 return to_py(py, local, ownership);
             }
+            // One proxy per remote object while it lives (teleprox's
+            // identity): a second reference to it is released again.
+            let root = reference.attributes.is_empty();
+            if root {
+                if let Some(same) = crate::proxy::identity::lookup(py, &reference)? {
+                    if let Ownership::Reply(client) = ownership {
+                        drop(farcall::Proxy::from_reply(reference, client));
+                    }
+                    return Ok(same);
+                }
+            }
             let proxy = match ownership {
                 Ownership::Reply(client) => farcall::Proxy::from_reply(reference, client),
                 Ownership::Borrowed => farcall::Proxy::received(reference),
             };
-            Py::new(py, ObjectProxy::new(py, proxy))?.into_any()
+            let owned = proxy.owns();
+            let obj = Py::new(py, ObjectProxy::new(py, proxy))?.into_any();
+            if root && owned {
+                crate::proxy::identity::remember(py, &obj)?;
+            }
+            obj
         }
         Value::Object(obj) => object_to_py(py, obj)?,
     })

@@ -90,6 +90,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(server::_remove_socket_files, m)?)?;
     m.add_class::<client::RPCClient>()?;
     m.add_class::<proxy::ObjectProxy>()?;
+    m.add_function(wrap_pyfunction!(proxy::_proxy_from_state, m)?)?;
     m.add_class::<future::PyFuture>()?;
     m.add_function(wrap_pyfunction!(future::_set_future_class, m)?)?;
     m.add_class::<buffer::RecvBuffer>()?;

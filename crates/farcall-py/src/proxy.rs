@@ -344,3 +344,96 @@ impl ObjectProxy {
         Ok(child.into_any())
     }
 }
+
+/// Proxy identity, as in teleprox: while a proxy to a remote object is
+/// alive, receiving that object again gives the same `ObjectProxy`, so
+/// `client['x'] is client['x']`. Root proxies only (a deferred attribute
+/// is a proxy of its own), kept in a `weakref.WeakValueDictionary` keyed
+/// by the object's server and id.
+pub(crate) mod identity {
+    use pyo3::prelude::*;
+    use pyo3::sync::PyOnceLock;
+    use pyo3::types::PyTuple;
+
+    use super::ObjectProxy;
+    use farcall::ProxyRef;
+
+    static PROXIES: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+    fn proxies(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+        Ok(PROXIES
+            .get_or_try_init(py, || {
+                PyModule::import(py, "weakref")?
+                    .getattr("WeakValueDictionary")?
+                    .call0()
+                    .map(Bound::unbind)
+            })?
+            .bind(py))
+    }
+
+    fn key<'py>(py: Python<'py>, reference: &ProxyRef) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(
+            py,
+            [
+                reference.rpc_addr.clone().into_pyobject(py)?.into_any(),
+                reference.obj_id.into_pyobject(py)?.into_any(),
+            ],
+        )
+    }
+
+    /// The live proxy to the object `reference` names, if there is one
+    /// and its options are still the defaults a new proxy would get (a
+    /// proxy whose options were changed, or made before the client's
+    /// `default_proxy_options` changed, is not handed out again).
+    pub(crate) fn lookup(py: Python<'_>, reference: &ProxyRef) -> PyResult<Option<Py<PyAny>>> {
+        let found = proxies(py)?.call_method1("get", (key(py, reference)?,))?;
+        let Ok(proxy) = found.cast::<ObjectProxy>() else {
+            return Ok(None);
+        };
+        // A proxy whose connection was closed or lost serves no more.
+        let live = proxy
+            .get()
+            .proxy
+            .live_link()
+            .is_some_and(|link| link.dead().is_none());
+        if !live {
+            return Ok(None);
+        }
+        let current = proxy.get().options().to_dict(py)?;
+        let fresh = super::defaults(py, &reference.rpc_addr).to_dict(py)?;
+        Ok(current.eq(fresh)?.then(|| found.unbind()))
+    }
+
+    /// Makes `proxy` (an `ObjectProxy`) the one for its object.
+    pub(crate) fn remember(py: Python<'_>, proxy: &Py<PyAny>) -> PyResult<()> {
+        let bound = proxy.bind(py);
+        let reference = bound.cast::<ObjectProxy>()?.get().reference().clone();
+        proxies(py)?.set_item(key(py, &reference)?, bound)
+    }
+}
+
+/// A proxy made from a pickled one's state (`ObjectProxy.__reduce__`): a
+/// borrowed reference to the same remote object (the object itself, in
+/// the process that serves it).
+#[pyfunction]
+pub fn _proxy_from_state(
+    py: Python<'_>,
+    rpc_addr: String,
+    obj_id: u64,
+    ref_id: u64,
+    type_str: String,
+    attributes: Vec<String>,
+) -> PyResult<Py<PyAny>> {
+    let reference = ProxyRef {
+        rpc_addr,
+        obj_id,
+        ref_id,
+        type_str,
+        attributes,
+    };
+    crate::convert::to_py(
+        py,
+        farcall::Value::Proxy(reference),
+        crate::convert::Ownership::Borrowed,
+    )
+}

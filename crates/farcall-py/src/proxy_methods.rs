@@ -359,6 +359,26 @@ impl ObjectProxy {
         self.proxy.address()
     }
 
+    /// Pickles as a proxy to the same remote object: unpickled (in any
+    /// process), it refers to the object while the proxy that was pickled
+    /// (or another owner) keeps it alive; it holds no reference itself.
+    fn __reduce__<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyTuple>)> {
+        let restore = PyModule::import(py, "farcall._native")?.getattr("_proxy_from_state")?;
+        let r = self.proxy.reference();
+        let state = (
+            r.rpc_addr.as_str(),
+            r.obj_id,
+            r.ref_id,
+            r.type_str.as_str(),
+            PyTuple::new(py, &r.attributes)?,
+        )
+            .into_pyobject(py)?;
+        Ok((restore, state))
+    }
+
     fn __repr__(&self) -> String {
         format!("{:?}", self.proxy)
     }

@@ -41,6 +41,12 @@ impl RPCServer {
         &self.server
     }
 
+    /// A server on the default address (ZeroMQ loopback, a free port),
+    /// with this process's key.
+    pub fn bind_default(py: Python<'_>) -> PyResult<RPCServer> {
+        RPCServer::new(py, None, true, None, false)
+    }
+
     fn register(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         slf.get().server.run_lazy().py(py)?;
@@ -172,7 +178,7 @@ impl RPCServer {
     }
 
     /// Closes the server; every client it has seen is told.
-    fn close(&self, py: Python<'_>) {
+    pub(crate) fn close(&self, py: Python<'_>) {
         crate::gil::released(py, || self.server.close());
     }
 

@@ -28,6 +28,47 @@ pub struct ProcessSpawner {
     child: Arc<engine::ProcessSpawner>,
     /// `proc.client`, one object (it keeps the child running too).
     client: Py<RPCClient>,
+    /// The child runs a QApplication with a QtRPCServer.
+    qt: bool,
+}
+
+/// A descriptor for a child's stdout or stderr: an int, an object with
+/// `fileno()`, or `subprocess.DEVNULL`; duplicated, so the caller's stays
+/// the caller's.
+fn output_fd(py: Python<'_>, target: &Bound<'_, PyAny>) -> PyResult<std::os::fd::OwnedFd> {
+    use std::os::fd::{BorrowedFd, RawFd};
+    let devnull: i64 = PyModule::import(py, "subprocess")?
+        .getattr("DEVNULL")?
+        .extract()?;
+    let fd: RawFd = match target.extract::<i64>() {
+        Ok(n) if n == devnull => {
+            return Ok(std::fs::OpenOptions::new().write(true).open("/dev/null")?.into())
+        }
+        Ok(n) if n >= 0 => n as RawFd,
+        Ok(_) => {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "stdout/stderr: a file, a descriptor or subprocess.DEVNULL (subprocess.PIPE is not supported)",
+            ))
+        }
+        Err(_) => target.call_method0("fileno")?.extract()?,
+    };
+    // SAFETY: the descriptor is valid for this call (the caller's); we
+    // keep a duplicate of our own.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    Ok(borrowed.try_clone_to_owned()?)
+}
+
+/// A Python dict as a JSON object (through `json.dumps`: what the child
+/// reads back is what JSON can say).
+fn json_object(
+    py: Python<'_>,
+    d: &Bound<'_, PyDict>,
+) -> PyResult<serde_json::Map<String, serde_json::Value>> {
+    let text: String = PyModule::import(py, "json")?
+        .call_method1("dumps", (d,))?
+        .extract()?;
+    serde_json::from_str(&text)
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(format!("extra: {e}")))
 }
 
 fn returncode(status: ExitStatus) -> i32 {
@@ -41,8 +82,15 @@ fn returncode(status: ExitStatus) -> i32 {
 impl ProcessSpawner {
     /// Starts `executable -m farcall.bootstrap` (default: this Python) with
     /// a server on `address` (default: a fresh native Unix socket).
+    ///
+    /// Also: `daemon` (a process that outlives this one, docs/spawning.md),
+    /// `exit_on_parent_death` (default: not for daemons), `command` (the
+    /// whole command line instead of `executable -m farcall.bootstrap`,
+    /// for wrappers such as `conda run`), `stdout`/`stderr` (a file, a
+    /// descriptor or `subprocess.DEVNULL`), `extra` (more of the child's
+    /// configuration: `log_stdio`, `log_send_level`).
     #[new]
-    #[pyo3(signature = (name=None, address=None, log_addr=None, log_level=None, executable=None, qt=false, start_timeout=10.0, daemon=false, exit_on_parent_death=None))]
+    #[pyo3(signature = (name=None, address=None, log_addr=None, log_level=None, executable=None, qt=false, start_timeout=10.0, daemon=false, exit_on_parent_death=None, command=None, stdout=None, stderr=None, extra=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -55,6 +103,10 @@ impl ProcessSpawner {
         start_timeout: f64,
         daemon: bool,
         exit_on_parent_death: Option<bool>,
+        command: Option<Vec<String>>,
+        stdout: Option<&Bound<'_, PyAny>>,
+        stderr: Option<&Bound<'_, PyAny>>,
+        extra: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         let executable = match executable {
             Some(e) => e,
@@ -73,6 +125,19 @@ impl ProcessSpawner {
             .daemon(daemon)
             .exit_on_parent_death(exit_on_parent_death);
         options.program = executable.into();
+        if let Some(command) = command {
+            let Some((program, args)) = command.split_first() else {
+                return Err(pyo3::exceptions::PyValueError::new_err("command is empty"));
+            };
+            options.program = program.into();
+            options.args = args.iter().map(Into::into).collect();
+        }
+        if let Some(out) = stdout {
+            options = options.stdout(output_fd(py, out)?);
+        }
+        if let Some(err) = stderr {
+            options = options.stderr(output_fd(py, err)?);
+        }
         if let Some(name) = name {
             options = options.name(name);
         }
@@ -82,8 +147,13 @@ impl ProcessSpawner {
         // Without log_addr/log_level, the children log to this process's
         // log server (if farcall.log runs one), as in pyacq.
         let log_addr = log_addr.map(crate::args::address).transpose()?;
-        let (log_addr, log_level) = crate::log::child_log_options(py, log_addr, log_level)?;
-        let mut extra = serde_json::Map::new();
+        // A daemon outlives this process's log server: no defaults.
+        let (log_addr, log_level) =
+            crate::log::child_log_options(py, log_addr, log_level, !daemon)?;
+        let mut extra = match extra {
+            Some(more) => json_object(py, more)?,
+            None => serde_json::Map::new(),
+        };
         if let Some(log_addr) = log_addr {
             extra.insert("log_addr".into(), log_addr.into());
         }
@@ -109,7 +179,7 @@ impl ProcessSpawner {
             child.client().clone(),
             Some(child.clone()),
         )?;
-        Ok(ProcessSpawner { child, client })
+        Ok(ProcessSpawner { child, client, qt })
     }
 
     /// The client of the child's server (the link the spawner opened, even
@@ -183,6 +253,12 @@ impl ProcessSpawner {
         let status =
             crate::gil::released(py, || child.stop(Duration::from_secs_f64(timeout))).py(py)?;
         Ok(returncode(status))
+    }
+
+    /// True when the child runs a Qt event loop (`qt=True`).
+    #[getter]
+    fn qt(&self) -> bool {
+        self.qt
     }
 
     /// True for a daemon (started with `daemon=True`).

@@ -249,6 +249,12 @@ impl Proxy {
         derived
     }
 
+    /// The link this proxy calls through, if it has one yet (none is
+    /// opened).
+    pub fn live_link(&self) -> Option<&Arc<Link>> {
+        self.link.get()
+    }
+
     /// The client to call the object through: the proxy's link, else the
     /// process's link to the object's home (opened on first use).
     pub fn client(&self) -> Result<Client> {

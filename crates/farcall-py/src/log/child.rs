@@ -13,13 +13,18 @@ use crate::errors::IntoPyResult;
 /// `log_level`, else this process's defaults (its log server, or the one
 /// it sends to, and the receiving logger's level; the root logger's for a
 /// server elsewhere), as pyacq's ProcessSpawner did. `log_level` is a
-/// number or a level name (ValueError otherwise).
+/// number or a level name (ValueError otherwise). Without `defaults`,
+/// only what the caller gave.
 pub fn child_log_options(
     py: Python<'_>,
     log_addr: Option<String>,
     log_level: Option<&Bound<'_, PyAny>>,
+    defaults: bool,
 ) -> PyResult<(Option<String>, Option<Json>)> {
     let log_level = log_level.map(level_json).transpose()?;
+    if !defaults {
+        return Ok((log_addr, log_level));
+    }
     let (address, level) = py.detach(|| flog::child_options(log_addr, log_level));
     let level = match (level, &address) {
         (None, Some(_)) => {
@@ -54,17 +59,19 @@ fn level_json(level: &Bound<'_, PyAny>) -> PyResult<Json> {
 
 /// Sets up a spawned child: takes `name`, and with `log_addr` sends the
 /// engine's records at `log_level` (default INFO) and every line of fds 1
-/// and 2 there. Returns the level and a copy of the original stderr
+/// and 2 there (unless `log_stdio` is false). Returns the level and a copy of the original stderr
 /// descriptor (for crash dumps) when forwarding, else None.
 #[pyfunction]
-#[pyo3(signature = (name, log_addr, log_level=None))]
+#[pyo3(signature = (name, log_addr, log_level=None, log_stdio=true))]
 fn _log_start_child(
     py: Python<'_>,
     name: Option<String>,
     log_addr: Option<String>,
     log_level: Option<Bound<'_, PyAny>>,
+    log_stdio: bool,
 ) -> PyResult<Option<(i64, Option<i32>)>> {
     let mut extra = serde_json::Map::new();
+    extra.insert("log_stdio".into(), log_stdio.into());
     if let Some(address) = log_addr {
         extra.insert("log_addr".into(), address.into());
     }

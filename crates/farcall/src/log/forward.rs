@@ -195,7 +195,7 @@ pub fn init_child(config: &ChildConfig) -> Result<bool> {
 }
 
 /// [`init_child`] from its parts: the child's name and the `extra` object
-/// (`log_addr`, `log_level`) of its spawn configuration. Returns the
+/// (`log_addr`, `log_level`, `log_stdio`) of its spawn configuration. Returns the
 /// level records are kept at when they are forwarded, else `None`.
 pub fn init_forwarding(name: Option<&str>, extra: &Json) -> Result<Option<i64>> {
     if let Some(name) = name {
@@ -210,7 +210,14 @@ pub fn init_forwarding(name: Option<&str>, extra: &Json) -> Result<Option<i64>> 
         .unwrap_or(level::INFO);
     install(level_filter(levelno));
     let sender = set_logger_address(address)?;
-    *lock(&CAPTURE) = Some(capture_stdio(sender)?);
+    // `log_stdio: false` keeps fds 1 and 2 as they are (teleprox's option).
+    if extra
+        .get("log_stdio")
+        .and_then(Json::as_bool)
+        .unwrap_or(true)
+    {
+        *lock(&CAPTURE) = Some(capture_stdio(sender)?);
+    }
     Ok(Some(levelno))
 }
 

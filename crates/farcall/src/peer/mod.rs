@@ -249,6 +249,9 @@ pub struct Link {
     /// Hosts that sent objects over this link, to release them when it
     /// goes.
     exporters: Mutex<Vec<Weak<Host>>>,
+    /// The host that serves the objects sent over this link, when its
+    /// user chose one (teleprox's `local_server`): before the thread's.
+    local_host: Mutex<Option<Weak<Host>>>,
     executor: Arc<dyn Executor>,
     peer: PeerInfo,
     heartbeat: Heartbeat,
@@ -370,6 +373,7 @@ impl Link {
             timeout: parts.timeout,
             host: parts.host,
             exporters: Mutex::new(Vec::new()),
+            local_host: Mutex::new(None),
             executor: parts.executor,
             peer: parts.peer,
             heartbeat: parts.heartbeat,
@@ -849,8 +853,9 @@ struct LinkExporter<'a> {
 impl Exporter for LinkExporter<'_> {
     fn export(&mut self, obj: &ObjectRef) -> Result<ProxyRef> {
         if std::mem::take(&mut self.thread_host) {
-            self.host = read::thread_service()
-                .map(|s| s.host())
+            let chosen = lock(&self.link.local_host).as_ref().and_then(Weak::upgrade);
+            self.host = chosen
+                .or_else(|| read::thread_service().map(|s| s.host()))
                 .or_else(|| self.link.symmetric().then(|| self.link.host.clone()));
         }
         let Some(host) = &self.host else {
@@ -875,6 +880,13 @@ impl Exporter for LinkExporter<'_> {
 
 /// Calls into a link, as [`crate::Client`] and [`crate::Proxy`] make them.
 impl Link {
+    /// Makes `host` serve the objects sent over this link from any thread
+    /// (`None`: the sending thread's server, as pyacq does). Held weakly:
+    /// a closed server's host stops serving.
+    pub fn set_local_host(&self, host: Option<&Arc<Host>>) {
+        *lock(&self.local_host) = host.map(Arc::downgrade);
+    }
+
     /// Sends `action` and waits for the reply (`timeout`: `None` waits
     /// without limit).
     pub(crate) fn call(

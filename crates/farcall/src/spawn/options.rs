@@ -2,7 +2,9 @@
 //! what the child is told on its lifeline.
 
 use std::ffi::OsString;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value as Json;
@@ -42,6 +44,11 @@ pub struct SpawnOptions {
     /// Make the child exit when this process dies (default; never for a
     /// daemon).
     pub exit_on_parent_death: bool,
+    /// Where the child's stdout goes (default: ours).
+    pub stdout: Option<Arc<OwnedFd>>,
+    /// Where the child's stderr goes (default: a pipe copied to ours line
+    /// by line, whose last lines explain a failed start).
+    pub stderr: Option<Arc<OwnedFd>>,
 }
 
 impl SpawnOptions {
@@ -67,7 +74,22 @@ impl SpawnOptions {
             auth: Auth::ProcessKey,
             daemon: false,
             exit_on_parent_death: true,
+            stdout: None,
+            stderr: None,
         }
+    }
+
+    /// Sends the child's stdout to `fd` (a file, /dev/null, a pipe).
+    pub fn stdout(mut self, fd: OwnedFd) -> Self {
+        self.stdout = Some(Arc::new(fd));
+        self
+    }
+
+    /// Sends the child's stderr to `fd` (then it is not forwarded, and a
+    /// failed start cannot quote it).
+    pub fn stderr(mut self, fd: OwnedFd) -> Self {
+        self.stderr = Some(Arc::new(fd));
+        self
     }
 
     /// Starts a daemon (see [`SpawnOptions::daemon`]).

@@ -74,11 +74,21 @@ impl ProcessSpawner {
             .args(&options.args)
             .envs(options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::from(OwnedFd::from(child_end)));
+        let given = |fd: &Option<Arc<OwnedFd>>| -> io::Result<Option<Stdio>> {
+            fd.as_ref()
+                .map(|fd| fd.try_clone().map(Stdio::from))
+                .transpose()
+        };
+        let (stdout, stderr) = (given(&options.stdout)?, given(&options.stderr)?);
         if options.daemon {
-            command.stdout(Stdio::null()).stderr(Stdio::null());
+            command
+                .stdout(stdout.unwrap_or_else(Stdio::null))
+                .stderr(stderr.unwrap_or_else(Stdio::null));
             detach(&mut command);
         } else {
-            command.stdout(Stdio::inherit()).stderr(Stdio::piped());
+            command
+                .stdout(stdout.unwrap_or_else(Stdio::inherit))
+                .stderr(stderr.unwrap_or_else(Stdio::piped));
         }
         let spawned = command.spawn();
         // The command holds our copy of the child's end: close it now, or
